@@ -1,0 +1,266 @@
+"""The env-family contract: how an environment plugs into the ToolGym server.
+
+An *env family* (``EnvFamily``) is one kind of environment, e.g. ``toolgym/ToolUse-v0``. It
+validates task records, documents its reset options, and starts *episodes*. An ``Episode`` is
+the server-side state of one rollout: ``reset`` gives the first observation, ``step`` takes
+one policy action and returns what Gymnasium's ``step`` returns, with a verifiable reward.
+
+Episodes never touch HTTP, threads or containers. When one needs to run untrusted code it
+calls the ``Runner`` it was given (one episode's sandbox, already chosen by the server), and
+it computes rewards itself from what came back, so a policy cannot write its own reward.
+
+Episodes must be deterministic given (task, options, seed, actions, tool outputs): the server
+forks an episode by replaying its recorded actions into a fresh one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import types
+import typing
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from toolgym.errors import ValidationFailed
+
+from toolgym.server.sandbox.base import RunRequest, RunResult
+
+__all__ = [
+    "SPLITS",
+    "Action",
+    "AssistantMessage",
+    "EnvFamily",
+    "Episode",
+    "Observation",
+    "Runner",
+    "Step",
+    "StepStatus",
+    "Task",
+    "make_info",
+    "options_from_mapping",
+    "options_schema",
+]
+
+SPLITS = ("train", "validation", "test")
+
+Runner = Callable[[RunRequest], RunResult]
+"""Runs code in the episode's sandbox. Raises ``SandboxError`` when the sandbox fails."""
+
+StepStatus = Literal["ok", "invalid_action", "timeout", "infra_error"]
+
+
+@dataclass(frozen=True)
+class AssistantMessage:
+    """An OpenAI-style assistant message: ``content`` plus ``tool_calls`` in the
+    ``{"id", "type": "function", "function": {"name", "arguments"}}`` form."""
+
+    content: str | None = None
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+
+
+Action = str | AssistantMessage
+"""What a policy sends: the raw assistant turn, or a structured assistant message."""
+
+
+@dataclass
+class Observation:
+    """New chat messages for the policy, and the tool schemas when they are first shown."""
+
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"messages": self.messages}
+        if self.tools is not None:
+            out["tools"] = self.tools
+        return out
+
+
+@dataclass
+class Step:
+    observation: Observation
+    reward: float
+    terminated: bool
+    truncated: bool
+    info: dict[str, Any]
+
+
+def make_info(
+    *,
+    status: StepStatus = "ok",
+    reward_components: Mapping[str, float] | None = None,
+    metrics: Mapping[str, float] | None = None,
+    reason: str | None = None,
+    output_truncated: bool = False,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The ``info`` dict every step returns (DESIGN.md): no timing, no ids, so two seeded
+    runs give equal ``info``."""
+    info: dict[str, Any] = {
+        "status": status,
+        "retryable": False,
+        "reward_components": dict(reward_components or {}),
+        "metrics": dict(metrics or {}),
+        "output_truncated": output_truncated,
+    }
+    if reason is not None:
+        info["reason"] = reason
+    info.update(extra)
+    return info
+
+
+@dataclass(frozen=True)
+class Task:
+    """A registered task: its full record (gold included) stays on the server."""
+
+    env_id: str
+    id: str
+    split: str
+    record: Mapping[str, Any]
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Episode(ABC):
+    """One rollout's state. Not thread-safe: the server serializes calls per episode."""
+
+    @abstractmethod
+    def reset(self) -> tuple[Observation, dict[str, Any]]:
+        """The first observation and ``info`` (same keys as a step's, status ``ok``)."""
+
+    @abstractmethod
+    def step(self, action: Action) -> Step:
+        """Apply one action. Must leave the episode unchanged if the runner raises
+        ``SandboxError`` (the server retries the step on a fresh sandbox)."""
+
+    @property
+    @abstractmethod
+    def turn(self) -> int:
+        """Number of steps taken so far."""
+
+
+class EnvFamily(ABC):
+    """One kind of environment. Subclasses set the class attributes and implement the four
+    methods; ``GET /v1/envs`` publishes the attributes and ``options_schema(options_type)``."""
+
+    env_id: ClassVar[str]
+    description: ClassVar[str]
+    action_format: ClassVar[str]
+    observation_format: ClassVar[str]
+    reward_spec: ClassVar[str]
+    record_format: ClassVar[str]
+    options_type: ClassVar[type]
+    """A dataclass; each field's ``metadata["doc"]`` documents the option."""
+    needs_sandbox: ClassVar[bool] = True
+
+    @abstractmethod
+    def validate_record(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Check and normalize one task record (the gold included). Raises
+        ``ValidationFailed`` naming the bad field. May drop ``id`` and ``split``."""
+
+    def task_metadata(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """What ``GET .../tasks`` may show of a task: never the gold."""
+        return {}
+
+    def builtin_records(self) -> Iterable[tuple[str, dict[str, Any]]]:
+        """Tasks this family ships, as ``(split, record)``; records carry an ``id``."""
+        return ()
+
+    def parse_options(self, raw: Mapping[str, Any], split: str) -> Any:
+        """Reset ``options`` -> an ``options_type`` instance. Raises ``ValidationFailed``."""
+        return options_from_mapping(self.options_type, raw)
+
+    @abstractmethod
+    def start(self, task: Task, options: Any, runner: Runner | None, rng: random.Random) -> Episode:
+        """A new episode of ``task``. ``runner`` is None when ``needs_sandbox`` is False."""
+
+
+# --- options: small dataclasses, validated by their type hints -------------------------------
+
+def _check_type(name: str, value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            raise ValidationFailed(f"option {name!r} must be one of {list(allowed)}, got {value!r}", option=name)
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors: list[str] = []
+        for arm in typing.get_args(hint):
+            if arm is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _check_type(name, value, arm)
+            except ValidationFailed as exc:
+                errors.append(exc.message)
+        raise ValidationFailed(f"option {name!r}: {value!r} matches no allowed type", option=name)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValidationFailed(f"option {name!r} must be a boolean, got {value!r}", option=name)
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValidationFailed(f"option {name!r} must be an integer, got {value!r}", option=name)
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValidationFailed(f"option {name!r} must be a number, got {value!r}", option=name)
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ValidationFailed(f"option {name!r} must be a string, got {value!r}", option=name)
+        return value
+    return value
+
+
+def options_from_mapping(cls: type, raw: Mapping[str, Any], **defaults: Any) -> Any:
+    """Build the options dataclass ``cls`` from ``raw``: unknown keys and wrong types are a
+    ``ValidationFailed`` naming the option; ``defaults`` override field defaults (e.g. by split).
+    A field with ``metadata["min"]``/``["max"]`` is range-checked."""
+    if not isinstance(raw, Mapping):
+        raise ValidationFailed("options must be a JSON object")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ValidationFailed(
+            f"unknown option(s) {unknown}; this env takes {sorted(fields)}", options=unknown
+        )
+    values: dict[str, Any] = dict(defaults)
+    for name, value in raw.items():
+        checked = _check_type(name, value, hints[name])
+        meta = fields[name].metadata
+        if isinstance(checked, int | float) and not isinstance(checked, bool):
+            if "min" in meta and checked < meta["min"]:
+                raise ValidationFailed(f"option {name!r} must be >= {meta['min']}, got {checked}", option=name)
+            if "max" in meta and checked > meta["max"]:
+                raise ValidationFailed(f"option {name!r} must be <= {meta['max']}, got {checked}", option=name)
+        values[name] = checked
+    return cls(**values)
+
+
+def options_schema(cls: type, **defaults: Any) -> dict[str, Any]:
+    """A JSON description of an options dataclass, for ``GET /v1/envs``."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        entry: dict[str, Any] = {"doc": f.metadata.get("doc", "")}
+        if typing.get_origin(hint) is Literal:
+            entry["type"] = "enum"
+            entry["choices"] = list(typing.get_args(hint))
+        else:
+            entry["type"] = getattr(hint, "__name__", str(hint))
+        if f.name in defaults:
+            entry["default"] = defaults[f.name]
+        elif f.default is not dataclasses.MISSING:
+            entry["default"] = f.default
+        for key in ("min", "max"):
+            if key in f.metadata:
+                entry[key] = f.metadata[key]
+        out[f.name] = entry
+    return out

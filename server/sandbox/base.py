@@ -1,0 +1,131 @@
+"""The sandbox contract: what an env may ask of the box its untrusted code runs in.
+
+Two planes, kept apart as in E2B's SDK:
+
+- the *control plane* (``SandboxBackend``): create a sandbox for an episode, list and remove
+  the ones a server instance owns, report health. It knows nothing of reset or step.
+- the *data plane* (``Sandbox``): run one piece of code in a fresh process inside the box and
+  return what it printed and, for a function call, what it returned.
+
+A user-code failure (an exception, a timeout, a memory error) is data in ``RunResult``; an
+infrastructure failure (the box died or stopped answering) is a ``SandboxError``. Every backend
+speaks to the same stdlib-only agent (``agent.py``) over one persistent stream, so a call costs
+a JSON line each way, not a process launch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+__all__ = [
+    "FunctionCall",
+    "RunLimits",
+    "RunRequest",
+    "RunResult",
+    "RunStatus",
+    "Sandbox",
+    "SandboxBackend",
+    "SandboxSpec",
+]
+
+RunStatus = Literal["ok", "error", "timeout", "killed"]
+"""``ok``: ran to the end; ``error``: raised / exited non-zero; ``timeout``: stopped at the
+run's ``timeout_s``; ``killed``: ended by a signal (e.g. the kernel's OOM killer)."""
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    """Per-run limits, enforced inside the sandbox on the process that runs the code."""
+
+    timeout_s: float = 10.0
+    memory_bytes: int = 512 * 1024 * 1024
+    max_output_bytes: int = 1024 * 1024
+    """Bytes kept per stream (stdout, stderr, return value); the rest is read and dropped."""
+
+
+@dataclass(frozen=True)
+class FunctionCall:
+    """Call ``function(**arguments)`` after the code has defined it; the return value comes
+    back as text: ``json.dumps(value, ensure_ascii=False)`` for a dict or list, else ``str``
+    (FTRL's rule)."""
+
+    function: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    code: str
+    call: FunctionCall | None = None
+    limits: RunLimits = field(default_factory=RunLimits)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    status: RunStatus
+    stdout: str = ""
+    stderr: str = ""
+    value: str | None = None
+    """The formatted return value of ``call``, when it returned."""
+    error: str | None = None
+    """``"ExcType: message"`` when the code or the call raised."""
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    value_truncated: bool = False
+    duration_s: float = 0.0
+
+
+@runtime_checkable
+class Sandbox(Protocol):
+    """One episode's box. Each ``run`` is a fresh process: nothing leaks between runs except
+    files the code leaves in the work dir."""
+
+    @property
+    def id(self) -> str: ...
+
+    def run(self, request: RunRequest) -> RunResult:
+        """Run code; blocks up to ``limits.timeout_s`` plus a small grace.
+
+        Raises ``SandboxError`` when the sandbox itself fails (then it is unusable)."""
+        ...
+
+    def close(self) -> bool:
+        """Destroy the sandbox. Idempotent: returns False when it was already gone."""
+        ...
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """What a new sandbox is for: its labels (server instance, episode, owner) and limits."""
+
+    labels: dict[str, str]
+    memory_bytes: int = 768 * 1024 * 1024
+    max_processes: int = 64
+    cpus: float = 1.0
+    workdir_bytes: int = 64 * 1024 * 1024
+
+
+class SandboxBackend(Protocol):
+    """The control plane of one kind of sandbox (Docker containers, local processes)."""
+
+    name: str
+    isolated: bool
+    """False for backends that do not isolate code from the host; the server says so loudly."""
+
+    def create(self, spec: SandboxSpec) -> Sandbox:
+        """Start a sandbox and wait until its agent answers. Raises ``SandboxError``."""
+        ...
+
+    def remove_owned(self, instance: str | None = None) -> int:
+        """Remove the sandboxes this backend made (all instances' when ``instance`` is None,
+        i.e. orphans of dead servers too); returns how many were removed."""
+        ...
+
+    def check(self) -> None:
+        """Raise ``SandboxError`` when the backend cannot create sandboxes now."""
+        ...
+
+    def close(self) -> None:
+        """Release the backend's own resources (clients, sockets)."""
+        ...

@@ -1,0 +1,246 @@
+"""One error tree for ToolGym, shared by the server and the client.
+
+Every failure a user can meet is one of these classes. The server raises them and maps them
+to HTTP in exactly one table (``HTTP_STATUS``); the client maps the wire ``code`` back to the
+same class (``error_from_wire``), so ``except EpisodeNotFound`` works on both sides.
+
+    ToolGymError                      500 internal
+    ├── BadRequest                    400 bad_request        (malformed JSON, unreadable body)
+    ├── Unauthorized                  401 unauthorized       (no or wrong API key)
+    ├── NotFound                      404 not_found
+    │   ├── EnvNotFound               404 env_not_found      (with a "did you mean")
+    │   ├── TaskNotFound              404 task_not_found
+    │   └── EpisodeNotFound           404 episode_not_found  (unknown, or another key's)
+    ├── Conflict                      409 conflict
+    │   ├── EpisodeFinished           409 episode_finished   (step after the end)
+    │   ├── TurnMismatch              409 turn_mismatch      (expected_turn ahead of the episode)
+    │   └── DuplicateTask             409 duplicate_task
+    ├── PayloadTooLarge               413 payload_too_large
+    ├── ValidationFailed              422 validation_failed  (schema, bad record, bad options)
+    ├── QuotaExceeded                 429 quota_exceeded
+    └── Unavailable                   503 unavailable        (retryable; carries retry_after_s)
+        ├── AtCapacity                503 at_capacity        (live-episode limit reached)
+        ├── ShuttingDown              503 shutting_down
+        └── SandboxError              503 sandbox_error      (the sandbox failed, not the policy)
+            └── SandboxTimeout        503 sandbox_timeout    (the sandbox stopped answering)
+
+A failure of a policy's *action* (bad tool call, tool code that raises or loops) is never an
+exception: it is data in the step result (``info["status"]``). Exceptions are for requests
+the server cannot honour and for failures of ToolGym itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AtCapacity",
+    "BadRequest",
+    "Conflict",
+    "DuplicateTask",
+    "EnvNotFound",
+    "EpisodeFinished",
+    "EpisodeNotFound",
+    "HTTP_STATUS",
+    "NotFound",
+    "PayloadTooLarge",
+    "QuotaExceeded",
+    "SandboxError",
+    "SandboxTimeout",
+    "ShuttingDown",
+    "TaskNotFound",
+    "ToolGymError",
+    "TurnMismatch",
+    "Unauthorized",
+    "Unavailable",
+    "ValidationFailed",
+    "error_from_wire",
+]
+
+
+class ToolGymError(Exception):
+    """Base of every ToolGym error; ``code`` is the stable wire name, ``details`` the facts."""
+
+    code = "internal"
+    retryable = False
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = details
+
+    def to_wire(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message, "retryable": self.retryable}
+        if self.details:
+            body["details"] = self.details
+        return {"error": body}
+
+
+class BadRequest(ToolGymError):
+    code = "bad_request"
+
+
+class Unauthorized(ToolGymError):
+    code = "unauthorized"
+
+
+class NotFound(ToolGymError):
+    code = "not_found"
+
+
+class EnvNotFound(NotFound):
+    code = "env_not_found"
+
+    def __init__(self, env_id: str, suggestion: str | None = None) -> None:
+        hint = f"; did you mean {suggestion!r}?" if suggestion else ""
+        super().__init__(f"no env {env_id!r}{hint}", env_id=env_id, suggestion=suggestion)
+        self.env_id = env_id
+        self.suggestion = suggestion
+
+
+class TaskNotFound(NotFound):
+    code = "task_not_found"
+
+    def __init__(self, env_id: str, task_id: str) -> None:
+        super().__init__(f"env {env_id!r} has no task {task_id!r}", env_id=env_id, task_id=task_id)
+        self.env_id = env_id
+        self.task_id = task_id
+
+
+class EpisodeNotFound(NotFound):
+    code = "episode_not_found"
+
+    def __init__(self, episode_id: str) -> None:
+        super().__init__(f"no episode {episode_id!r} for this API key", episode_id=episode_id)
+        self.episode_id = episode_id
+
+
+class Conflict(ToolGymError):
+    code = "conflict"
+
+
+class EpisodeFinished(Conflict):
+    code = "episode_finished"
+
+    def __init__(self, episode_id: str, reason: str | None) -> None:
+        super().__init__(
+            f"episode {episode_id!r} has ended ({reason}); reset to start a new one",
+            episode_id=episode_id,
+            reason=reason,
+        )
+        self.episode_id = episode_id
+        self.reason = reason
+
+
+class TurnMismatch(Conflict):
+    code = "turn_mismatch"
+
+    def __init__(self, episode_id: str, expected_turn: int, turn: int) -> None:
+        super().__init__(
+            f"episode {episode_id!r} is at turn {turn}, the step expected turn {expected_turn}",
+            episode_id=episode_id,
+            expected_turn=expected_turn,
+            turn=turn,
+        )
+        self.expected_turn = expected_turn
+        self.turn = turn
+
+
+class DuplicateTask(Conflict):
+    code = "duplicate_task"
+
+    def __init__(self, env_id: str, task_id: str) -> None:
+        super().__init__(f"env {env_id!r} already has a task {task_id!r}", env_id=env_id, task_id=task_id)
+        self.task_id = task_id
+
+
+class PayloadTooLarge(ToolGymError):
+    code = "payload_too_large"
+
+
+class ValidationFailed(ToolGymError):
+    code = "validation_failed"
+
+
+class QuotaExceeded(ToolGymError):
+    code = "quota_exceeded"
+
+
+class Unavailable(ToolGymError):
+    """The server cannot serve this now; the same request may succeed after ``retry_after_s``."""
+
+    code = "unavailable"
+    retryable = True
+
+    def __init__(self, message: str, retry_after_s: float = 1.0, **details: Any) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, **details)
+        self.retry_after_s = retry_after_s
+
+
+class AtCapacity(Unavailable):
+    code = "at_capacity"
+
+
+class ShuttingDown(Unavailable):
+    code = "shutting_down"
+
+
+class SandboxError(Unavailable):
+    """The sandbox failed (died, could not start): an infrastructure failure, never a reward."""
+
+    code = "sandbox_error"
+
+
+class SandboxTimeout(SandboxError):
+    code = "sandbox_timeout"
+
+
+# The one table from error class to HTTP status. Subclasses inherit their parent's row.
+HTTP_STATUS: dict[type[ToolGymError], int] = {
+    ToolGymError: 500,
+    BadRequest: 400,
+    Unauthorized: 401,
+    NotFound: 404,
+    Conflict: 409,
+    PayloadTooLarge: 413,
+    ValidationFailed: 422,
+    QuotaExceeded: 429,
+    Unavailable: 503,
+}
+
+
+def http_status(error: ToolGymError) -> int:
+    """The HTTP status for ``error``: the row of its nearest class in ``HTTP_STATUS``."""
+    for cls in type(error).__mro__:
+        if cls in HTTP_STATUS:
+            return HTTP_STATUS[cls]  # type: ignore[index]
+    return 500
+
+
+def _all_subclasses(cls: type[ToolGymError]) -> list[type[ToolGymError]]:
+    out = [cls]
+    for sub in cls.__subclasses__():
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+def error_from_wire(status: int, body: Any) -> ToolGymError:
+    """Rebuild the typed error from a server's error response (used by the client)."""
+    err = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(err, dict):
+        return ToolGymError(f"HTTP {status}: {body!r}"[:500], status=status)
+    code = str(err.get("code", "internal"))
+    message = str(err.get("message", f"HTTP {status}"))
+    details = err.get("details") or {}
+    by_code = {c.code: c for c in _all_subclasses(ToolGymError)}
+    cls = by_code.get(code)
+    if cls is None:
+        # An unknown code from a newer server: fall back on the status row.
+        cls = next((c for c, s in HTTP_STATUS.items() if s == status), ToolGymError)
+    exc = cls.__new__(cls)
+    ToolGymError.__init__(exc, message, **details)
+    for key, value in details.items():
+        setattr(exc, key, value)
+    if isinstance(exc, Unavailable) and not hasattr(exc, "retry_after_s"):
+        exc.retry_after_s = 1.0
+    return exc
