@@ -69,7 +69,10 @@ class RunResult:
     value: str | None = None
     """The formatted return value of ``call``, when it returned."""
     error: str | None = None
-    """``"ExcType: message"`` when the code or the call raised."""
+    """Why the run failed: ``str(exception)`` when the call raised (FTRL's message), or a
+    description of a timeout, a signal or a non-zero exit."""
+    error_type: str | None = None
+    """The exception's class name when the call raised."""
     stdout_truncated: bool = False
     stderr_truncated: bool = False
     value_truncated: bool = False

@@ -1,0 +1,389 @@
+"""ToolGym's sandbox agent: a small, stdlib-only program that runs inside every sandbox.
+
+The server starts it once per sandbox (``python3 -u -c <this source> --workdir DIR``) and
+talks to it over its stdin/stdout, one JSON object per line, for the sandbox's whole life.
+That single persistent stream is why a tool call costs about a millisecond instead of a
+``docker exec``.
+
+Requests::
+
+    {"id": 7, "op": "run", "code": "...", "call": {"function": "f", "arguments": {...}} | null,
+     "timeout_s": 10.0, "memory_bytes": 536870912, "max_output_bytes": 1048576}
+    {"id": 8, "op": "ping"}
+
+Every ``run`` forks a fresh child: it starts its own session, gets the limits (address space,
+CPU, open files, file size), a clean stdin, its stdout/stderr on pipes and its work dir as
+cwd, then runs the code as ``__main__`` (or defines it and calls ``function(**arguments)``).
+The agent reads the pipes up to ``max_output_bytes`` each (and drains the rest, so a flood
+never blocks the child), stops the run at ``timeout_s``, and then kills whatever the run left
+behind: the child's process group, and with ``--kill-all`` every process of the agent's user
+(``kill(-1)``), which also ends a fork bomb that escaped the group. ``--kill-all`` is only
+safe where the agent's uid belongs to this sandbox alone (a container, or a per-sandbox uid).
+
+The agent never trusts the code: nothing the child prints reaches the protocol stream.
+Python 3.8+; no imports beyond the standard library.
+"""
+
+import builtins
+import io
+import json
+import os
+import resource
+import select
+import signal
+import sys
+import time
+import traceback
+
+PROTOCOL = 1
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+EXIT_GRACE_S = 0.2
+"""After the child exits, how long to wait for descendants still holding its pipes."""
+
+
+def _set_limit(which, value):
+    try:
+        resource.setrlimit(which, (value, value))
+    except (ValueError, OSError):
+        pass
+
+
+def _child(request, workdir, fds, nproc):
+    """In the forked child: set up the process, run the code, never return."""
+    out_w, err_w, val_w = fds
+    try:
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        keep = {0, 1, 2}
+        if val_w is not None:
+            os.dup2(val_w, 3)
+            keep.add(3)
+        os.closerange(max(keep) + 1, 65536)
+        timeout_s = float(request.get("timeout_s", 10.0))
+        memory = int(request.get("memory_bytes", 512 * 1024 * 1024))
+        _set_limit(resource.RLIMIT_AS, memory)
+        _set_limit(resource.RLIMIT_CPU, int(timeout_s) + 2)
+        _set_limit(resource.RLIMIT_CORE, 0)
+        _set_limit(resource.RLIMIT_NOFILE, 256)
+        _set_limit(resource.RLIMIT_FSIZE, 64 * 1024 * 1024)
+        if nproc:
+            _set_limit(resource.RLIMIT_NPROC, nproc)
+        os.chdir(workdir)
+        # The agent's own environment is already minimal (the backend sets it); no clear().
+        os.environ.update({
+            "HOME": workdir, "TMPDIR": workdir, "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8", "PYTHONDONTWRITEBYTECODE": "1",
+            "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+        })
+        sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
+        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8",
+                                      errors="backslashreplace", write_through=True)
+        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",
+                                      errors="backslashreplace", write_through=True)
+        sys.argv = ["<code>"]
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except BaseException:
+        os._exit(120)
+    code = request.get("code", "")
+    call = request.get("call")
+    status = 0
+    if call is None:
+        namespace = {"__name__": "__main__", "__builtins__": builtins}
+        try:
+            exec(compile(code, "<code>", "exec"), namespace)
+        except SystemExit as exc:
+            if exc.code is None or exc.code == 0:
+                status = 0
+            elif isinstance(exc.code, int):
+                status = exc.code & 0xFF
+            else:
+                try:
+                    print(exc.code, file=sys.stderr)
+                except BaseException:
+                    pass
+                status = 1
+        except BaseException as exc:
+            try:
+                # Skip the agent's own frame: the user sees the traceback of their code only.
+                traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next)
+            except BaseException:
+                pass
+            status = 1
+    else:
+        result = {}
+        try:
+            namespace = {"__name__": "__toolgym_tool__", "__builtins__": builtins}
+            exec(compile(code, "<tool>", "exec"), namespace)
+            name = call.get("function")
+            func = namespace.get(name)
+            if not callable(func):
+                raise NameError("name %r is not defined" % (name,))
+            value = func(**(call.get("arguments") or {}))
+            # FTRL's rule (bytedance/FTRL Code/utils/utils.py): exact dict/list -> JSON.
+            if type(value) == dict or type(value) == list:  # noqa: E721
+                text = json.dumps(value, ensure_ascii=False)
+            elif type(value) != str:  # noqa: E721
+                text = str(value)
+            else:
+                text = value
+            result = {"value": text}
+        except BaseException as exc:
+            try:
+                result = {"error": str(exc), "error_type": type(exc).__name__}
+            except BaseException:
+                result = {"error": "unprintable error", "error_type": "Exception"}
+        try:
+            data = json.dumps(result, ensure_ascii=False).encode("utf-8", "backslashreplace")
+            view = memoryview(data)
+            while view:
+                n = os.write(3, view)
+                view = view[n:]
+        except BaseException:
+            status = 121
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        pass
+    os._exit(status)
+
+
+def _others_alive(me):
+    """Pids of this uid other than the agent (and pid 1, which kill(-1) spares too)."""
+    uid = os.getuid()
+    alive = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        if pid in (me, 1):
+            continue
+        try:
+            if os.stat("/proc/%d" % pid).st_uid != uid:
+                continue
+            with open("/proc/%d/stat" % pid, "rb") as fh:
+                state = fh.read().rsplit(b")", 1)[-1].split()[0]
+        except OSError:
+            continue
+        if state != b"Z":
+            alive.append(pid)
+    return alive
+
+
+def _reap():
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _cleanup(child_pid, kill_all):
+    try:
+        os.killpg(child_pid, signal.SIGKILL)
+    except OSError:
+        pass
+    if kill_all:
+        me = os.getpid()
+        for _ in range(200):
+            try:
+                os.kill(-1, signal.SIGKILL)
+            except OSError:
+                pass
+            _reap()
+            if not _others_alive(me):
+                break
+            time.sleep(0.005)
+    _reap()
+
+
+def run(request, workdir, kill_all, nproc):
+    limit = max(0, int(request.get("max_output_bytes", 1024 * 1024)))
+    timeout_s = max(0.001, float(request.get("timeout_s", 10.0)))
+    is_call = request.get("call") is not None
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    val_r, val_w = os.pipe() if is_call else (None, None)
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        for fd in (out_r, err_r, val_r):
+            if fd is not None:
+                os.close(fd)
+        _child(request, workdir, (out_w, err_w, val_w), nproc)
+    for fd in (out_w, err_w, val_w):
+        if fd is not None:
+            os.close(fd)
+    names = {out_r: "stdout", err_r: "stderr"}
+    if val_r is not None:
+        names[val_r] = "value"
+    bufs = {name: bytearray() for name in names.values()}
+    truncated = {name: False for name in names.values()}
+    open_fds = set(names)
+    deadline = started + timeout_s
+    exit_status = None
+    exited_at = None
+    timed_out = False
+    while open_fds:
+        now = time.monotonic()
+        if now >= deadline:
+            timed_out = exit_status is None
+            break
+        if exited_at is not None and now - exited_at > EXIT_GRACE_S:
+            break
+        wait = min(deadline - now, 0.05)
+        try:
+            ready, _, _ = select.select(list(open_fds), [], [], wait)
+        except InterruptedError:
+            continue
+        for fd in ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                open_fds.discard(fd)
+                continue
+            name = names[fd]
+            room = limit - len(bufs[name])
+            if room > 0:
+                bufs[name] += chunk[:room]
+            if len(chunk) > room:
+                truncated[name] = True
+        if exit_status is None:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                exit_status = status
+                exited_at = time.monotonic()
+    if exit_status is None and not timed_out:
+        # Pipes closed; the child is exiting. Wait for it, but never past the deadline.
+        while exit_status is None and time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                exit_status = status
+            else:
+                time.sleep(0.001)
+        timed_out = exit_status is None
+    _cleanup(pid, kill_all)
+    if exit_status is None:
+        try:
+            _, exit_status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            exit_status = 0
+    for fd in names:
+        os.close(fd)
+    duration = time.monotonic() - started
+
+    value = None
+    error = None
+    error_type = None
+    if timed_out:
+        status = "timeout"
+        error = "timed out after %g s" % timeout_s
+    elif os.WIFSIGNALED(exit_status):
+        status = "killed"
+        sig = os.WTERMSIG(exit_status)
+        try:
+            signame = signal.Signals(sig).name
+        except ValueError:
+            signame = str(sig)
+        hint = " (CPU time limit)" if sig == signal.SIGXCPU else " (memory limit?)" if sig == signal.SIGKILL else ""
+        error = "killed by %s%s" % (signame, hint)
+    else:
+        code = os.WEXITSTATUS(exit_status)
+        status = "ok" if code == 0 else "error"
+        if code == 120:
+            error = "sandbox could not set up the process"
+        elif code != 0 and not is_call:
+            error = "exit status %d" % code
+    if is_call and not timed_out and status != "killed":
+        raw = bytes(bufs["value"])
+        try:
+            parsed = json.loads(raw.decode("utf-8", "replace")) if raw else {}
+        except ValueError:
+            parsed = {"error": "the tool's result could not be read", "error_type": "ProtocolError"}
+        if truncated["value"]:
+            parsed = {"error": "the tool returned more than %d bytes" % limit, "error_type": "OutputTooLarge"}
+        if "value" in parsed:
+            value = parsed["value"]
+            status = "ok"
+        else:
+            status = "error"
+            error = parsed.get("error") or error or "the tool exited without a result"
+            error_type = parsed.get("error_type")
+    reply = {
+        "status": status,
+        "stdout": bytes(bufs["stdout"]).decode("utf-8", "replace"),
+        "stderr": bytes(bufs["stderr"]).decode("utf-8", "replace"),
+        "stdout_truncated": truncated["stdout"],
+        "stderr_truncated": truncated["stderr"],
+        "value": value,
+        "error": error,
+        "error_type": error_type,
+        "duration_s": round(duration, 6),
+    }
+    return reply
+
+
+def main(argv):
+    workdir = "/work"
+    kill_all = False
+    nproc = 0
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--workdir":
+            workdir = argv[i + 1]
+            i += 2
+        elif argv[i] == "--kill-all":
+            kill_all = True
+            i += 1
+        elif argv[i] == "--nproc":
+            nproc = int(argv[i + 1])
+            i += 2
+        else:
+            i += 1
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    inp = sys.stdin.buffer
+    out = sys.stdout.buffer
+
+    def send(obj):
+        out.write(json.dumps(obj, ensure_ascii=True).encode("ascii") + b"\n")
+        out.flush()
+
+    send({"hello": "toolgym-agent", "protocol": PROTOCOL, "pid": os.getpid(),
+          "python": sys.version.split()[0], "uid": os.getuid()})
+    while True:
+        line = inp.readline(MAX_REQUEST_BYTES + 1)
+        if not line:
+            return 0
+        if len(line) > MAX_REQUEST_BYTES:
+            # Skip the rest of an oversized line, then refuse it.
+            while line and not line.endswith(b"\n"):
+                line = inp.readline(MAX_REQUEST_BYTES)
+            send({"id": None, "status": "protocol_error", "error": "request too large"})
+            continue
+        try:
+            request = json.loads(line)
+            rid = request.get("id")
+            op = request.get("op")
+        except (ValueError, AttributeError):
+            send({"id": None, "status": "protocol_error", "error": "request is not a JSON object"})
+            continue
+        if op == "ping":
+            send({"id": rid, "status": "ok", "pong": True})
+        elif op == "run":
+            try:
+                reply = run(request, workdir, kill_all, nproc)
+            except Exception as exc:  # the agent must outlive any request
+                reply = {"status": "protocol_error", "error": "%s: %s" % (type(exc).__name__, exc)}
+            reply["id"] = rid
+            send(reply)
+        else:
+            send({"id": rid, "status": "protocol_error", "error": "unknown op %r" % (op,)})
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,203 @@
+"""The server's side of the agent protocol, shared by every backend.
+
+A backend supplies a ``Channel`` (bytes to the agent's stdin, bytes from its stdout); this
+module turns it into a ``Sandbox``: send one JSON line, wait for one JSON line, within a
+deadline. A sandbox whose agent misses a deadline, closes its stream or answers out of step
+is *broken*: it raises ``SandboxError`` from then on and the server replaces it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from toolgym.errors import SandboxError, SandboxTimeout
+from toolgym.server.sandbox.base import RunRequest, RunResult
+
+__all__ = ["AGENT_SOURCE", "AgentSandbox", "Channel"]
+
+log = logging.getLogger(__name__)
+
+AGENT_SOURCE = (Path(__file__).parent / "agent.py").read_text(encoding="utf-8")
+"""Passed to ``python3 -c`` in the sandbox, so no host file is ever mounted in."""
+
+MAX_REPLY_BYTES = 128 * 1024 * 1024
+
+
+class Channel(ABC):
+    """A byte stream to one agent."""
+
+    @abstractmethod
+    def send(self, data: bytes) -> None:
+        """Write all of ``data``; raise ``OSError`` if the stream is gone."""
+
+    @abstractmethod
+    def read_chunk(self, timeout_s: float) -> bytes:
+        """Up to some bytes of the agent's stdout; ``b""`` at end of stream; raise
+        ``TimeoutError`` if nothing came within ``timeout_s``."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the stream (idempotent)."""
+
+    def diagnostics(self) -> str:
+        """What the agent wrote to stderr, if the channel keeps it (for error messages)."""
+        return ""
+
+
+class AgentSandbox:
+    """A ``Sandbox`` driven over a ``Channel``; ``destroy`` removes the box itself."""
+
+    def __init__(
+        self,
+        sandbox_id: str,
+        channel: Channel,
+        destroy: Callable[[], bool],
+        *,
+        reply_grace_s: float = 5.0,
+    ) -> None:
+        self._id = sandbox_id
+        self._channel = channel
+        self._destroy = destroy
+        self._grace = reply_grace_s
+        self._buf = bytearray()
+        self._lock = threading.Lock()
+        """Serializes requests: one run at a time per sandbox."""
+        self._close_lock = threading.Lock()
+        self._next_id = 0
+        self._broken: str | None = None
+        self._closed = False
+        self.hello: dict[str, Any] = {}
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def broken(self) -> str | None:
+        """Why the sandbox is unusable, or None while it works."""
+        return self._broken
+
+    def _read_line(self, deadline: float) -> bytes:
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl >= 0:
+                line = bytes(self._buf[:nl])
+                del self._buf[: nl + 1]
+                return line
+            if len(self._buf) > MAX_REPLY_BYTES:
+                raise SandboxError(f"sandbox {self._id}: reply larger than {MAX_REPLY_BYTES} bytes")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            chunk = self._channel.read_chunk(remaining)
+            if not chunk:
+                raise EOFError
+            self._buf += chunk
+
+    def _fail(self, why: str, timeout: bool = False) -> SandboxError:
+        self._broken = why
+        diag = self._channel.diagnostics().strip()
+        message = f"sandbox {self._id} failed: {why}" + (f" (agent stderr: {diag[-500:]})" if diag else "")
+        log.warning(message)
+        cls = SandboxTimeout if timeout else SandboxError
+        return cls(message, sandbox_id=self._id)
+
+    def wait_ready(self, timeout_s: float) -> dict[str, Any]:
+        """Wait for the agent's hello line; raise ``SandboxError`` naming the knob."""
+        try:
+            line = self._read_line(time.monotonic() + timeout_s)
+        except TimeoutError:
+            raise self._fail(
+                f"the agent did not start within sandbox_start_timeout_s={timeout_s:g}", timeout=True
+            ) from None
+        except (EOFError, OSError) as exc:
+            raise self._fail(f"the agent exited during start ({exc or 'end of stream'})") from exc
+        try:
+            hello = json.loads(line)
+        except ValueError:
+            raise self._fail(f"unexpected first line from the agent: {line[:200]!r}") from None
+        if not isinstance(hello, dict) or hello.get("hello") != "toolgym-agent":
+            raise self._fail(f"unexpected first line from the agent: {line[:200]!r}")
+        self.hello = hello
+        return hello
+
+    def _request(self, payload: dict[str, Any], wait_s: float) -> dict[str, Any]:
+        with self._lock:
+            if self._closed:
+                raise SandboxError(f"sandbox {self._id} is closed", sandbox_id=self._id)
+            if self._broken:
+                raise SandboxError(f"sandbox {self._id} is unusable: {self._broken}", sandbox_id=self._id)
+            self._next_id += 1
+            rid = self._next_id
+            payload = {**payload, "id": rid}
+            try:
+                data = json.dumps(payload, ensure_ascii=False).encode("utf-8", "backslashreplace") + b"\n"
+            except (TypeError, ValueError) as exc:
+                # Arguments that are not JSON never reach the sandbox; the caller checks first.
+                raise ValueError(f"request is not JSON-serializable: {exc}") from exc
+            try:
+                self._channel.send(data)
+                line = self._read_line(time.monotonic() + wait_s)
+            except TimeoutError:
+                raise self._fail(f"no reply within {wait_s:g} s (the agent is wedged)", timeout=True) from None
+            except (EOFError, OSError) as exc:
+                raise self._fail(f"the agent's stream closed ({exc or 'end of stream'})") from exc
+            try:
+                reply = json.loads(line)
+            except ValueError:
+                raise self._fail(f"unreadable reply {line[:200]!r}") from None
+            if not isinstance(reply, dict) or reply.get("id") != rid:
+                raise self._fail(f"reply out of step: {line[:200]!r}")
+            if reply.get("status") == "protocol_error":
+                raise SandboxError(f"sandbox {self._id} refused the request: {reply.get('error')}")
+            return reply
+
+    def ping(self, timeout_s: float = 5.0) -> bool:
+        return bool(self._request({"op": "ping"}, timeout_s).get("pong"))
+
+    def run(self, request: RunRequest) -> RunResult:
+        limits = request.limits
+        payload: dict[str, Any] = {
+            "op": "run",
+            "code": request.code,
+            "call": (
+                {"function": request.call.function, "arguments": request.call.arguments}
+                if request.call is not None
+                else None
+            ),
+            "timeout_s": limits.timeout_s,
+            "memory_bytes": limits.memory_bytes,
+            "max_output_bytes": limits.max_output_bytes,
+        }
+        reply = self._request(payload, limits.timeout_s + self._grace)
+        value = reply.get("value")
+        return RunResult(
+            status=reply.get("status", "error"),
+            stdout=str(reply.get("stdout", "")),
+            stderr=str(reply.get("stderr", "")),
+            value=value if isinstance(value, str) else None,
+            error=reply.get("error"),
+            error_type=reply.get("error_type"),
+            stdout_truncated=bool(reply.get("stdout_truncated")),
+            stderr_truncated=bool(reply.get("stderr_truncated")),
+            duration_s=float(reply.get("duration_s", 0.0)),
+        )
+
+    def close(self) -> bool:
+        """Destroy the sandbox, even while a run is in flight (its caller gets
+        ``SandboxError``). Idempotent: False when it was already closed."""
+        with self._close_lock:
+            if self._closed:
+                return False
+            self._closed = True
+        try:
+            self._channel.close()
+        finally:
+            return self._destroy()

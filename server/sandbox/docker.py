@@ -1,0 +1,227 @@
+"""The ``docker`` backend: one hardened container per sandbox, never reused.
+
+Every container gets: no network, a memory limit with no swap, a pids limit, a CPU quota, a
+read-only root with tmpfs work dirs, all capabilities dropped, no-new-privileges, a non-root
+user, no logging driver (tool output is not written to the host's disk), and labels naming
+the server instance, episode and owner. Nothing from the host is mounted: the agent's source
+travels as the container's command (``python3 -c``).
+
+The server talks to the agent over the container's attached stdin/stdout (docker SDK
+``attach_socket``): one persistent stream, demultiplexed from Docker's 8-byte frame headers,
+so a call never pays for ``docker exec``.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+from toolgym.errors import SandboxError
+from toolgym.server.sandbox.agent_client import AGENT_SOURCE, AgentSandbox, Channel
+from toolgym.server.sandbox.base import Sandbox, SandboxSpec
+
+__all__ = ["LABEL_INSTANCE", "LABEL_MANAGED", "DockerBackend", "docker_client"]
+
+log = logging.getLogger(__name__)
+
+LABEL_MANAGED = "toolgym.managed"
+LABEL_INSTANCE = "toolgym.instance"
+SANDBOX_USER = "65534:65534"
+WORKDIR = "/work"
+
+
+def docker_client(timeout_s: float = 60.0) -> Any:
+    """A docker SDK client from the environment (``DOCKER_HOST`` or the local socket)."""
+    import docker
+
+    return docker.from_env(timeout=int(timeout_s))
+
+
+class _AttachChannel(Channel):
+    """Docker's attach stream: stdin raw, stdout/stderr in frames of
+    ``[stream, 0, 0, 0, size (uint32 big-endian)] + payload``."""
+
+    def __init__(self, sock: Any) -> None:
+        self._wrapper = sock
+        self._sock: socket.socket = getattr(sock, "_sock", sock)
+        self._raw = bytearray()
+        self._stderr: deque[bytes] = deque(maxlen=64)
+        self._closed = False
+
+    def send(self, data: bytes) -> None:
+        self._sock.settimeout(60.0)
+        self._sock.sendall(data)
+
+    def read_chunk(self, timeout_s: float) -> bytes:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            out = bytearray()
+            while len(self._raw) >= 8:
+                stream, size = self._raw[0], struct.unpack(">I", self._raw[4:8])[0]
+                if len(self._raw) < 8 + size:
+                    break
+                payload = bytes(self._raw[8 : 8 + size])
+                del self._raw[: 8 + size]
+                if stream == 2:
+                    self._stderr.append(payload)
+                else:
+                    out += payload
+            if out:
+                return bytes(out)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            self._sock.settimeout(remaining)
+            try:
+                chunk = self._sock.recv(1 << 20)
+            except socket.timeout:
+                raise TimeoutError from None
+            if not chunk:
+                return b""
+            self._raw += chunk
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for obj in (self._wrapper, self._sock):
+            try:
+                obj.close()
+            except OSError:
+                pass
+
+    def diagnostics(self) -> str:
+        return b"".join(self._stderr)[-4000:].decode("utf-8", "replace")
+
+
+class DockerBackend:
+    """Sandboxes as hardened Docker containers (see the module doc)."""
+
+    name = "docker"
+    isolated = True
+
+    def __init__(
+        self,
+        *,
+        image: str,
+        instance: str,
+        client: Any = None,
+        start_timeout_s: float = 30.0,
+        runtime: str | None = None,
+    ) -> None:
+        self._client = client if client is not None else docker_client()
+        self._image = image
+        self._instance = instance
+        self._start_timeout_s = start_timeout_s
+        self._runtime = runtime
+
+    @property
+    def image(self) -> str:
+        return self._image
+
+    def check(self) -> None:
+        import docker.errors
+
+        try:
+            self._client.ping()
+        except Exception as exc:
+            raise SandboxError(f"docker backend: the engine does not answer ({exc})") from exc
+        try:
+            self._client.images.get(self._image)
+        except docker.errors.ImageNotFound:
+            raise SandboxError(
+                f"docker backend: no image {self._image!r}; build it with `toolgym build-image`"
+            ) from None
+        except Exception as exc:
+            raise SandboxError(f"docker backend: cannot inspect image {self._image!r} ({exc})") from exc
+
+    def create(self, spec: SandboxSpec) -> Sandbox:
+        import docker.errors
+
+        labels = {LABEL_MANAGED: "1", LABEL_INSTANCE: self._instance, **spec.labels}
+        name = f"toolgym-{self._instance[:20]}-{uuid.uuid4().hex[:12]}"
+        workdir_opts = f"rw,nosuid,nodev,size={spec.workdir_bytes},mode=1777"
+        try:
+            container = self._client.containers.create(
+                self._image,
+                command=["python3", "-u", "-I", "-c", AGENT_SOURCE, "--workdir", WORKDIR, "--kill-all"],
+                name=name,
+                labels=labels,
+                stdin_open=True,
+                tty=False,
+                detach=True,
+                user=SANDBOX_USER,
+                working_dir=WORKDIR,
+                environment={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": WORKDIR},
+                network_mode="none",
+                mem_limit=spec.memory_bytes,
+                memswap_limit=spec.memory_bytes,
+                pids_limit=spec.max_processes,
+                nano_cpus=int(spec.cpus * 1e9),
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                read_only=True,
+                tmpfs={WORKDIR: workdir_opts, "/tmp": workdir_opts},
+                ipc_mode="private",
+                log_config={"type": "none"},
+                runtime=self._runtime,
+            )
+        except docker.errors.ImageNotFound:
+            raise SandboxError(
+                f"no sandbox image {self._image!r}; build it with `toolgym build-image`"
+            ) from None
+        except Exception as exc:
+            raise SandboxError(f"docker could not create a sandbox: {exc}") from exc
+
+        def destroy() -> bool:
+            return self._remove(container.id)
+
+        try:
+            sock = container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+            container.start()
+        except Exception as exc:
+            destroy()
+            raise SandboxError(f"docker could not start sandbox {name}: {exc}") from exc
+        sandbox = AgentSandbox(name, _AttachChannel(sock), destroy)
+        try:
+            sandbox.wait_ready(self._start_timeout_s)
+        except SandboxError:
+            sandbox.close()
+            raise
+        return sandbox
+
+    def _remove(self, container_id: str) -> bool:
+        import docker.errors
+
+        try:
+            self._client.api.remove_container(container_id, force=True, v=True)
+            return True
+        except docker.errors.NotFound:
+            return False
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:  # removal already in progress
+                return False
+            log.warning("could not remove sandbox container %s: %s", container_id[:12], exc)
+            return False
+
+    def remove_owned(self, instance: str | None = None) -> int:
+        filters = [f"{LABEL_MANAGED}=1"]
+        if instance is not None:
+            filters.append(f"{LABEL_INSTANCE}={instance}")
+        containers = self._client.api.containers(all=True, quiet=True, filters={"label": filters})
+        return sum(1 for c in containers if self._remove(c["Id"]))
+
+    def count_owned(self, instance: str | None = None) -> int:
+        filters = [f"{LABEL_MANAGED}=1", f"{LABEL_INSTANCE}={instance or self._instance}"]
+        return len(self._client.api.containers(all=True, quiet=True, filters={"label": filters}))
+
+    def close(self) -> None:
+        try:
+            self._client.close()
+        except Exception:
+            pass

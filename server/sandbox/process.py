@@ -1,0 +1,215 @@
+"""The ``process`` backend: each sandbox is a local agent process. NOT isolated.
+
+This is the embedded fallback for a machine without a Docker engine, so a laptop still runs
+ToolGym. It gives resource limits, not isolation: the code can read the host's files that the
+sandbox user can read. The server logs that loudly at startup.
+
+Run as root, it does what it can without a container runtime:
+- every sandbox gets its own unprivileged uid (from ``uid_base``), so the kernel's
+  ``RLIMIT_NPROC`` bounds that sandbox alone (the kernel does not apply it to root, and a fork
+  bomb from a root process reaches the host), and the agent can end every leftover process
+  of the sandbox with ``kill(-1)`` without touching anything else;
+- the agent starts in a fresh network namespace (``unshare --net``): no network.
+Run as an ordinary user, code runs as that user, with rlimits and a process group only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import IO
+
+from toolgym.errors import SandboxError
+from toolgym.server.sandbox.agent_client import AGENT_SOURCE, AgentSandbox, Channel
+from toolgym.server.sandbox.base import Sandbox, SandboxSpec
+
+__all__ = ["ProcessBackend"]
+
+log = logging.getLogger(__name__)
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+class _PipeChannel(Channel):
+    def __init__(self, proc: subprocess.Popen[bytes], stderr_file: IO[bytes]) -> None:
+        self._proc = proc
+        self._stderr = stderr_file
+        assert proc.stdin is not None and proc.stdout is not None
+        self._stdin = proc.stdin
+        self._stdout_fd = proc.stdout.fileno()
+
+    def send(self, data: bytes) -> None:
+        self._stdin.write(data)
+        self._stdin.flush()
+
+    def read_chunk(self, timeout_s: float) -> bytes:
+        ready, _, _ = select.select([self._stdout_fd], [], [], max(0.0, timeout_s))
+        if not ready:
+            raise TimeoutError
+        return os.read(self._stdout_fd, 1 << 20)
+
+    def close(self) -> None:
+        for stream in (self._proc.stdin, self._proc.stdout):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+
+    def diagnostics(self) -> str:
+        try:
+            self._stderr.seek(0)
+            return self._stderr.read()[-4000:].decode("utf-8", "replace")
+        except (OSError, ValueError):
+            return ""
+
+
+@dataclass
+class _Live:
+    proc: subprocess.Popen[bytes]
+    slot: int | None
+    uid: int | None
+    workdir: str
+    stderr: IO[bytes]
+
+
+def _pids_of_uid(uid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+class ProcessBackend:
+    """Sandboxes as local processes (see the module doc for what that does and does not give)."""
+
+    name = "process"
+    isolated = False
+
+    def __init__(self, *, uid_base: int = 1_700_000, max_sandboxes: int = 4096,
+                 start_timeout_s: float = 10.0) -> None:
+        self._as_root = os.geteuid() == 0
+        self._uid_base = uid_base
+        self._free_slots = list(range(max_sandboxes - 1, -1, -1))
+        self._slot_lock = threading.Lock()
+        self._live: dict[str, _Live] = {}
+        self._start_timeout_s = start_timeout_s
+        self._unshare = shutil.which("unshare") if self._as_root else None
+        self._python = SYSTEM_PYTHON if self._as_root and os.path.exists(SYSTEM_PYTHON) else sys.executable
+
+    @property
+    def per_sandbox_uid(self) -> bool:
+        return self._as_root
+
+    def check(self) -> None:
+        if not os.path.exists(self._python):
+            raise SandboxError(f"process backend: no Python at {self._python}")
+
+    def _take_slot(self) -> int | None:
+        if not self._as_root:
+            return None
+        with self._slot_lock:
+            if not self._free_slots:
+                raise SandboxError("process backend: no free sandbox uid; raise max_sandboxes")
+            return self._free_slots.pop()
+
+    def _give_slot(self, slot: int | None) -> None:
+        if slot is not None:
+            with self._slot_lock:
+                self._free_slots.append(slot)
+
+    def create(self, spec: SandboxSpec) -> Sandbox:
+        slot = self._take_slot()
+        workdir = tempfile.mkdtemp(prefix="toolgym-sandbox-")
+        sandbox_id = "proc-" + uuid.uuid4().hex[:12]
+        args = [self._python, "-u", "-I", "-c", AGENT_SOURCE, "--workdir", workdir]
+        uid = None
+        if slot is not None:
+            uid = self._uid_base + slot
+            os.chown(workdir, uid, uid)
+            os.chmod(workdir, 0o700)
+            args += ["--kill-all", "--nproc", str(spec.max_processes)]
+            if self._unshare:
+                args = [self._unshare, "--net", f"--setgid={uid}", f"--setuid={uid}", "--", *args]
+        stderr_file = tempfile.TemporaryFile()
+        try:
+            proc = subprocess.Popen(
+                args,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr_file,
+                cwd=workdir,
+                env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"},
+                start_new_session=True,
+                close_fds=True,
+                user=uid if (uid is not None and not self._unshare) else None,
+                group=uid if (uid is not None and not self._unshare) else None,
+                extra_groups=[] if (uid is not None and not self._unshare) else None,
+            )
+        except OSError as exc:
+            self._give_slot(slot)
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise SandboxError(f"process backend could not start the agent: {exc}") from exc
+        self._live[sandbox_id] = _Live(proc, slot, uid, workdir, stderr_file)
+        sandbox = AgentSandbox(
+            sandbox_id, _PipeChannel(proc, stderr_file), lambda: self._destroy(sandbox_id)
+        )
+        try:
+            sandbox.wait_ready(self._start_timeout_s)
+        except SandboxError:
+            sandbox.close()
+            raise
+        return sandbox
+
+    def _destroy(self, sandbox_id: str) -> bool:
+        entry = self._live.pop(sandbox_id, None)
+        if entry is None:
+            return False
+        proc, uid = entry.proc, entry.uid
+        alive = proc.poll() is None
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        if uid is not None:
+            for _ in range(50):
+                pids = _pids_of_uid(uid)
+                if not pids:
+                    break
+                for pid in pids:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                time.sleep(0.005)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            log.warning("process sandbox %s did not exit after SIGKILL", sandbox_id)
+        entry.stderr.close()
+        shutil.rmtree(entry.workdir, ignore_errors=True)
+        self._give_slot(entry.slot)
+        return alive
+
+    def remove_owned(self, instance: str | None = None) -> int:
+        """Process sandboxes die with their server (the agent exits when its stdin closes);
+        this ends the ones this backend object still holds."""
+        return sum(1 for sandbox_id in list(self._live) if self._destroy(sandbox_id))
+
+    def close(self) -> None:
+        self.remove_owned()

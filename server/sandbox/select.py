@@ -1,0 +1,50 @@
+"""Choosing the sandbox backend: Docker whenever an engine is reachable, else processes."""
+
+from __future__ import annotations
+
+import logging
+
+from toolgym.errors import SandboxError
+from toolgym.server.sandbox.base import SandboxBackend
+from toolgym.server.settings import Settings
+
+__all__ = ["docker_reachable", "select_backend"]
+
+log = logging.getLogger(__name__)
+
+
+def docker_reachable() -> bool:
+    try:
+        from toolgym.server.sandbox.docker import docker_client
+
+        client = docker_client(timeout_s=5)
+        try:
+            client.ping()
+            return True
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+def select_backend(settings: Settings) -> SandboxBackend:
+    """The backend ``settings.backend`` names (``auto``: Docker if reachable)."""
+    choice = settings.backend
+    if choice == "auto":
+        choice = "docker" if docker_reachable() else "process"
+        log.info("sandbox backend: %s (auto)", choice)
+    if choice == "docker":
+        from toolgym.server.sandbox.docker import DockerBackend
+
+        try:
+            backend: SandboxBackend = DockerBackend(
+                image=settings.sandbox_image, instance=settings.instance,
+                start_timeout_s=settings.sandbox_start_timeout_s,
+            )
+        except Exception as exc:
+            raise SandboxError(f"cannot reach the Docker engine: {exc}") from exc
+        backend.check()
+        return backend
+    from toolgym.server.sandbox.process import ProcessBackend
+
+    return ProcessBackend(start_timeout_s=settings.sandbox_start_timeout_s)

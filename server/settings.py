@@ -1,0 +1,154 @@
+"""Server settings: one class, read from ``TOOLGYM_*`` variables by ``Settings.from_env``.
+
+Nothing reads the environment at import time: ``create_app(settings)`` takes an explicit
+object, so tests build their own. ``validate`` refuses insecure combinations unless they are
+asked for by name (``insecure_no_auth``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = ["BackendName", "Settings"]
+
+BackendName = Literal["auto", "docker", "process"]
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of a ToolGym server. Timeouts are seconds, named by their scope."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    backend: BackendName = "auto"
+    """``docker`` whenever an engine is reachable (``auto``), else ``process``."""
+    api_keys: tuple[str, ...] = ()
+    api_keys_file: str | None = None
+    """A file with one API key per line (``#`` comments allowed)."""
+    insecure_no_auth: bool = False
+    """Serve without keys on a non-loopback address. Off unless asked for by name."""
+    instance_id: str = ""
+    """Names this server's containers (label ``toolgym.instance``); a restarted server with the
+    same id removes its predecessor's leftovers. Default: hostname and port."""
+    sandbox_image: str = "toolgym-sandbox:latest"
+    db_path: str = "toolgym.db"
+    """SQLite file for tasks and trajectories; ``:memory:`` keeps nothing across restarts."""
+    task_files: tuple[str, ...] = ()
+    """JSONL files registered at startup, each ``ENV_ID=PATH``."""
+    load_builtin_tasks: bool = True
+
+    max_live_episodes: int = 256
+    """Above this many open episodes, reset answers 503 with Retry-After."""
+    max_live_episodes_per_key: int = 0
+    """Per-API-key limit on open episodes (429 beyond it); 0 means no per-key limit."""
+    warm_pool_size: int = 2
+    """Sandboxes kept started ahead of resets, so a reset does not wait for ``docker run``."""
+    idle_timeout_s: float = 900.0
+    """An episode with no request for this long is closed (reason ``idle_timeout``)."""
+    reaper_interval_s: float = 15.0
+    finished_retention_s: float = 3600.0
+    """How long a finished episode stays in memory for GET and retried steps."""
+    sandbox_start_timeout_s: float = 30.0
+    shutdown_grace_s: float = 30.0
+    """On SIGTERM, how long in-flight steps may take to finish."""
+
+    max_request_bytes: int = 8 * 1024 * 1024
+    """Larger request bodies are refused with 413 (task uploads included)."""
+    max_action_chars: int = 65536
+    """A longer action is refused with 413."""
+    max_output_chars: int = 8192
+    """Tool output shown to the policy is cut to this; verification reads it whole."""
+
+    sandbox_memory_bytes: int = 768 * 1024 * 1024
+    sandbox_max_processes: int = 64
+    sandbox_cpus: float = 1.0
+    worker_threads: int = 64
+    """Threads for sandbox I/O; bounds concurrent steps."""
+
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def instance(self) -> str:
+        if self.instance_id:
+            return self.instance_id
+        return f"{socket.gethostname()}-{self.port}".lower().replace("_", "-")[:48]
+
+    def all_api_keys(self) -> tuple[str, ...]:
+        keys = [k for k in self.api_keys if k]
+        if self.api_keys_file:
+            for line in Path(self.api_keys_file).read_text(encoding="utf-8").splitlines():
+                line = line.split("#", 1)[0].strip()
+                if line:
+                    keys.append(line)
+        return tuple(dict.fromkeys(keys))
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.all_api_keys())
+
+    def validate(self) -> None:
+        """Refuse settings that would expose an unauthenticated server, or make no sense."""
+        if not self.auth_enabled and not _is_loopback(self.host) and not self.insecure_no_auth:
+            raise ValueError(
+                f"refusing to serve on {self.host} without API keys: set TOOLGYM_API_KEYS "
+                "(or an api_keys_file), or pass --insecure-no-auth to serve unauthenticated"
+            )
+        if self.backend not in ("auto", "docker", "process"):
+            raise ValueError(f"backend must be auto, docker or process, not {self.backend!r}")
+        for name in ("max_live_episodes", "max_request_bytes", "max_action_chars", "max_output_chars",
+                     "worker_threads"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.warm_pool_size < 0 or self.warm_pool_size > self.max_live_episodes:
+            raise ValueError("warm_pool_size must be between 0 and max_live_episodes")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``TOOLGYM_<FIELD>`` variables (``TOOLGYM_API_KEYS`` comma-separated), then
+        apply ``overrides`` (e.g. from the command line; None values are ignored)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "extra":
+                continue
+            raw = env.get(f"TOOLGYM_{f.name.upper()}")
+            if raw is None:
+                continue
+            values[f.name] = _coerce(f.name, raw, f.type)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _coerce(name: str, raw: str, hint: Any) -> Any:
+    hint = str(hint)
+    try:
+        if hint.startswith("tuple"):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        if hint == "bool":
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if hint == "int":
+            return int(raw)
+        if hint == "float":
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"TOOLGYM_{name.upper()}={raw!r} is not a valid {hint}") from None
+    return raw
