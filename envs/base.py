@@ -172,6 +172,11 @@ class EnvFamily(ABC):
         """Reset ``options`` -> an ``options_type`` instance. Raises ``ValidationFailed``."""
         return options_from_mapping(self.options_type, raw)
 
+    def episode_success(self, total_reward: float, last_info: Mapping[str, Any]) -> bool:
+        """Whether a finished episode solved its task (for task statistics and the frontier
+        sampler). Default: a return of at least 1, right for binary rewards."""
+        return total_reward >= 1.0
+
     @abstractmethod
     def start(self, task: Task, options: Any, runner: Runner | None, rng: random.Random) -> Episode:
         """A new episode of ``task``. ``runner`` is None when ``needs_sandbox`` is False."""

@@ -1,0 +1,125 @@
+"""The app factory: ``create_app(settings)`` wires settings, store, tasks, sandboxes and routes.
+
+Startup removes sandboxes a previous run of this instance left behind, loads tasks (built-in,
+persisted, and ``task_files``), and starts the warm pool and the reaper. Shutdown (SIGTERM
+under uvicorn) refuses new resets, lets in-flight steps finish, and removes every sandbox.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from toolgym._version import __version__
+from toolgym.envs import load_families
+from toolgym.server.auth import Authenticator
+from toolgym.server.episodes import EpisodeManager
+from toolgym.server.errors import BodySizeLimit, install_error_handlers
+from toolgym.server.metrics import Metrics
+from toolgym.server.routes import envs, episodes, health
+from toolgym.server.sandbox.base import SandboxBackend, SandboxSpec
+from toolgym.server.sandbox.pool import SandboxPool
+from toolgym.server.settings import Settings
+from toolgym.server.store import Store
+from toolgym.server.tasks import TaskRegistry
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("toolgym.server")
+
+
+def _load_task_files(tasks: TaskRegistry, specs: tuple[str, ...]) -> None:
+    for spec in specs:
+        env_id, sep, path = spec.partition("=")
+        if not sep:
+            raise ValueError(f"task file {spec!r} must be ENV_ID=PATH")
+        records = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+        known = {t for s in ("train", "validation", "test") for t in tasks.ids(tasks.family(env_id).env_id, s)}
+        fresh = [r for r in records if not (isinstance(r, dict) and str(r.get("id")) in known)]
+        if fresh:
+            ids = tasks.register(env_id, fresh)
+            log.info("loaded %d tasks for %s from %s", len(ids), env_id, path)
+
+
+def create_app(settings: Settings, *, backend: SandboxBackend | None = None) -> FastAPI:
+    """A ToolGym app. ``backend`` defaults to ``select_backend(settings)`` at startup; pass one
+    to share it (tests) or to use a custom backend."""
+    settings.validate()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        chosen = backend
+        if chosen is None:
+            from toolgym.server.sandbox.select import select_backend
+
+            chosen = select_backend(settings)
+        if not chosen.isolated:
+            log.warning(
+                "SANDBOX BACKEND %r DOES NOT ISOLATE CODE FROM THIS HOST: tool and model code runs as a"
+                " local process with resource limits only. Use the docker backend for untrusted code.",
+                chosen.name,
+            )
+        removed = chosen.remove_owned(settings.instance)
+        if removed:
+            log.info("removed %d sandboxes left by a previous run of instance %s", removed, settings.instance)
+        store = Store(settings.db_path)
+        interrupted = store.interrupt_live()
+        if interrupted:
+            log.info("%d episodes of a previous run were interrupted", interrupted)
+        families = load_families()
+        tasks = TaskRegistry(families, store)
+        if settings.load_builtin_tasks:
+            tasks.load_builtins()
+        tasks.load_persisted()
+        _load_task_files(tasks, settings.task_files)
+        metrics = Metrics()
+
+        def spec_for(labels: dict[str, str]) -> SandboxSpec:
+            return SandboxSpec(
+                labels=labels, memory_bytes=settings.sandbox_memory_bytes,
+                max_processes=settings.sandbox_max_processes, cpus=settings.sandbox_cpus,
+            )
+
+        replica = secrets.token_hex(3)
+        pool = SandboxPool(chosen, spec_for, size=settings.warm_pool_size, replica=replica)
+        manager = EpisodeManager(settings, families, tasks, pool, store, metrics, replica=replica)
+        app.state.backend = chosen
+        app.state.manager = manager
+        app.state.metrics = metrics
+        await manager.start()
+        log.info(
+            "toolgym %s serving %s with the %s backend (instance %s, auth %s)", __version__,
+            ", ".join(sorted(families)), chosen.name, settings.instance,
+            "on" if app.state.auth.enabled else "OFF",
+        )
+        try:
+            yield
+        finally:
+            await manager.stop()
+            chosen.remove_owned(settings.instance)
+            if backend is None:
+                chosen.close()
+            store.close()
+
+    app = FastAPI(
+        title="ToolGym",
+        version=__version__,
+        description="Gymnasium-style environment server for RL training of tool-using LLM agents.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.auth = Authenticator(settings.all_api_keys())
+    if not app.state.auth.enabled:
+        log.warning("no API keys configured: authentication is OFF (allowed on %s)", settings.host)
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.include_router(health.router)
+    app.include_router(envs.router)
+    app.include_router(episodes.router)
+    return app

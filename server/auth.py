@@ -1,0 +1,42 @@
+"""Bearer-key authentication. A key's *owner id* (a hash, never the key) scopes episodes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from toolgym.errors import Unauthorized
+
+__all__ = ["ANONYMOUS", "Authenticator", "owner_id"]
+
+ANONYMOUS = "anonymous"
+
+
+def owner_id(key: str) -> str:
+    return "k-" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+
+
+class Authenticator:
+    """Maps an ``Authorization`` header to an owner id; with no keys, everyone is anonymous
+    (allowed only on loopback or with ``insecure_no_auth``, see ``Settings.validate``)."""
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self._owners = {k: owner_id(k) for k in keys}
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._owners)
+
+    def owner(self, authorization: str | None) -> str:
+        if not self._owners:
+            return ANONYMOUS
+        if not authorization:
+            raise Unauthorized("missing Authorization header; send 'Authorization: Bearer <key>'")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("the Authorization header must be 'Bearer <key>'")
+        token = token.strip()
+        for key, owner in self._owners.items():
+            if hmac.compare_digest(key.encode(), token.encode()):
+                return owner
+        raise Unauthorized("unknown API key")

@@ -1,0 +1,135 @@
+"""Where every error becomes HTTP: one place, one JSON shape.
+
+``{"error": {"code", "message", "retryable", "details"?}}`` with the status from
+``toolgym.errors.HTTP_STATUS``; 503s carry ``Retry-After``. FastAPI's own errors (bad JSON,
+schema, unknown route) are translated into the same shape here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from toolgym.errors import (
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    ToolGymError,
+    Unavailable,
+    ValidationFailed,
+    http_status,
+)
+
+__all__ = ["BodySizeLimit", "error_response", "install_error_handlers"]
+
+log = logging.getLogger(__name__)
+
+
+def error_response(exc: ToolGymError, request: Request | None = None) -> JSONResponse:
+    headers = {}
+    if isinstance(exc, Unavailable):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+    if request is not None:
+        metrics = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            metrics.http_errors.labels(exc.code).inc()
+    return JSONResponse(exc.to_wire(), status_code=http_status(exc), headers=headers)
+
+
+def _clean(errors: list[Any]) -> list[dict[str, Any]]:
+    out = []
+    for err in errors[:20]:
+        out.append({"loc": [str(p) for p in err.get("loc", ())], "msg": str(err.get("msg", "")),
+                    "type": str(err.get("type", ""))})
+    return out
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ToolGymError)
+    async def _toolgym(request: Request, exc: ToolGymError) -> JSONResponse:
+        if http_status(exc) >= 500:
+            log.warning("%s %s -> %s: %s", request.method, request.url.path, exc.code, exc.message)
+        return error_response(exc, request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _clean(list(exc.errors()))
+        if any(e["type"] == "json_invalid" for e in errors):
+            return error_response(BadRequest("the request body is not valid JSON", errors=errors), request)
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        where = ".".join(p for p in first["loc"] if p != "body") or "body"
+        return error_response(ValidationFailed(f"{where}: {first['msg']}", errors=errors), request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            return error_response(NotFound(f"no route {request.method} {request.url.path}"), request)
+        err = ToolGymError(str(exc.detail))
+        err.code = {405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(err.to_wire(), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        err = ToolGymError(f"internal error ({type(exc).__name__}); the server log has the details")
+        return error_response(err, request)
+
+
+class BodySizeLimit:
+    """Refuse request bodies over ``max_bytes`` with 413, whether or not they declare a
+    Content-Length, before the app reads them whole."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = PayloadTooLarge(
+            f"request body over {self.max_bytes} bytes (max_request_bytes)", max_bytes=self.max_bytes
+        )
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    if int(value) > self.max_bytes:
+                        await error_response(too_large)(scope, receive, send)
+                        return
+                except ValueError:
+                    await error_response(BadRequest("bad Content-Length header"))(scope, receive, send)
+                    return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await error_response(too_large)(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass

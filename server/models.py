@@ -1,0 +1,239 @@
+"""The HTTP wire models: pydantic lives here and nowhere deeper.
+
+Requests are strict (``extra="forbid"``: an unknown field is a 422 naming it), split from
+responses by direction, and every field is described, so ``openapi/openapi.json`` documents
+the contract on its own.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, field_validator, model_serializer
+
+__all__ = [
+    "AssistantMessageIn",
+    "EnvSpec",
+    "EnvList",
+    "EpisodeList",
+    "EpisodeState",
+    "EpisodeSummary",
+    "ErrorResponse",
+    "ForkRequest",
+    "ObservationOut",
+    "RegisterTasksRequest",
+    "RegisterTasksResponse",
+    "ResetRequest",
+    "ResetResponse",
+    "StepRequest",
+    "StepResponse",
+    "TaskInfo",
+    "TaskPage",
+    "TaskStat",
+    "TaskStatsResponse",
+    "VersionInfo",
+]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- requests ---------------------------------------------------------------------------------
+class FunctionIn(_In):
+    name: str = Field(description="The tool's name.", max_length=256)
+    arguments: str | dict[str, Any] = Field(
+        default="{}", description="The arguments: a JSON object, or a string holding one (OpenAI form)."
+    )
+
+
+class ToolCallIn(_In):
+    id: str | None = Field(default=None, description="The call's id (ignored; ToolGym numbers calls itself).")
+    type: Literal["function"] = Field(default="function", description="Always 'function'.")
+    function: FunctionIn = Field(description="Which tool, with which arguments.")
+
+
+class AssistantMessageIn(_In):
+    role: Literal["assistant"] | None = Field(default=None, description="Optional; must be 'assistant'.")
+    content: str | None = Field(default=None, description="The message text.")
+    tool_calls: list[ToolCallIn] = Field(default_factory=list, description="OpenAI-style tool calls.")
+    reasoning_content: str | None = Field(default=None, description="Reasoning text; not parsed.")
+    refusal: str | None = Field(default=None, description="Ignored.")
+
+
+class ResetRequest(_In):
+    env_id: str = Field(description="An env id, e.g. 'toolgym/ToolUse-v0'.", examples=["toolgym/ToolUse-v0"])
+    task_id: str | None = Field(default=None, description="Reset this task; without it a task is drawn.")
+    seed: int | None = Field(
+        default=None, ge=0, le=2**63 - 1,
+        description="Seeds the task draw and the env: the same seed gives the same episode.",
+    )
+    options: dict[str, Any] | None = Field(
+        default=None,
+        description="Per-env reset options (see GET /v1/envs), plus 'split' and 'sampler' for the task draw.",
+    )
+
+
+class StepRequest(_In):
+    action: str | AssistantMessageIn = Field(
+        description="The raw assistant turn (parsed by the env), or an OpenAI-style assistant message."
+    )
+    expected_turn: int | None = Field(
+        default=None, ge=0,
+        description="The turn this action is for; an already played turn returns its stored result.",
+    )
+    mean_logprob: float | None = Field(
+        default=None, description="The policy's mean token log-probability for this turn (task statistics)."
+    )
+
+    @field_validator("mean_logprob")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("mean_logprob must be a finite number")
+        return value
+
+
+class RegisterTasksRequest(_In):
+    tasks: list[dict[str, Any]] = Field(
+        description="Task records in the env's record format (see GET /v1/envs); each may carry 'id' and 'split'.",
+        max_length=100_000,
+    )
+
+
+class ForkRequest(_In):
+    turn: int | None = Field(default=None, ge=0, description="Fork at this turn (default: the current turn).")
+
+
+# --- responses --------------------------------------------------------------------------------
+class ObservationOut(_Out):
+    model_config = ConfigDict(extra="allow")
+    messages: list[dict[str, Any]] = Field(description="New chat messages for the policy.")
+    tools: list[dict[str, Any]] | None = Field(default=None, description="OpenAI tool schemas, when shown.")
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_tools(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("tools") is None:
+            data.pop("tools", None)
+        return data
+
+
+class ResetResponse(_Out):
+    episode_id: str = Field(description="Names the episode (and the replica that holds it).")
+    observation: ObservationOut
+    info: dict[str, Any] = Field(description="status, retryable, reward_components, metrics, ...")
+
+
+class StepResponse(_Out):
+    observation: ObservationOut
+    reward: float = Field(description="The verifiable reward for this step.")
+    terminated: bool = Field(description="The episode reached a terminal state (e.g. the final answer).")
+    truncated: bool = Field(description="The episode was cut off (e.g. the turn limit).")
+    info: dict[str, Any] = Field(
+        description="status (ok/invalid_action/timeout/infra_error), retryable, reason once stopped,"
+        " reward_components, metrics, output_truncated, and env-specific keys."
+    )
+
+
+class EpisodeState(_Out):
+    episode_id: str
+    env_id: str
+    task_id: str
+    split: str
+    seed: int | None
+    options: dict[str, Any]
+    turn: int = Field(description="Steps taken so far.")
+    status: str = Field(description="live, finished or interrupted.")
+    reason: str | None
+    total_reward: float
+    reset: dict[str, Any] = Field(description="The reset's observation and info.")
+    steps: list[dict[str, Any]] = Field(description="The trajectory so far: action and result per turn.")
+
+
+class EpisodeSummary(_Out):
+    episode_id: str
+    env_id: str
+    task_id: str
+    split: str
+    turn: int
+    status: str
+    reason: str | None
+    total_reward: float
+
+
+class EpisodeList(_Out):
+    episodes: list[EpisodeSummary]
+    total: int
+    offset: int
+    limit: int
+
+
+class EnvSpec(_Out):
+    id: str
+    description: str
+    action_format: str
+    observation_format: str
+    reward_spec: str
+    record_format: str
+    options: dict[str, Any] = Field(description="Reset options: type, default, doc.")
+    tasks: dict[str, int] = Field(description="Registered tasks per split.")
+
+
+class EnvList(_Out):
+    envs: list[EnvSpec]
+
+
+class TaskInfo(_Out):
+    id: str
+    split: str
+    metadata: dict[str, Any] = Field(description="Public facts about the task (never its gold).")
+
+
+class TaskPage(_Out):
+    tasks: list[TaskInfo]
+    total: int
+    offset: int
+    limit: int
+
+
+class RegisterTasksResponse(_Out):
+    ids: list[str]
+
+
+class TaskStat(_Out):
+    task_id: str
+    split: str
+    episodes: int
+    finished: int
+    mean_return: float
+    success_rate: float
+    mean_logprob: float | None
+    status: str = Field(description="mastered, fragile, failing or unseen (LoopTool's greedy capability probing).")
+
+
+class TaskStatsResponse(_Out):
+    env_id: str
+    tasks: list[TaskStat]
+
+
+class VersionInfo(_Out):
+    version: str
+    api_version: str
+    envs: list[str]
+
+
+class ErrorDetail(_Out):
+    code: str
+    message: str
+    retryable: bool
+    details: dict[str, Any] | None = None
+
+
+class ErrorResponse(_Out):
+    error: ErrorDetail

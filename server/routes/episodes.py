@@ -1,0 +1,101 @@
+"""Episodes: reset, step, state, trajectory, fork, close."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import PlainTextResponse
+
+from toolgym.envs.base import Action, AssistantMessage
+from toolgym.errors import PayloadTooLarge
+from toolgym.server.deps import ManagerDep, OwnerDep, SettingsDep
+from toolgym.server.models import (
+    AssistantMessageIn,
+    EpisodeList,
+    EpisodeState,
+    EpisodeSummary,
+    ForkRequest,
+    ResetRequest,
+    ResetResponse,
+    StepRequest,
+    StepResponse,
+)
+from toolgym.server.settings import Settings
+
+router = APIRouter(prefix="/v1/episodes", tags=["episodes"])
+
+
+def _action(raw: str | AssistantMessageIn, settings: Settings) -> Action:
+    if isinstance(raw, str):
+        size = len(raw)
+        action: Action = raw
+    else:
+        calls = tuple(c.model_dump() for c in raw.tool_calls)
+        action = AssistantMessage(content=raw.content, tool_calls=calls)
+        size = len(raw.content or "") + len(json.dumps(calls))
+    if size > settings.max_action_chars:
+        raise PayloadTooLarge(
+            f"action of {size} characters is over max_action_chars={settings.max_action_chars}",
+            max_action_chars=settings.max_action_chars,
+        )
+    return action
+
+
+@router.post("", response_model=ResetResponse, status_code=201, summary="Reset: a new episode and its sandbox")
+async def reset(body: ResetRequest, manager: ManagerDep, owner: OwnerDep) -> ResetResponse:
+    live = await manager.reset(owner, body.env_id, body.task_id, body.seed, body.options)
+    return ResetResponse(episode_id=live.id, **live.reset_result)
+
+
+@router.get("", response_model=EpisodeList, summary="The caller's episodes")
+async def list_episodes(
+    manager: ManagerDep, owner: OwnerDep,
+    status: Annotated[str | None, Query(description="live, finished or interrupted")] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> EpisodeList:
+    rows, total = manager.list(owner, status, offset, limit)
+    return EpisodeList(episodes=[EpisodeSummary(**r) for r in rows], total=total, offset=offset, limit=limit)
+
+
+@router.post("/{episode_id}/step", response_model=StepResponse, summary="Step: one action -> observation, reward")
+async def step(
+    episode_id: str, body: StepRequest, manager: ManagerDep, owner: OwnerDep, settings: SettingsDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> StepResponse:
+    result = await manager.step(
+        owner, episode_id, _action(body.action, settings), expected_turn=body.expected_turn,
+        idempotency_key=idempotency_key, mean_logprob=body.mean_logprob,
+    )
+    return StepResponse(**result)
+
+
+@router.get("/{episode_id}", response_model=EpisodeState, summary="State: turn, trajectory so far")
+async def get_episode(episode_id: str, manager: ManagerDep, owner: OwnerDep) -> EpisodeState:
+    return EpisodeState(**manager.state(owner, episode_id))
+
+
+@router.get("/{episode_id}/trajectory", response_class=PlainTextResponse,
+            summary="The trajectory as JSONL: the reset, then one line per step")
+async def trajectory(episode_id: str, manager: ManagerDep, owner: OwnerDep) -> PlainTextResponse:
+    state = manager.state(owner, episode_id)
+    head = {k: state[k] for k in ("episode_id", "env_id", "task_id", "split", "seed", "options")}
+    lines = [json.dumps({"turn": None, **head, **state["reset"]}, ensure_ascii=False)]
+    lines += [json.dumps(s, ensure_ascii=False) for s in state["steps"]]
+    return PlainTextResponse("\n".join(lines) + "\n", media_type="application/x-ndjson")
+
+
+@router.post("/{episode_id}/fork", response_model=ResetResponse, status_code=201,
+             summary="Fork: a new episode at the same point, by deterministic replay")
+async def fork(episode_id: str, manager: ManagerDep, owner: OwnerDep, body: ForkRequest | None = None) -> ResetResponse:
+    child = await manager.fork(owner, episode_id, body.turn if body else None)
+    last = child.steps[-1]["result"] if child.steps else child.reset_result
+    return ResetResponse(episode_id=child.id, observation=last["observation"], info=last["info"])
+
+
+@router.delete("/{episode_id}", status_code=204, summary="Close: the sandbox is destroyed")
+async def close(episode_id: str, manager: ManagerDep, owner: OwnerDep) -> Response:
+    await manager.close(owner, episode_id)
+    return Response(status_code=204)

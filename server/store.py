@@ -1,0 +1,230 @@
+"""Durable state in SQLite: registered tasks, and every episode's trajectory as it happens.
+
+A step is written before its result is returned, so a crash or restart loses no completed
+step; finished episodes export as JSONL for training; per-task reward statistics come from
+the same rows. One connection guarded by a lock (SQLite serializes writers anyway), WAL mode
+so readers do not block the writer. A PostgreSQL URL is the fleet upgrade path: this module
+is the only one that speaks SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["EpisodeRow", "Store", "TaskStatsRow"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    env_id TEXT NOT NULL, id TEXT NOT NULL, split TEXT NOT NULL,
+    record TEXT NOT NULL, metadata TEXT NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY (env_id, id)
+);
+CREATE TABLE IF NOT EXISTS episodes (
+    id TEXT PRIMARY KEY, owner TEXT NOT NULL, env_id TEXT NOT NULL, task_id TEXT NOT NULL,
+    split TEXT NOT NULL, seed INTEGER, options TEXT NOT NULL, status TEXT NOT NULL,
+    reason TEXT, turn INTEGER NOT NULL DEFAULT 0, total_reward REAL NOT NULL DEFAULT 0,
+    success INTEGER, reset_result TEXT NOT NULL, parent_id TEXT, parent_turn INTEGER,
+    created REAL NOT NULL, updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS episodes_owner ON episodes (owner, created);
+CREATE INDEX IF NOT EXISTS episodes_task ON episodes (env_id, task_id);
+CREATE TABLE IF NOT EXISTS steps (
+    episode_id TEXT NOT NULL, turn INTEGER NOT NULL, action TEXT NOT NULL,
+    result TEXT NOT NULL, mean_logprob REAL, idempotency_key TEXT, created REAL NOT NULL,
+    PRIMARY KEY (episode_id, turn)
+);
+"""
+
+
+@dataclass(frozen=True)
+class EpisodeRow:
+    id: str
+    owner: str
+    env_id: str
+    task_id: str
+    split: str
+    seed: int | None
+    options: dict[str, Any]
+    status: str
+    reason: str | None
+    turn: int
+    total_reward: float
+    reset_result: dict[str, Any]
+    parent_id: str | None
+    parent_turn: int | None
+    created: float
+    updated: float
+
+
+@dataclass(frozen=True)
+class TaskStatsRow:
+    task_id: str
+    episodes: int
+    finished: int
+    mean_return: float
+    successes: int
+    mean_logprob: float | None
+
+
+class Store:
+    """The SQLite store (``path`` may be ``:memory:``). Thread-safe; idempotent ``close``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA busy_timeout=5000")
+            self._conn.executescript(SCHEMA)
+        self._closed = False
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+    def _exec(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    # --- tasks ------------------------------------------------------------------------------
+    def add_tasks(self, env_id: str, rows: list[tuple[str, str, dict[str, Any], dict[str, Any]]]) -> None:
+        """Insert ``(id, split, record, metadata)`` rows in one transaction."""
+        now = time.time()
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                self._conn.executemany(
+                    "INSERT INTO tasks (env_id, id, split, record, metadata, created) VALUES (?,?,?,?,?,?)",
+                    [(env_id, tid, split, json.dumps(rec), json.dumps(meta), now)
+                     for tid, split, rec, meta in rows],
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def iter_tasks(self) -> Iterator[tuple[str, str, str, dict[str, Any], dict[str, Any]]]:
+        for env_id, tid, split, rec, meta in self._exec(
+            "SELECT env_id, id, split, record, metadata FROM tasks ORDER BY created, rowid"
+        ):
+            yield env_id, tid, split, json.loads(rec), json.loads(meta)
+
+    # --- episodes ---------------------------------------------------------------------------
+    def add_episode(
+        self, *, episode_id: str, owner: str, env_id: str, task_id: str, split: str, seed: int | None,
+        options: dict[str, Any], reset_result: dict[str, Any], parent_id: str | None = None,
+        parent_turn: int | None = None,
+    ) -> None:
+        now = time.time()
+        self._exec(
+            "INSERT INTO episodes (id, owner, env_id, task_id, split, seed, options, status, reason, turn,"
+            " total_reward, reset_result, parent_id, parent_turn, created, updated)"
+            " VALUES (?,?,?,?,?,?,?,'live',NULL,0,0,?,?,?,?,?)",
+            (episode_id, owner, env_id, task_id, split, seed, json.dumps(options), json.dumps(reset_result),
+             parent_id, parent_turn, now, now),
+        )
+
+    def add_step(
+        self, episode_id: str, turn: int, action: Any, result: dict[str, Any], *,
+        mean_logprob: float | None, idempotency_key: str | None, total_reward: float,
+        status: str, reason: str | None, success: bool | None = None,
+    ) -> None:
+        """Record one step and the episode's new state in one transaction."""
+        now = time.time()
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                self._conn.execute(
+                    "INSERT INTO steps (episode_id, turn, action, result, mean_logprob, idempotency_key, created)"
+                    " VALUES (?,?,?,?,?,?,?)",
+                    (episode_id, turn, json.dumps(action), json.dumps(result), mean_logprob, idempotency_key, now),
+                )
+                self._conn.execute(
+                    "UPDATE episodes SET turn=?, total_reward=?, status=?, reason=?, success=?, updated=?"
+                    " WHERE id=?",
+                    (turn + 1, total_reward, status, reason, None if success is None else int(success), now,
+                     episode_id),
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def finish_episode(self, episode_id: str, status: str, reason: str | None) -> None:
+        self._exec(
+            "UPDATE episodes SET status=?, reason=COALESCE(reason, ?), updated=? WHERE id=? AND status='live'",
+            (status, reason, time.time(), episode_id),
+        )
+
+    def interrupt_live(self) -> int:
+        """Mark episodes left live by a previous run as interrupted; returns how many."""
+        with self._lock:
+            cur = self._conn.execute(
+                "UPDATE episodes SET status='interrupted', updated=? WHERE status='live'", (time.time(),)
+            )
+            return cur.rowcount
+
+    def _row(self, r: tuple[Any, ...]) -> EpisodeRow:
+        return EpisodeRow(
+            id=r[0], owner=r[1], env_id=r[2], task_id=r[3], split=r[4], seed=r[5], options=json.loads(r[6]),
+            status=r[7], reason=r[8], turn=r[9], total_reward=r[10], reset_result=json.loads(r[11]),
+            parent_id=r[12], parent_turn=r[13], created=r[14], updated=r[15],
+        )
+
+    _COLS = ("id, owner, env_id, task_id, split, seed, options, status, reason, turn, total_reward,"
+             " reset_result, parent_id, parent_turn, created, updated")
+
+    def get_episode(self, episode_id: str) -> EpisodeRow | None:
+        rows = self._exec(f"SELECT {self._COLS} FROM episodes WHERE id=?", (episode_id,))
+        return self._row(rows[0]) if rows else None
+
+    def list_episodes(self, owner: str, *, status: str | None, offset: int, limit: int) -> tuple[list[EpisodeRow], int]:
+        where, params = "owner=?", [owner]
+        if status:
+            where += " AND status=?"
+            params.append(status)
+        total = self._exec(f"SELECT COUNT(*) FROM episodes WHERE {where}", tuple(params))[0][0]
+        rows = self._exec(
+            f"SELECT {self._COLS} FROM episodes WHERE {where} ORDER BY created, rowid LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        )
+        return [self._row(r) for r in rows], int(total)
+
+    def steps(self, episode_id: str) -> list[dict[str, Any]]:
+        rows = self._exec(
+            "SELECT turn, action, result, mean_logprob FROM steps WHERE episode_id=? ORDER BY turn", (episode_id,)
+        )
+        return [
+            {"turn": t, "action": json.loads(a), **json.loads(res), "mean_logprob": lp}
+            for t, a, res, lp in rows
+        ]
+
+    # --- statistics -------------------------------------------------------------------------
+    def task_stats(self, env_id: str) -> list[TaskStatsRow]:
+        """Per task: episodes served, finished, mean return of finished ones, finished ones that
+        succeeded (the family's rule, stored at the end), and the mean of the policy's reported mean log-probabilities."""
+        rows = self._exec(
+            "SELECT e.task_id, COUNT(*),"
+            " SUM(CASE WHEN e.status='finished' AND e.success IS NOT NULL THEN 1 ELSE 0 END),"
+            " AVG(CASE WHEN e.status='finished' AND e.success IS NOT NULL THEN e.total_reward END),"
+            " SUM(CASE WHEN e.status='finished' AND e.success = 1 THEN 1 ELSE 0 END),"
+            " (SELECT AVG(s.mean_logprob) FROM steps s JOIN episodes e2 ON s.episode_id = e2.id"
+            "   WHERE e2.env_id = e.env_id AND e2.task_id = e.task_id AND s.mean_logprob IS NOT NULL)"
+            " FROM episodes e WHERE e.env_id=? GROUP BY e.task_id ORDER BY e.task_id",
+            (env_id,),
+        )
+        return [
+            TaskStatsRow(task_id=r[0], episodes=r[1], finished=r[2] or 0, mean_return=float(r[3] or 0.0),
+                         successes=r[4] or 0, mean_logprob=r[5])
+            for r in rows
+        ]
