@@ -1,0 +1,79 @@
+"""One protocol per FTRL stage, and the ``Pipeline`` that strings them together.
+
+The procedural stages of this package satisfy these protocols; an LLM-driven stage (the
+paper drives every stage with an LLM) replaces one by providing a callable of the same
+shape, e.g. ``Pipeline(write_documents=my_llm_writer)``. Two rules for a replacement:
+
+- it must be deterministic given its ``rng`` (cache the model's answers keyed by a draw
+  from ``rng``), or ``generate``'s byte-identical output promise no longer holds;
+- a replaced ``deploy`` produces code this package did not write: ``generate`` then skips
+  the in-process execution check, and the records must pass ``verify_in_sandbox``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from toolgym.envs.toolgen.decompose import decompose
+from toolgym.envs.toolgen.deploy import deploy
+from toolgym.envs.toolgen.documents import write_documents
+from toolgym.envs.toolgen.integrate import integrate
+from toolgym.envs.toolgen.knobs import ScalingKnobs
+from toolgym.envs.toolgen.model import QuestionType, Scenario, Toolset, ToolSpec
+from toolgym.envs.toolgen.scaling import scale
+from toolgym.envs.toolgen.world import World
+
+__all__ = ["Decomposer", "Deployer", "DocumentWriter", "Integrator", "Pipeline", "Scaler"]
+
+
+class Decomposer(Protocol):
+    """Stage 1: a question of ``question_type`` about ``world``, split into sub-questions
+    with gold sub-answers. Raises ``NoScenario`` when it cannot."""
+
+    def __call__(self, world: World, question_type: QuestionType, rng: random.Random,
+                 knobs: ScalingKnobs) -> Scenario: ...
+
+
+class DocumentWriter(Protocol):
+    """Stage 2: one tool document per sub-question, in sub-question order."""
+
+    def __call__(self, scenario: Scenario, world: World, rng: random.Random,
+                 knobs: ScalingKnobs) -> list[ToolSpec]: ...
+
+
+class Integrator(Protocol):
+    """Stage 3: merge overlapping documents; says which tool answers each sub-question."""
+
+    def __call__(self, docs: Sequence[ToolSpec], scenario: Scenario, world: World, rng: random.Random,
+                 knobs: ScalingKnobs) -> Toolset: ...
+
+
+class Scaler(Protocol):
+    """Stage 4: the complexity-scaling operations; names the ones it applied."""
+
+    def __call__(self, toolset: Toolset, scenario: Scenario, world: World, rng: random.Random,
+                 knobs: ScalingKnobs) -> Toolset: ...
+
+
+class Deployer(Protocol):
+    """Stage 5: the Python source of one tool, defining a function named ``tool.name``."""
+
+    def __call__(self, tool: ToolSpec, world: World, rng: random.Random) -> str: ...
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    decompose: Decomposer = decompose
+    write_documents: DocumentWriter = write_documents
+    integrate: Integrator = integrate
+    scale: Scaler = scale
+    deploy: Deployer = deploy
+
+    @property
+    def writes_own_code(self) -> bool:
+        """True when stage 5 is this package's ``deploy``: only then may the generated code
+        be executed in-process."""
+        return self.deploy is deploy
