@@ -1,0 +1,19 @@
+"""The ToolGym client: ``EnvClient`` (blocking), ``AsyncEnvClient`` (asyncio) and
+``RemoteEnv`` (a ``gymnasium.Env``). Needs only httpx, gymnasium and pydantic."""
+
+from toolgym.client._async import AsyncEnvClient
+from toolgym.client._core import ResetResult, RetryPolicy, StepResult
+from toolgym.client._sync import EnvClient
+from toolgym.client.gym import ChatAction, ChatObservation, RemoteEnv, register_envs
+
+__all__ = [
+    "AsyncEnvClient",
+    "ChatAction",
+    "ChatObservation",
+    "EnvClient",
+    "RemoteEnv",
+    "ResetResult",
+    "RetryPolicy",
+    "StepResult",
+    "register_envs",
+]

@@ -1,2 +1,161 @@
+"""``RemoteEnv``: a ToolGym episode as a ``gymnasium.Env``.
+
+After ``import toolgym``, ``gymnasium.make("toolgym/ToolUse-v0", base_url=..., api_key=...)``
+returns one (likewise CodeMath-v0 and FunctionCall-v0; ``toolgym/Remote-v0`` takes any
+``env_id``). Vector envs work too: ``gymnasium.make_vec(..., vectorization_mode="sync")``.
+
+Observations are dicts ``{"messages": [...], "tools"?: [...]}`` of new chat messages;
+actions are the raw assistant turn (a string) or an assistant message dict. The server seed of
+every reset is drawn from ``self.np_random``, so ``reset(seed=s)`` and the unseeded resets
+after it replay exactly, as gymnasium's ``check_env`` requires.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from toolgym.client._core import RetryPolicy
+from toolgym.client._sync import EnvClient
+
+__all__ = ["ChatAction", "ChatObservation", "RemoteEnv", "register_envs"]
+
+REMOTE_ENV_IDS = ("toolgym/ToolUse-v0", "toolgym/CodeMath-v0", "toolgym/FunctionCall-v0")
+_ALPHABET = np.array(list("abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,?"))
+
+
+class ChatObservation(spaces.Space[dict[str, Any]]):
+    """New chat messages (and tool schemas when shown)."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        super().__init__(shape=None, dtype=None, seed=seed)
+
+    @property
+    def is_np_flattenable(self) -> bool:
+        return False
+
+    def contains(self, x: Any) -> bool:
+        if not isinstance(x, dict) or not isinstance(x.get("messages"), list):
+            return False
+        if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in x["messages"]):
+            return False
+        return "tools" not in x or isinstance(x["tools"], list)
+
+    def sample(self, mask: Any = None, probability: Any = None) -> dict[str, Any]:
+        length = int(self.np_random.integers(1, 40))
+        text = "".join(self.np_random.choice(_ALPHABET, size=length))
+        return {"messages": [{"role": "user", "content": text}]}
+
+    def __repr__(self) -> str:
+        return "ChatObservation()"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ChatObservation)
+
+
+class ChatAction(spaces.Space[Any]):
+    """An assistant turn: a string, or a dict with ``content`` and/or ``tool_calls``.
+    ``sample()`` gives random plain text (a final answer, in tool envs)."""
+
+    def __init__(self, max_length: int = 200, seed: int | None = None) -> None:
+        super().__init__(shape=None, dtype=None, seed=seed)
+        self.max_length = max_length
+
+    @property
+    def is_np_flattenable(self) -> bool:
+        return False
+
+    def contains(self, x: Any) -> bool:
+        if isinstance(x, str):
+            return True
+        return isinstance(x, dict) and ("content" in x or "tool_calls" in x)
+
+    def sample(self, mask: Any = None, probability: Any = None) -> str:
+        length = int(self.np_random.integers(1, self.max_length))
+        return "".join(self.np_random.choice(_ALPHABET, size=length)).strip() or "answer"
+
+    def __repr__(self) -> str:
+        return f"ChatAction(max_length={self.max_length})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ChatAction) and other.max_length == self.max_length
+
+
+class RemoteEnv(gym.Env[dict[str, Any], Any]):
+    """One episode at a time on a ToolGym server.
+
+    Args:
+        env_id: the server's env id, e.g. ``toolgym/ToolUse-v0``.
+        base_url, api_key: the server and your key.
+        task_id: reset this task every time (default: the server draws one).
+        options: default reset options (per ``GET /v1/envs``), merged with ``reset``'s.
+        client: an ``EnvClient`` to share between envs (it is not closed by ``close``).
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(
+        self,
+        env_id: str = "toolgym/ToolUse-v0",
+        base_url: str = "http://127.0.0.1:8000",
+        api_key: str | None = None,
+        *,
+        task_id: str | None = None,
+        options: dict[str, Any] | None = None,
+        client: EnvClient | None = None,
+        timeout_s: float = 120.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.env_id = env_id
+        self._owns_client = client is None
+        self.client = client or EnvClient(base_url, api_key, timeout_s=timeout_s, retry=retry)
+        self._task_id = task_id
+        self._options = dict(options or {})
+        self.episode_id: str | None = None
+        self.observation_space = ChatObservation()
+        self.action_space = ChatAction()
+
+    def _close_episode(self) -> None:
+        if self.episode_id is not None:
+            episode_id, self.episode_id = self.episode_id, None
+            self.client.close(episode_id)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Close the current episode and start a new one; ``options`` may name a
+        ``task_id`` besides the env's reset options."""
+        super().reset(seed=seed)
+        self._close_episode()
+        merged = {**self._options, **(options or {})}
+        task_id = merged.pop("task_id", self._task_id)
+        server_seed = int(self.np_random.integers(0, 2**62))
+        result = self.client.reset(self.env_id, task_id, seed=server_seed, options=merged or None)
+        self.episode_id = result.episode_id
+        return result.observation, result.info
+
+    def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        if self.episode_id is None:
+            raise gym.error.ResetNeeded("call reset() before step()")
+        return self.client.step(self.episode_id, action).as_tuple()
+
+    def close(self) -> None:
+        try:
+            self._close_episode()
+        finally:
+            if self._owns_client:
+                self.client.close_client()
+        super().close()
+
+
 def register_envs() -> None:
-    pass
+    """Register the remote envs with gymnasium (idempotent)."""
+    for env_id in (*REMOTE_ENV_IDS, "toolgym/Remote-v0"):
+        if env_id in gym.registry:
+            continue
+        kwargs = {} if env_id == "toolgym/Remote-v0" else {"env_id": env_id}
+        gym.register(id=env_id, entry_point="toolgym.client.gym:RemoteEnv", kwargs=kwargs,
+                     disable_env_checker=False, nondeterministic=False)

@@ -25,6 +25,7 @@ ENV_ID_RE = re.compile(r"^(?:(?P<namespace>[\w:.-]+)/)?(?P<name>[\w:.-]+?)-v(?P<
 BUILTIN: tuple[str, ...] = (
     "toolgym.envs.tooluse:ToolUseFamily",
     "toolgym.envs.functioncall:FunctionCallFamily",
+    "toolgym.envs.codemath:CodeMathFamily",
 )
 
 

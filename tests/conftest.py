@@ -1,0 +1,234 @@
+"""Shared fixtures: real sandboxes, real servers on loopback, real SQLite files.
+
+Docker tests carry the ``docker`` marker. Where no engine answers they are skipped, except
+under ``CI=true``, where a missing engine or image is a failure (``.ci/run`` starts one).
+Every container a test makes carries a per-test-session instance label and is removed at
+teardown; the ``no_leaks`` check fails a test that leaves one behind.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from toolgym.server.sandbox.base import RunRequest, RunResult, Sandbox, SandboxBackend, SandboxSpec
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+SESSION = f"pytest-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+IMAGE = os.environ.get("TOOLGYM_SANDBOX_IMAGE", "toolgym-sandbox:latest")
+
+
+def _docker_state() -> str | None:
+    """None when Docker tests can run, else why not."""
+    from toolgym.server.sandbox.select import docker_reachable
+
+    if not docker_reachable():
+        return "no Docker engine is reachable"
+    from toolgym.server.sandbox.docker import docker_client
+
+    client = docker_client()
+    try:
+        client.images.get(IMAGE)
+    except Exception:
+        return f"no sandbox image {IMAGE} (run `toolgym build-image`)"
+    finally:
+        client.close()
+    return None
+
+
+_DOCKER_PROBLEM: str | None | bool = False
+
+
+def docker_problem() -> str | None:
+    global _DOCKER_PROBLEM
+    if _DOCKER_PROBLEM is False:
+        _DOCKER_PROBLEM = _docker_state()
+    return _DOCKER_PROBLEM  # type: ignore[return-value]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not any(item.get_closest_marker("docker") for item in items):
+        return
+    problem = docker_problem()
+    if problem is None or IN_CI:  # under CI the autouse fixture below fails them instead
+        return
+    for item in items:
+        if item.get_closest_marker("docker"):
+            item.add_marker(pytest.mark.skip(reason=problem))
+
+
+@pytest.fixture(autouse=True)
+def _docker_required_in_ci(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("docker") and IN_CI and docker_problem() is not None:
+        pytest.fail(f"CI=true but Docker tests cannot run: {docker_problem()}")
+
+
+# --- backends and runners -------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def docker_backend() -> Iterator[SandboxBackend]:
+    problem = docker_problem()
+    if problem is not None:
+        if IN_CI:
+            pytest.fail(f"CI=true but Docker tests cannot run: {problem}")
+        pytest.skip(problem)
+    from toolgym.server.sandbox.docker import DockerBackend
+
+    backend = DockerBackend(image=IMAGE, instance=SESSION)
+    yield backend
+    backend.remove_owned(SESSION)
+    backend.close()
+
+
+@pytest.fixture(scope="session")
+def process_backend() -> Iterator[SandboxBackend]:
+    from toolgym.server.sandbox.process import ProcessBackend
+
+    backend = ProcessBackend()
+    yield backend
+    backend.close()
+
+
+def count_containers(instance: str) -> int:
+    from toolgym.server.sandbox.docker import LABEL_INSTANCE, LABEL_MANAGED, docker_client
+
+    client = docker_client()
+    try:
+        return len(client.api.containers(all=True, quiet=True,
+                                         filters={"label": [f"{LABEL_MANAGED}=1", f"{LABEL_INSTANCE}={instance}"]}))
+    finally:
+        client.close()
+
+
+def _best_backend(request: pytest.FixtureRequest) -> SandboxBackend:
+    if docker_problem() is None or IN_CI:
+        return request.getfixturevalue("docker_backend")  # type: ignore[no-any-return]
+    return request.getfixturevalue("process_backend")  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def sandbox(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
+    """A real sandbox: Docker when an engine is reachable (always under CI), else a process."""
+    backend = _best_backend(request)
+    box = backend.create(SandboxSpec(labels={"toolgym.episode": f"test-{uuid.uuid4().hex[:8]}"}))
+    yield box
+    box.close()
+
+
+@pytest.fixture
+def runner(sandbox: Sandbox) -> Callable[[RunRequest], RunResult]:
+    """A ``Runner`` (what an env episode gets) backed by a real sandbox."""
+    return sandbox.run
+
+
+# --- live servers on loopback ---------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    base_url: str
+    settings: Any
+    app: Any
+    instance: str
+
+    @property
+    def manager(self) -> Any:
+        return self.app.state.manager
+
+
+class _ServerThread:
+    def __init__(self, app: Any, port: int) -> None:
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                                    lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError("the test server failed to start (see the log above)")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the test server did not start within 60 s")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=90)
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., LiveServer]]:
+    """Start real servers on loopback: ``server_factory(backend="docker"|"process", **settings)``.
+    Each gets its own SQLite file and instance label; teardown stops it and checks that it
+    left no container behind."""
+    from toolgym.server import Settings, create_app
+
+    started: list[tuple[_ServerThread, LiveServer, SandboxBackend]] = []
+
+    def make(backend: str = "docker", **overrides: Any) -> LiveServer:
+        instance = f"{SESSION}-{uuid.uuid4().hex[:6]}"
+        port = free_port()
+        base = dict(host="127.0.0.1", port=port, instance_id=instance, db_path=str(tmp_path / f"{instance}.db"),
+                    warm_pool_size=1, sandbox_image=IMAGE, reaper_interval_s=0.5)
+        base.update(overrides)
+        settings = Settings(**base)
+        sandbox_backend: SandboxBackend
+        if backend == "docker":
+            request.getfixturevalue("docker_backend")  # skip/fail as Docker tests do
+            from toolgym.server.sandbox.docker import DockerBackend
+
+            sandbox_backend = DockerBackend(image=IMAGE, instance=instance)
+        else:
+            from toolgym.server.sandbox.process import ProcessBackend
+
+            sandbox_backend = ProcessBackend()
+        app = create_app(settings, backend=sandbox_backend)
+        thread = _ServerThread(app, port)
+        thread.start()
+        live = LiveServer(base_url=f"http://127.0.0.1:{port}", settings=settings, app=app, instance=instance)
+        started.append((thread, live, sandbox_backend))
+        return live
+
+    yield make
+    leaks = []
+    for thread, live, backend in started:
+        thread.stop()
+        if backend.name == "docker":
+            left = count_containers(live.instance)
+            if left:
+                leaks.append(f"{left} container(s) of {live.instance}")
+                backend.remove_owned(live.instance)
+        backend.close()
+    assert not leaks, f"test servers left containers behind: {leaks}"
+
+
+@pytest.fixture
+def docker_server(server_factory: Callable[..., LiveServer]) -> LiveServer:
+    return server_factory("docker")
+
+
+@pytest.fixture
+def process_server(server_factory: Callable[..., LiveServer]) -> LiveServer:
+    return server_factory("process")
+
+
+def with_keys(settings_overrides: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {**settings_overrides, "api_keys": tuple(keys)}
+
+
+__all__ = ["IN_CI", "LiveServer", "count_containers", "free_port", "replace", "with_keys"]
