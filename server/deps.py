@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from toolgym.server.episodes import EpisodeManager
 from toolgym.server.settings import Settings
@@ -22,7 +23,16 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-def _owner(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+_bearer = HTTPBearer(auto_error=False, description="An API key from TOOLGYM_API_KEYS.")
+
+
+def _owner(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+    _documented: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+) -> str:
+    # The raw header is checked by our Authenticator (its errors are ours); the Security
+    # parameter only declares the bearer scheme in the OpenAPI document.
     owner: str = request.app.state.auth.owner(authorization)
     return owner
 

@@ -213,7 +213,7 @@ def http_status(error: ToolGymError) -> int:
     """The HTTP status for ``error``: the row of its nearest class in ``HTTP_STATUS``."""
     for cls in type(error).__mro__:
         if cls in HTTP_STATUS:
-            return HTTP_STATUS[cls]  # type: ignore[index]
+            return HTTP_STATUS[cls]
     return 500
 
 

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from toolgym._version import API_VERSION, __version__
 from toolgym.errors import SandboxError
-from toolgym.server.deps import ManagerDep
+from toolgym.server.deps import ManagerDep, OwnerDep
 from toolgym.server.models import VersionInfo
 
 router = APIRouter()
@@ -53,5 +53,5 @@ async def metrics(request: Request, manager: ManagerDep) -> Response:
 
 
 @router.get("/v1/version", response_model=VersionInfo, summary="Server and API version, for compatibility checks")
-async def version(manager: ManagerDep) -> VersionInfo:
+async def version(manager: ManagerDep, owner: OwnerDep) -> VersionInfo:
     return VersionInfo(version=__version__, api_version=API_VERSION, envs=sorted(manager.families))

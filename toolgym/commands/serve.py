@@ -1,0 +1,71 @@
+"""``toolgym serve``: run the server (Docker sandboxes whenever an engine is reachable)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser("serve", help="run the ToolGym server")
+    p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    p.add_argument("--backend", choices=["auto", "docker", "process"], default=None,
+                   help="sandbox backend (default auto: docker if an engine answers, else process)")
+    p.add_argument("--api-keys-file", default=None, help="file with one API key per line")
+    p.add_argument("--insecure-no-auth", action="store_true", default=None,
+                   help="serve without API keys on a non-loopback address")
+    p.add_argument("--db", dest="db_path", default=None, help="SQLite file (default toolgym.db)")
+    p.add_argument("--tasks", dest="task_files", action="append", default=None, metavar="ENV_ID=PATH",
+                   help="register a JSONL task file at startup (repeatable)")
+    p.add_argument("--warm-pool", dest="warm_pool_size", type=int, default=None)
+    p.add_argument("--max-live-episodes", type=int, default=None)
+    p.add_argument("--image", dest="sandbox_image", default=None, help="sandbox image")
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(run=run)
+
+
+def ensure_image(image: str, say: Any = print) -> None:
+    """Build the sandbox image when the engine answers and the image is missing."""
+    from toolgym.server.sandbox.docker import docker_client
+    from toolgym.server.sandbox.image import build_sandbox_image
+
+    client = docker_client()
+    try:
+        try:
+            client.images.get(image)
+            return
+        except Exception:
+            say(f"sandbox image {image} is missing; building it (once)")
+        build_sandbox_image(client, tag=image, say=say)
+    finally:
+        client.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from toolgym.server import Settings, create_app
+    from toolgym.server.sandbox.select import docker_reachable
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {k: getattr(args, k) for k in ("host", "port", "backend", "api_keys_file", "insecure_no_auth",
+                                               "db_path", "warm_pool_size", "max_live_episodes", "sandbox_image")}
+    if args.task_files:
+        overrides["task_files"] = tuple(args.task_files)
+    settings = Settings.from_env(**overrides)
+    try:
+        settings.validate()
+    except ValueError as exc:
+        print(f"toolgym serve: {exc}", file=sys.stderr)
+        return 2
+    if settings.backend in ("auto", "docker") and docker_reachable():
+        ensure_image(settings.sandbox_image)
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level.lower(),
+                timeout_graceful_shutdown=int(settings.shutdown_grace_s))
+    return 0
