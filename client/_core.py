@@ -51,7 +51,7 @@ class RetryPolicy:
     max_backoff_s: float = 10.0
 
     def delay(self, attempt: int, retry_after_s: float | None) -> float:
-        base = min(self.max_backoff_s, self.backoff_s * (2**attempt))
+        base = min(self.max_backoff_s, self.backoff_s * (2.0**attempt))
         if retry_after_s is not None:
             base = max(base, min(retry_after_s, self.max_backoff_s))
         return base * (0.5 + random.random() / 2)

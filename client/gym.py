@@ -12,7 +12,7 @@ after it replay exactly, as gymnasium's ``check_env`` requires.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -95,7 +95,7 @@ class RemoteEnv(gym.Env[dict[str, Any], Any]):
         client: an ``EnvClient`` to share between envs (it is not closed by ``close``).
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
     def __init__(
         self,

@@ -88,7 +88,8 @@ def parse_tool_call_tags(text: str, turn: int = 0) -> ParsedTurn:
         except (ValueError, RecursionError):
             skipped += 1
             continue
-        if not isinstance(obj, dict) or not obj.get("name") or not isinstance(obj["name"], str) or "arguments" not in obj:
+        name = obj.get("name") if isinstance(obj, dict) else None
+        if not isinstance(name, str) or not name or "arguments" not in obj:
             skipped += 1
             continue
         args = _arguments(obj["arguments"])

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from toolgym.errors import ValidationFailed
-
 from toolgym.server.sandbox.base import RunRequest, RunResult
 
 __all__ = [

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from toolgym.envs.base import Action, AssistantMessage, Episode, EnvFamily, Task
+from toolgym.envs.base import Action, AssistantMessage, EnvFamily, Episode, Task
 from toolgym.errors import (
     AtCapacity,
     EpisodeFinished,
@@ -282,7 +282,7 @@ class EpisodeManager:
             "info": step.info,
         }
         turn = live.turn
-        total = live.total_reward + result["reward"]
+        total = live.total_reward + float(step.reward)
         done = step.terminated or step.truncated
         reason = step.info.get("reason") if done else None
         await self._blocking(
@@ -387,7 +387,9 @@ class EpisodeManager:
             raise
         return child
 
-    def list(self, owner: str, status: str | None, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+    def list_episodes(
+        self, owner: str, status: str | None, offset: int, limit: int
+    ) -> tuple[list[dict[str, Any]], int]:
         rows, total = self.store.list_episodes(owner, status=status, offset=offset, limit=limit)
         return [
             {"episode_id": r.id, "env_id": r.env_id, "task_id": r.task_id, "split": r.split, "turn": r.turn,

@@ -212,7 +212,8 @@ class Store:
     # --- statistics -------------------------------------------------------------------------
     def task_stats(self, env_id: str) -> list[TaskStatsRow]:
         """Per task: episodes served, finished, mean return of finished ones, finished ones that
-        succeeded (the family's rule, stored at the end), and the mean of the policy's reported mean log-probabilities."""
+        succeeded (the family's rule, stored at the end), and the mean of the policy's reported
+        mean log-probabilities."""
         rows = self._exec(
             "SELECT e.task_id, COUNT(*),"
             " SUM(CASE WHEN e.status='finished' AND e.success IS NOT NULL THEN 1 ELSE 0 END),"

@@ -120,7 +120,7 @@ class TaskRegistry:
             raise TaskNotFound(family.env_id, task_id)
         return task
 
-    def list(self, env_id: str, split: str | None, offset: int, limit: int) -> tuple[list[Task], int]:
+    def page(self, env_id: str, split: str | None, offset: int, limit: int) -> tuple[list[Task], int]:
         family = self.family(env_id)
         if split is not None and split not in SPLITS:
             raise ValidationFailed(f"split must be one of {list(SPLITS)}, got {split!r}")

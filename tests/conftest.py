@@ -45,7 +45,7 @@ def _docker_state() -> str | None:
     return None
 
 
-_DOCKER_PROBLEM: str | None | bool = False
+_DOCKER_PROBLEM: str | bool | None = False
 
 
 def docker_problem() -> str | None:

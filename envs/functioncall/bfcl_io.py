@@ -27,7 +27,6 @@ from typing import Any, Literal
 
 from toolgym.envs.functioncall.records import validate_record
 from toolgym.envs.functioncall.verify_bfcl import calls_from_gold_ast
-
 from toolgym.errors import ValidationFailed
 
 __all__ = ["GORILLA_TO_OPENAPI", "bfcl_function_to_tool", "load_bfcl"]

@@ -31,7 +31,6 @@ from toolgym.envs.functioncall.tasks import builtin_records
 from toolgym.envs.functioncall.variants import make_variants
 from toolgym.envs.functioncall.verify_bfcl import bfcl_check
 from toolgym.envs.functioncall.verify_looptool import looptool_calls_match, looptool_text_match
-
 from toolgym.errors import EpisodeFinished
 
 __all__ = ["FunctionCallEpisode", "FunctionCallFamily", "FunctionCallOptions", "Verifier", "score"]

@@ -23,7 +23,6 @@ from typing import Any
 
 from toolgym.envs.functioncall.values import ValueProblem, check_value, describe_type
 from toolgym.envs.functioncall.verify_bfcl import bfcl_check, derive_gold_ast
-
 from toolgym.errors import ValidationFailed
 
 __all__ = ["RECORD_FIELDS", "gold_ast_of", "normalize_tools", "validate_record"]

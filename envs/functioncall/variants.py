@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from toolgym.envs.functioncall.records import validate_record
-
 from toolgym.errors import ValidationFailed
 
 __all__ = ["Slot", "find_slots", "make_variants"]

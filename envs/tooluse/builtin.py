@@ -278,7 +278,8 @@ def builtin_tasks() -> list[tuple[str, dict[str, Any]]]:
                              [T_COMPANY, T_PERSON],
                              {"get_company": ["Tobias Venn", "Greta Halloway"], "get_person": ["Eskara", "Mirelund"]},
                              "Eskara, Mirelund",
-                             [[_call("get_company", company="Orrin Labs"), _call("get_company", company="Sable & Finch")],
+                             [[_call("get_company", company="Orrin Labs"),
+                               _call("get_company", company="Sable & Finch")],
                               [_call("get_person", name="Tobias Venn"), _call("get_person", name="Greta Halloway")]])),
     ]
     return [(split, json.loads(json.dumps(record))) for split, record in tasks]

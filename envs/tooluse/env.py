@@ -217,7 +217,8 @@ class ToolUseEpisode(Episode):
     def _run_call(self, call: ParsedCall, index: int) -> tuple[str, bool]:
         """The tool message content for one call, and whether it timed out."""
         if index >= MAX_CALLS_PER_TURN:
-            return f"an error occured when call {call.name}: not run, over {MAX_CALLS_PER_TURN} calls in one turn", False
+            why = f"not run, over {MAX_CALLS_PER_TURN} calls in one turn"
+            return f"an error occured when call {call.name}: {why}", False
         source = self._record["codes"].get(call.name)
         if source is None:
             return f"an error occured when call {call.name}: no tool named {call.name!r} in this environment", False
@@ -242,7 +243,7 @@ class ToolUseEpisode(Episode):
             outputs = [self._run_call(call, i) for i, call in enumerate(parsed.calls)]
             solved = 0
             per_call = []
-            for call, (content, _) in zip(parsed.calls, outputs):
+            for call, (content, _) in zip(parsed.calls, outputs, strict=True):
                 golds = self._unsolved.get(call.name, [])
                 hit = None
                 for gold in golds:
@@ -272,7 +273,7 @@ class ToolUseEpisode(Episode):
             )
             messages = [
                 {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": content}
-                for call, (content, _) in zip(parsed.calls, outputs)
+                for call, (content, _) in zip(parsed.calls, outputs, strict=True)
             ]
             return Step(Observation(messages=messages), reward, False, truncated, info)
 
@@ -283,7 +284,9 @@ class ToolUseEpisode(Episode):
             status="invalid_action" if parsed.skipped_calls or rule == "malformed_tool_call" else "ok",
             reward_components={rule: reward},
             metrics=self._metrics(),
-            reason="answered" if parsed.content else "no_tool_call",
+            # A final answer ends the episode ("answered"); an empty turn or one whose calls all
+            # failed to parse ends it too, without an answer ("no_tool_call").
+            reason="answered" if rule not in ("empty_response", "malformed_tool_call") else "no_tool_call",
             answer_correct=rule == "answer_correct",
         )
         return Step(Observation(messages=[]), reward, True, False, info)

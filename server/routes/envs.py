@@ -58,7 +58,7 @@ async def list_tasks(
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> TaskPage:
-    tasks, total = manager.tasks.list(env_id, split, offset, limit)
+    tasks, total = manager.tasks.page(env_id, split, offset, limit)
     return TaskPage(
         tasks=[TaskInfo(id=t.id, split=t.split, metadata=dict(t.metadata)) for t in tasks],
         total=total, offset=offset, limit=limit,

@@ -56,7 +56,7 @@ async def list_episodes(
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EpisodeList:
-    rows, total = manager.list(owner, status, offset, limit)
+    rows, total = manager.list_episodes(owner, status, offset, limit)
     return EpisodeList(episodes=[EpisodeSummary(**r) for r in rows], total=total, offset=offset, limit=limit)
 
 

@@ -199,5 +199,6 @@ class AgentSandbox:
             self._closed = True
         try:
             self._channel.close()
-        finally:
-            return self._destroy()
+        except OSError as exc:
+            log.debug("sandbox %s: closing its stream: %s", self._id, exc)
+        return self._destroy()

@@ -79,7 +79,7 @@ class _AttachChannel(Channel):
             self._sock.settimeout(remaining)
             try:
                 chunk = self._sock.recv(1 << 20)
-            except socket.timeout:
+            except TimeoutError:
                 raise TimeoutError from None
             if not chunk:
                 return b""

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+
 from toolgym.envs.base import AssistantMessage
 from toolgym.envs.codemath.parsing import (
     find_last_boxed,

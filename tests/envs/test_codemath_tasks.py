@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from toolgym.envs.codemath import CodeMathFamily, VerifierPool
 from toolgym.envs.codemath import tasks as cm_tasks
-
 from toolgym.errors import ValidationFailed
 
 

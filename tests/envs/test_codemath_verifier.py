@@ -8,8 +8,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from toolgym.envs.codemath.verifier import Verdict, VerifierPool, wrap_boxed
 
+from toolgym.envs.codemath.verifier import Verdict, VerifierPool, wrap_boxed
 from toolgym.errors import Unavailable
 
 

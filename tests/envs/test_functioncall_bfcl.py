@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from toolgym.envs.functioncall import bfcl_check, derive_gold_ast, load_bfcl, validate_record
 from toolgym.envs.functioncall.verify_bfcl import calls_from_gold_ast, standardize_string
-
 from toolgym.errors import ValidationFailed
 
 

@@ -9,9 +9,9 @@ import random
 from typing import Any
 
 import pytest
+
 from toolgym.envs.base import SPLITS, AssistantMessage, Task, options_schema
 from toolgym.envs.functioncall import FunctionCallFamily, FunctionCallOptions
-
 from toolgym.errors import EpisodeFinished, ValidationFailed
 
 FAMILY = FunctionCallFamily()

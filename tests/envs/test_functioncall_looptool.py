@@ -9,6 +9,7 @@ import random
 from typing import Any
 
 import pytest
+
 from toolgym.envs.base import Task
 from toolgym.envs.functioncall import FunctionCallFamily, FunctionCallOptions, looptool_calls_match
 from toolgym.envs.functioncall.verify_looptool import hashable

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from toolgym.envs.base import AssistantMessage
 from toolgym.envs.functioncall import parse_response
 from toolgym.envs.functioncall.parsing import MAX_RESPONSE_CHARS, tag_blocks

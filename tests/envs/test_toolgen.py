@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+
 import toolgym.envs.toolgen as toolgen
 from toolgym.envs.base import SPLITS
 from toolgym.envs.toolgen import (
@@ -41,9 +42,8 @@ from toolgym.envs.toolgen.deploy import deploy
 from toolgym.envs.toolgen.ftrl import format_result, normalize
 from toolgym.envs.toolgen.schema import JSON_TYPES, check_arguments, check_tool_schema
 from toolgym.envs.toolgen.verify import CANARY, reason_code
-from toolgym.server.sandbox.base import RunRequest, RunResult
-
 from toolgym.errors import SandboxError
+from toolgym.server.sandbox.base import RunRequest, RunResult
 
 N = 600
 

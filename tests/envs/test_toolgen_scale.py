@@ -11,6 +11,7 @@ import time
 from collections import Counter
 
 import pytest
+
 from toolgym.envs.toolgen import GenerationReport, generate, stats
 
 _DIGEST = (

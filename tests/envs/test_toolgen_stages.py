@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+
 from toolgym.envs.toolgen.decompose import decompose
 from toolgym.envs.toolgen.deploy import deploy
 from toolgym.envs.toolgen.documents import write_documents

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from toolgym.envs.toolgen.world import KINDS, World
 
 
