@@ -14,6 +14,7 @@ states a default value ("in Celsius"), the gold gives it. Some records declare `
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 __all__ = ["SYSTEM_PROMPT", "TOOLS", "builtin_records"]
@@ -505,9 +506,28 @@ _TEST: list[dict[str, Any]] = [
 ]
 
 
+GENERATED_SEED = 0
+GENERATED_COUNT = 200
+
+
+@functools.lru_cache(maxsize=1)
+def _generated() -> tuple[tuple[str, dict[str, Any]], ...]:
+    """Single-step tasks from the tool-environment generator (query, tools, gold calls),
+    deterministic by seed; made once per process (about a second)."""
+    from toolgym.envs.toolgen import single_step_tasks
+
+    out = []
+    for record in single_step_tasks(GENERATED_SEED, GENERATED_COUNT):
+        split = record.pop("split")
+        out.append((split, record))
+    return tuple(out)
+
+
 def builtin_records() -> list[tuple[str, dict[str, Any]]]:
-    """``(split, record)`` pairs, fresh copies each call."""
+    """``(split, record)`` pairs, fresh copies each call: the hand-written tasks, then
+    ``GENERATED_COUNT`` tasks derived from the tool generator."""
     out: list[tuple[str, dict[str, Any]]] = []
     for split, records in (("train", _TRAIN), ("validation", _VALIDATION), ("test", _TEST)):
         out.extend((split, copy.deepcopy(r)) for r in records)
+    out.extend((split, copy.deepcopy(r)) for split, r in _generated())
     return out

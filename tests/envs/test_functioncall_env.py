@@ -15,7 +15,9 @@ from toolgym.envs.functioncall import FunctionCallFamily, FunctionCallOptions
 from toolgym.errors import EpisodeFinished, ValidationFailed
 
 FAMILY = FunctionCallFamily()
-BUILTIN = list(FAMILY.builtin_records())
+ALL_BUILTIN = list(FAMILY.builtin_records())
+BUILTIN = [(s, r) for s, r in ALL_BUILTIN if not r["id"].startswith("toolgen-")]  # hand-written
+GENERATED = [(s, r) for s, r in ALL_BUILTIN if r["id"].startswith("toolgen-")]
 
 
 def episode(record: dict[str, Any], verifier: str = "looptool") -> Any:
@@ -254,6 +256,17 @@ def test_builtin_records() -> None:
     assert any(len(g) > 1 and all(x == g[0] for x in g) for g in gold_calls)  # duplicate calls
     for split in SPLITS:
         assert any(r.get("gold_text") for s, r in BUILTIN if s == split)
+
+
+def test_generated_builtin_tasks_are_valid_and_their_gold_scores_one() -> None:
+    from toolgym.envs.functioncall.tasks import GENERATED_COUNT
+
+    assert len(GENERATED) == GENERATED_COUNT
+    assert {s for s, _ in GENERATED} == set(SPLITS)
+    for _, record in GENERATED:
+        validated = FAMILY.validate_record(record)
+        for verifier in ("looptool", "bfcl"):
+            assert step(validated, as_tags(record["gold_calls"]), verifier).reward == 1.0, record["id"]
 
 
 @pytest.mark.parametrize(("split", "record"), BUILTIN, ids=[r["id"] for _, r in BUILTIN])
