@@ -34,7 +34,6 @@ from typing import Any, Protocol
 import httpx
 
 from toolgym.client import AsyncEnvClient
-from toolgym.client._core import Call
 from toolgym.envs.actions import parse_action
 from toolgym.envs.base import AssistantMessage
 from toolgym.errors import DuplicateTask, ToolGymError
@@ -56,6 +55,7 @@ __all__ = [
     "list_tasks",
     "load_task_file",
     "register_tasks",
+    "select_tasks",
     "summarize",
     "task_seed",
 ]
@@ -114,11 +114,7 @@ async def list_tasks(client: AsyncEnvClient, env_id: str, split: str | None = No
     ``{id, split, metadata}`` each."""
     out: list[dict[str, Any]] = []
     while True:
-        params: dict[str, Any] = {"offset": len(out), "limit": 1000}
-        if split is not None:
-            params["split"] = split
-        # AsyncEnvClient has no listing method; its request path keeps auth, retries and errors.
-        page = await client._json(Call("GET", f"/v1/envs/{env_id}/tasks", params=params, safe_to_repeat=True))
+        page = await client.tasks(env_id, split, offset=len(out), limit=1000)
         out.extend(page["tasks"])
         if not page["tasks"] or len(out) >= page["total"]:
             return out
@@ -163,6 +159,33 @@ async def register_tasks(client: AsyncEnvClient, env_id: str, records: Sequence[
                 skipped.append(dup)
                 chunk = [r for r in chunk if r["id"] != dup]
     return registered, skipped
+
+
+async def select_tasks(client: AsyncEnvClient, env_id: str, split: str,
+                       records: Sequence[dict[str, Any]] | None = None,
+                       say: Callable[[str], None] | None = None) -> list[EvalTask]:
+    """The tasks to evaluate. With ``records`` (a task file's, see ``load_task_file``): they
+    are registered where missing, and exactly those in ``split`` are returned (a record without
+    ``split`` is ``train``, as the server reads it). Without: every task the server lists in
+    ``split``. Question types come from the records, else from the server's task metadata.
+    Raises ``ValueError`` when a file task sits in another split on the server (an earlier
+    record with the same id was kept)."""
+    listed = {t["id"]: t for t in await list_tasks(client, env_id)}
+    if records is None:
+        return [EvalTask(t["id"], t["split"], (t.get("metadata") or {}).get("question_type"))
+                for t in listed.values() if t["split"] == split]
+    registered, skipped = await register_tasks(client, env_id, records, known=listed)
+    if say is not None:
+        say(f"tasks: {len(registered)} registered, {len(skipped)} already on the server")
+    if registered:
+        listed.update({t["id"]: t for t in await list_tasks(client, env_id, split)})
+    chosen = [r for r in records if r.get("split", "train") == split]
+    moved = [r["id"] for r in chosen if r["id"] in listed and listed[r["id"]]["split"] != split]
+    if moved:
+        raise ValueError(f"{len(moved)} task(s) of the file are in another split on the server, e.g. {moved[0]!r}:"
+                         " the server kept an earlier record with that id")
+    return [EvalTask(r["id"], split, r.get("question_type")
+                     or (listed.get(r["id"], {}).get("metadata") or {}).get("question_type"), r) for r in chosen]
 
 
 def task_seed(seed: int, task_id: str) -> int:
@@ -242,7 +265,8 @@ def _random_value(schema: Mapping[str, Any], rng: random.Random, depth: int = 0)
     if kind == "boolean":
         return rng.random() < 0.5
     if kind == "array":
-        items = schema.get("items") if isinstance(schema.get("items"), Mapping) else {}
+        items = schema.get("items")
+        items = items if isinstance(items, Mapping) else {}
         return [_random_value(items, rng, depth + 1) for _ in range(rng.randint(1, 2))] if depth < 3 else []
     if kind == "object":
         return {}
@@ -432,7 +456,7 @@ async def run_episode(client: AsyncEnvClient, env_id: str, task: EvalTask, polic
                 break
         if not done and result.error is None:
             result.error = f"not finished after {max_turns} turns"
-    except (ToolGymError, ModelEndpointError, ValueError) as exc:
+    except (ToolGymError, ModelEndpointError, ValueError, KeyError, TypeError) as exc:
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
         if result.episode_id is not None and not done:
