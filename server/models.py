@@ -10,7 +10,15 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, field_validator, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 __all__ = [
     "AssistantMessageIn",
@@ -20,18 +28,28 @@ __all__ = [
     "EpisodeState",
     "EpisodeSummary",
     "ErrorResponse",
+    "ExpandRejection",
+    "ExpandRequest",
+    "ExpandResponse",
     "ForkRequest",
+    "JudgeRequest",
+    "JudgeResponse",
+    "JudgeVote",
     "ObservationOut",
     "RegisterTasksRequest",
     "RegisterTasksResponse",
     "ResetRequest",
     "ResetResponse",
+    "RetireRequest",
+    "RetireResponse",
     "StepRequest",
     "StepResponse",
     "TaskInfo",
     "TaskPage",
     "TaskStat",
     "TaskStatsResponse",
+    "UnretireRequest",
+    "UnretireResponse",
     "VersionInfo",
 ]
 
@@ -54,6 +72,7 @@ class FunctionIn(_In):
 
 class ToolCallIn(_In):
     id: str | None = Field(default=None, description="The call's id (ignored; ToolGym numbers calls itself).")
+    index: int | None = Field(default=None, description="Position among the calls, as some model servers send it (ignored).")
     type: Literal["function"] = Field(default="function", description="Always 'function'.")
     function: FunctionIn = Field(description="Which tool, with which arguments.")
 
@@ -237,3 +256,109 @@ class ErrorDetail(_Out):
 
 class ErrorResponse(_Out):
     error: ErrorDetail
+
+
+# --- the data loop (routes/dataloop.py) ------------------------------------------------------
+TaskClass = Literal["mastered", "fragile", "failing", "unseen"]
+SplitName = Literal["train", "validation", "test"]
+_MAX_IDS = 100_000
+
+
+def _failing() -> list[TaskClass]:
+    return ["failing"]
+
+
+def _train() -> list[SplitName]:
+    return ["train"]
+
+
+class ExpandRequest(_In):
+    task_ids: list[str] | None = Field(
+        default=None, max_length=_MAX_IDS,
+        description="Expand these tasks (any split). Without them: every task of `splits` classed in `status`.",
+    )
+    n: int = Field(default=3, ge=1, le=50, description="Variants asked of each task (LoopTool: 3).")
+    status: list[TaskClass] = Field(
+        default_factory=_failing, min_length=1,
+        description="Task classes (GET .../tasks/stats) to expand when no task_ids are given.",
+    )
+    splits: list[SplitName] = Field(
+        default_factory=_train, min_length=1,
+        description="Splits the status selection reads (default train, so evaluation sets stay fixed).",
+    )
+    seed: int | None = Field(
+        default=None, ge=0, le=2**63 - 1,
+        description="Seeds the variants: the same seed and tasks give the same variants. Default: a random one.",
+    )
+
+
+class ExpandRejection(_Out):
+    parent_id: str = Field(description="The task the rejected variant was grown from.")
+    reason: str = Field(description="Why it was not kept (invalid record, gold not scoring 1, duplicate).")
+
+
+class ExpandResponse(_Out):
+    created: list[str] = Field(description="Ids of the new tasks, registered in their parent's split.")
+    rejected: int = Field(description="Proposed variants that failed verification or already existed.")
+    skipped: list[str] = Field(description="Selected tasks for which the env proposed no variant.")
+    seed: int = Field(description="The seed used (pass it again to reproduce this expansion).")
+    rejections: list[ExpandRejection] = Field(description="One entry per rejected variant.")
+
+
+class RetireRequest(_In):
+    task_ids: list[str] | None = Field(default=None, max_length=_MAX_IDS, description="Retire these tasks.")
+    status: TaskClass | None = Field(
+        default=None, description="Or retire every task of `splits` in this class (usually 'mastered')."
+    )
+    splits: list[SplitName] = Field(
+        default_factory=_train, min_length=1, description="Splits a status selection reads."
+    )
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> RetireRequest:
+        if (self.task_ids is None) == (self.status is None):
+            raise ValueError("give exactly one of task_ids and status")
+        return self
+
+
+class RetireResponse(_Out):
+    retired: list[str] = Field(description="Tasks retired by this request.")
+    already_retired: list[str] = Field(description="Selected tasks that were retired before.")
+
+
+class UnretireRequest(_In):
+    task_ids: list[str] = Field(max_length=_MAX_IDS, description="Put these tasks back in the draw.")
+
+
+class UnretireResponse(_Out):
+    unretired: list[str] = Field(description="Tasks back in the draw.")
+    not_retired: list[str] = Field(description="Selected tasks that were not retired.")
+
+
+class JudgeRequest(_In):
+    response: str | AssistantMessageIn = Field(
+        description="The policy's answer to the task: the raw assistant turn, or an OpenAI-style message."
+    )
+
+
+class JudgeVote(_Out):
+    verdict: str | None = Field(description="This vote's verdict, or null when it gave none.")
+    error: str | None = Field(
+        default=None, description="Why it gave none: timeout, unreachable, http_<status>, bad_response, unparsable."
+    )
+    model: str | None = Field(default=None, description="The judge model asked.")
+    reply: str = Field(default="", description="The start of the judge's reply (its short analysis).")
+
+
+class JudgeResponse(_Out):
+    verdict: Literal[
+        "RESPONSE1_INCORRECT", "RESPONSE2_INCORRECT", "BOTH_CORRECT", "BOTH_INCORRECT", "no_consensus"
+    ] = Field(description="Response 1 is the task's label, Response 2 the policy's answer (LoopTool's order).")
+    votes: list[JudgeVote] = Field(description="Every vote, failed ones included; empty when the verifier decided.")
+    action: Literal["keep", "relabel_suggested", "drop_suggested"] = Field(
+        description="What to do with the task: RESPONSE1_INCORRECT -> relabel_suggested, BOTH_INCORRECT ->"
+        " drop_suggested, otherwise keep. ToolGym changes nothing itself."
+    )
+    judged_by: Literal["judge", "verifier"] = Field(
+        description="'verifier' when the answer already earns full reward (no judge asked: BOTH_CORRECT)."
+    )
