@@ -1,26 +1,25 @@
 """``AsyncEnvClient``: the asyncio client, for trainers that run many rollouts at once.
 
-It shares every request and response rule with ``EnvClient`` (``_core``); only the
+It shares every request, response and retry rule with ``EnvClient`` (``_core``); only the
 sending loop is its own.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import httpx
 
 from toolgym.client import _core
 from toolgym.client._core import Call, ResetResult, RetryPolicy, StepResult
-from toolgym.errors import ToolGymError, Unavailable
 
 __all__ = ["AsyncEnvClient"]
 
 
 class AsyncEnvClient:
-    """The async twin of ``EnvClient``: same methods, awaited."""
+    """The async twin of ``EnvClient``: same methods, awaited; ``aclose`` (or ``async with``)
+    releases the connection pool."""
 
     def __init__(
         self,
@@ -46,69 +45,64 @@ class AsyncEnvClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Close the connection pool (idempotent). Open episodes stay open on the server."""
         await self._http.aclose()
 
-    async def _send(self, call: Call) -> httpx.Response:
-        attempt = 0
-        while True:
-            try:
-                response = await self._http.request(
-                    call.method, call.path, json=call.json, params=call.params, headers=call.headers,
-                    content=call.content,
-                )
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                error: ToolGymError = Unavailable(f"cannot connect to the ToolGym server: {exc}")
-                cause: Exception = exc
-            except httpx.TransportError as exc:
-                if not call.safe_to_repeat:
-                    raise Unavailable(f"the request to the ToolGym server failed: {exc}") from exc
-                error, cause = Unavailable(f"the request to the ToolGym server failed: {exc}"), exc
-            else:
-                if response.is_success:
-                    return response
-                try:
-                    body = response.json()
-                except ValueError:
-                    body = response.text
-                error = _core.parse_error(response.status_code, body, response.headers.get("Retry-After"))
-                if not isinstance(error, Unavailable):
-                    raise error
-                cause = error
-            if attempt >= self._retry.max_retries:
-                raise error from (cause if cause is not error else None)
-            await asyncio.sleep(self._retry.delay(attempt, getattr(error, "retry_after_s", None)))
-            attempt += 1
-
     async def _json(self, call: Call) -> Any:
-        return (await self._send(call)).json()
+        """Send ``call`` (retrying as the policy says) and return its result."""
+        exchange = _core.Exchange(call, self._retry)
+        while True:
+            outcome: httpx.Response | httpx.TransportError
+            try:
+                outcome = await self._http.request(call.method, call.path, **call.request_kwargs())
+            except httpx.TransportError as exc:
+                outcome = exc
+            result = exchange.settle(outcome)
+            if not isinstance(result, _core.Retry):
+                return result
+            await asyncio.sleep(result.delay_s)
+
+    # --- server and envs ------------------------------------------------------------------------
+    async def health(self) -> dict[str, Any]:
+        return await self._json(_core.health_call())  # type: ignore[no-any-return]
+
+    async def version(self) -> dict[str, Any]:
+        return await self._json(_core.version_call())  # type: ignore[no-any-return]
 
     async def envs(self) -> list[dict[str, Any]]:
-        return (await self._json(Call("GET", "/v1/envs", safe_to_repeat=True)))["envs"]  # type: ignore[no-any-return]
+        return await self._json(_core.envs_call())  # type: ignore[no-any-return]
+
+    async def tasks(self, env_id: str, split: str | None = None, offset: int = 0,
+                    limit: int = 100) -> dict[str, Any]:
+        return await self._json(_core.tasks_call(env_id, split, offset, limit))  # type: ignore[no-any-return]
 
     async def register_tasks(self, env_id: str, records: list[dict[str, Any]]) -> list[str]:
-        body = "\n".join(json.dumps(r, ensure_ascii=False) for r in records).encode("utf-8")
-        call = Call("POST", f"/v1/envs/{env_id}/tasks", content=body,
-                    headers={"Content-Type": "application/x-ndjson"})
-        return (await self._json(call))["ids"]  # type: ignore[no-any-return]
+        return await self._json(_core.register_tasks_call(env_id, records))  # type: ignore[no-any-return]
 
     async def task_stats(self, env_id: str) -> list[dict[str, Any]]:
-        return (await self._json(Call("GET", f"/v1/envs/{env_id}/tasks/stats", safe_to_repeat=True)))["tasks"]  # type: ignore[no-any-return]
+        return await self._json(_core.task_stats_call(env_id))  # type: ignore[no-any-return]
 
+    # --- episodes -------------------------------------------------------------------------------
     async def reset(self, env_id: str, task_id: str | None = None, *, seed: int | None = None,
                     options: dict[str, Any] | None = None) -> ResetResult:
-        return _core.reset_result(await self._json(_core.reset_call(env_id, task_id, seed, options)))
+        return await self._json(_core.reset_call(env_id, task_id, seed, options))  # type: ignore[no-any-return]
 
     async def step(self, episode_id: str, action: Any, *, expected_turn: int | None = None,
                    idempotency_key: str | None = None, mean_logprob: float | None = None) -> StepResult:
         call = _core.step_call(episode_id, action, expected_turn, idempotency_key, mean_logprob)
-        return _core.step_result(await self._json(call))
+        return await self._json(call)  # type: ignore[no-any-return]
 
     async def episode(self, episode_id: str) -> dict[str, Any]:
-        return await self._json(Call("GET", f"/v1/episodes/{episode_id}", safe_to_repeat=True))  # type: ignore[no-any-return]
+        return await self._json(_core.episode_call(episode_id))  # type: ignore[no-any-return]
+
+    async def episodes(self, status: str | None = None, offset: int = 0, limit: int = 100) -> dict[str, Any]:
+        return await self._json(_core.episodes_call(status, offset, limit))  # type: ignore[no-any-return]
+
+    async def trajectory(self, episode_id: str) -> list[dict[str, Any]]:
+        return await self._json(_core.trajectory_call(episode_id))  # type: ignore[no-any-return]
 
     async def fork(self, episode_id: str, turn: int | None = None) -> ResetResult:
-        body = {} if turn is None else {"turn": turn}
-        return _core.reset_result(await self._json(Call("POST", f"/v1/episodes/{episode_id}/fork", json=body)))
+        return await self._json(_core.fork_call(episode_id, turn))  # type: ignore[no-any-return]
 
     async def close(self, episode_id: str) -> None:
-        await self._send(Call("DELETE", f"/v1/episodes/{episode_id}", safe_to_repeat=True))
+        await self._json(_core.close_call(episode_id))

@@ -1,16 +1,30 @@
-"""The client's I/O-free half, shared by ``EnvClient`` and ``AsyncEnvClient``: what to send,
-how to read the answer, and when to retry. Neither client duplicates any of it."""
+"""The client's I/O-free half, shared by ``EnvClient`` and ``AsyncEnvClient``: what each method
+sends (a ``Call``), how its answer is read, and the retry loop (``Exchange``). Neither client
+duplicates any of it; each only moves bytes and sleeps."""
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
+
+import httpx
 
 from toolgym.errors import ToolGymError, Unavailable, error_from_wire
 
-__all__ = ["Call", "ResetResult", "RetryPolicy", "StepResult", "action_to_json", "parse_error"]
+__all__ = [
+    "Call",
+    "Exchange",
+    "ResetResult",
+    "Retry",
+    "RetryPolicy",
+    "StepResult",
+    "action_to_json",
+    "parse_error",
+]
 
 
 @dataclass(frozen=True)
@@ -43,23 +57,26 @@ class StepResult:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Retries 503s (honouring ``Retry-After``) and, for requests that are safe to repeat,
-    transport errors, with exponential backoff and jitter."""
+    """Retries 503s and, for requests that are safe to repeat, transport errors, with
+    exponential backoff and jitter. A 503's ``Retry-After`` is a floor on the wait (capped at
+    ``max_backoff_s``); ``max_retries`` counts the attempts after the first."""
 
     max_retries: int = 5
     backoff_s: float = 0.25
     max_backoff_s: float = 10.0
 
     def delay(self, attempt: int, retry_after_s: float | None) -> float:
+        """Seconds to wait before retry number ``attempt + 1``."""
         base = min(self.max_backoff_s, self.backoff_s * (2.0**attempt))
         if retry_after_s is not None:
             base = max(base, min(retry_after_s, self.max_backoff_s))
-        return base * (0.5 + random.random() / 2)
+        # Jitter upwards only, so a server's Retry-After is honoured and many clients spread out.
+        return min(self.max_backoff_s, base * (1.0 + random.random() / 2))
 
 
 @dataclass(frozen=True)
 class Call:
-    """One HTTP request, described without sending it."""
+    """One HTTP request, described without sending it, and how to read its answer."""
 
     method: str
     path: str
@@ -69,6 +86,76 @@ class Call:
     content: bytes | None = None
     safe_to_repeat: bool = False
     """Whether a transport error may be retried (the request is idempotent)."""
+    read: Callable[[httpx.Response], Any] = field(default=lambda response: response.json(), repr=False)
+    """The result of a successful answer."""
+
+    def request_kwargs(self) -> dict[str, Any]:
+        return {"json": self.json, "params": self.params, "headers": self.headers, "content": self.content}
+
+
+class Retry(NamedTuple):
+    """``Exchange.settle``'s answer when the call should be sent again after ``delay_s``."""
+
+    delay_s: float
+
+
+class Exchange:
+    """The retry loop of one call, without I/O: a client sends ``call``, hands each attempt's
+    outcome (a response, or the transport error) to ``settle``, and either gets the result,
+    gets a ``Retry`` to sleep on, or sees the typed error raised."""
+
+    def __init__(self, call: Call, policy: RetryPolicy) -> None:
+        self.call = call
+        self.policy = policy
+        self.attempt = 0
+
+    def settle(self, outcome: httpx.Response | httpx.TransportError) -> Any:
+        cause: BaseException | None = None
+        retry_after: float | None = None
+        if isinstance(outcome, httpx.Response):
+            if outcome.is_success:
+                return self.call.read(outcome)
+            error = response_error(outcome)
+            may_retry = isinstance(error, Unavailable)
+            retry_after = getattr(error, "retry_after_s", None)
+        else:
+            error, may_retry = transport_error(self.call, outcome)
+            cause = outcome
+        if not may_retry or self.attempt >= self.policy.max_retries:
+            raise error from cause
+        delay = self.policy.delay(self.attempt, retry_after)
+        self.attempt += 1
+        return Retry(delay)
+
+
+def transport_error(call: Call, exc: httpx.TransportError) -> tuple[ToolGymError, bool]:
+    """The error for a request that got no answer, and whether it may be sent again: always
+    when the connection was never made, else only when the call is safe to repeat."""
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return Unavailable(f"cannot connect to the ToolGym server: {exc}"), True
+    return Unavailable(f"the request to the ToolGym server failed: {exc!r}"), call.safe_to_repeat
+
+
+def response_error(response: httpx.Response) -> ToolGymError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = response.text
+    return parse_error(response.status_code, body, response.headers.get("Retry-After"))
+
+
+def parse_error(status: int, body: Any, retry_after: str | None) -> ToolGymError:
+    """The typed error of an error answer. A 503 is ``Unavailable`` (retried) even when it
+    does not come from ToolGym (a proxy's HTML page)."""
+    exc = error_from_wire(status, body)
+    if status == 503 and not isinstance(exc, Unavailable):
+        exc = Unavailable(exc.message, status=status)
+    if isinstance(exc, Unavailable) and retry_after:
+        try:
+            exc.retry_after_s = float(retry_after)
+        except ValueError:
+            pass
+    return exc
 
 
 def action_to_json(action: Any) -> Any:
@@ -80,14 +167,64 @@ def action_to_json(action: Any) -> Any:
     raise TypeError(f"an action is a string or an assistant message dict, not {type(action).__name__}")
 
 
-def parse_error(status: int, body: Any, retry_after: str | None) -> ToolGymError:
-    exc = error_from_wire(status, body)
-    if isinstance(exc, Unavailable) and retry_after:
-        try:
-            exc.retry_after_s = float(retry_after)
-        except ValueError:
-            pass
-    return exc
+# --- readers ----------------------------------------------------------------------------------
+def _key(name: str) -> Callable[[httpx.Response], Any]:
+    return lambda response: response.json()[name]
+
+
+def _nothing(response: httpx.Response) -> None:
+    return None
+
+
+def _jsonl(response: httpx.Response) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in response.text.splitlines() if line.strip()]
+
+
+def reset_result(body: dict[str, Any]) -> ResetResult:
+    return ResetResult(episode_id=body["episode_id"], observation=body["observation"], info=body["info"])
+
+
+def step_result(body: dict[str, Any]) -> StepResult:
+    return StepResult(observation=body["observation"], reward=float(body["reward"]),
+                      terminated=bool(body["terminated"]), truncated=bool(body["truncated"]), info=body["info"])
+
+
+def _read_reset(response: httpx.Response) -> ResetResult:
+    return reset_result(response.json())
+
+
+def _read_step(response: httpx.Response) -> StepResult:
+    return step_result(response.json())
+
+
+# --- the calls, one per client method ---------------------------------------------------------
+def health_call() -> Call:
+    return Call("GET", "/healthz", safe_to_repeat=True)
+
+
+def version_call() -> Call:
+    return Call("GET", "/v1/version", safe_to_repeat=True)
+
+
+def envs_call() -> Call:
+    return Call("GET", "/v1/envs", safe_to_repeat=True, read=_key("envs"))
+
+
+def tasks_call(env_id: str, split: str | None, offset: int, limit: int) -> Call:
+    params: dict[str, Any] = {"offset": offset, "limit": limit}
+    if split:
+        params["split"] = split
+    return Call("GET", f"/v1/envs/{env_id}/tasks", params=params, safe_to_repeat=True)
+
+
+def register_tasks_call(env_id: str, records: list[dict[str, Any]]) -> Call:
+    body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+    return Call("POST", f"/v1/envs/{env_id}/tasks", content=body, headers={"Content-Type": "application/x-ndjson"},
+                read=_key("ids"))
+
+
+def task_stats_call(env_id: str) -> Call:
+    return Call("GET", f"/v1/envs/{env_id}/tasks/stats", safe_to_repeat=True, read=_key("tasks"))
 
 
 def reset_call(env_id: str, task_id: str | None, seed: int | None, options: dict[str, Any] | None) -> Call:
@@ -98,7 +235,7 @@ def reset_call(env_id: str, task_id: str | None, seed: int | None, options: dict
         body["seed"] = seed
     if options:
         body["options"] = options
-    return Call("POST", "/v1/episodes", json=body)
+    return Call("POST", "/v1/episodes", json=body, read=_read_reset)
 
 
 def step_call(episode_id: str, action: Any, expected_turn: int | None, idempotency_key: str | None,
@@ -111,13 +248,28 @@ def step_call(episode_id: str, action: Any, expected_turn: int | None, idempoten
     # Every step carries a key, so a retry after a lost answer never acts twice.
     key = idempotency_key or uuid.uuid4().hex
     return Call("POST", f"/v1/episodes/{episode_id}/step", json=body, headers={"Idempotency-Key": key},
-                safe_to_repeat=True)
+                safe_to_repeat=True, read=_read_step)
 
 
-def reset_result(body: dict[str, Any]) -> ResetResult:
-    return ResetResult(episode_id=body["episode_id"], observation=body["observation"], info=body["info"])
+def episode_call(episode_id: str) -> Call:
+    return Call("GET", f"/v1/episodes/{episode_id}", safe_to_repeat=True)
 
 
-def step_result(body: dict[str, Any]) -> StepResult:
-    return StepResult(observation=body["observation"], reward=float(body["reward"]),
-                      terminated=bool(body["terminated"]), truncated=bool(body["truncated"]), info=body["info"])
+def episodes_call(status: str | None, offset: int, limit: int) -> Call:
+    params: dict[str, Any] = {"offset": offset, "limit": limit}
+    if status:
+        params["status"] = status
+    return Call("GET", "/v1/episodes", params=params, safe_to_repeat=True)
+
+
+def trajectory_call(episode_id: str) -> Call:
+    return Call("GET", f"/v1/episodes/{episode_id}/trajectory", safe_to_repeat=True, read=_jsonl)
+
+
+def fork_call(episode_id: str, turn: int | None) -> Call:
+    body = {} if turn is None else {"turn": turn}
+    return Call("POST", f"/v1/episodes/{episode_id}/fork", json=body, read=_read_reset)
+
+
+def close_call(episode_id: str) -> Call:
+    return Call("DELETE", f"/v1/episodes/{episode_id}", safe_to_repeat=True, read=_nothing)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -10,7 +9,6 @@ import httpx
 
 from toolgym.client import _core
 from toolgym.client._core import Call, ResetResult, RetryPolicy, StepResult
-from toolgym.errors import ToolGymError, Unavailable
 
 __all__ = ["EnvClient"]
 
@@ -21,7 +19,9 @@ class EnvClient:
     ``reset`` starts an episode in its own sandbox; ``step`` sends one action and returns the
     observation and the verifiable reward; ``close`` ends the episode. Errors are the classes
     of ``toolgym.errors`` (``EpisodeNotFound``, ``EpisodeFinished``, ...); 503s are retried
-    with backoff, and steps carry an ``Idempotency-Key`` so a retried step never acts twice.
+    with backoff (``retry``), and steps carry an ``Idempotency-Key`` so a retried step never
+    acts twice. Safe to share between threads; ``close_client`` (or ``with``) releases the
+    connection pool.
     """
 
     def __init__(
@@ -48,88 +48,77 @@ class EnvClient:
         self.close_client()
 
     def close_client(self) -> None:
+        """Close the connection pool (idempotent). Open episodes stay open on the server."""
         self._http.close()
 
-    def _send(self, call: Call) -> httpx.Response:
-        attempt = 0
-        while True:
-            try:
-                response = self._http.request(
-                    call.method, call.path, json=call.json, params=call.params, headers=call.headers,
-                    content=call.content,
-                )
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                error: ToolGymError = Unavailable(f"cannot connect to the ToolGym server: {exc}")
-                cause: Exception = exc
-            except httpx.TransportError as exc:
-                if not call.safe_to_repeat:
-                    raise Unavailable(f"the request to the ToolGym server failed: {exc}") from exc
-                error, cause = Unavailable(f"the request to the ToolGym server failed: {exc}"), exc
-            else:
-                if response.is_success:
-                    return response
-                try:
-                    body = response.json()
-                except ValueError:
-                    body = response.text
-                error = _core.parse_error(response.status_code, body, response.headers.get("Retry-After"))
-                if not isinstance(error, Unavailable):
-                    raise error
-                cause = error
-            if attempt >= self._retry.max_retries:
-                raise error from (cause if cause is not error else None)
-            time.sleep(self._retry.delay(attempt, getattr(error, "retry_after_s", None)))
-            attempt += 1
-
     def _json(self, call: Call) -> Any:
-        return self._send(call).json()
+        """Send ``call`` (retrying as the policy says) and return its result."""
+        exchange = _core.Exchange(call, self._retry)
+        while True:
+            outcome: httpx.Response | httpx.TransportError
+            try:
+                outcome = self._http.request(call.method, call.path, **call.request_kwargs())
+            except httpx.TransportError as exc:
+                outcome = exc
+            result = exchange.settle(outcome)
+            if not isinstance(result, _core.Retry):
+                return result
+            time.sleep(result.delay_s)
 
-    # --- envs and tasks -------------------------------------------------------------------------
+    # --- server and envs ------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
-        return self._json(Call("GET", "/healthz", safe_to_repeat=True))  # type: ignore[no-any-return]
+        """Liveness: ``{"status": "ok"}``."""
+        return self._json(_core.health_call())  # type: ignore[no-any-return]
 
     def version(self) -> dict[str, Any]:
-        return self._json(Call("GET", "/v1/version", safe_to_repeat=True))  # type: ignore[no-any-return]
+        """``{"version", "api_version", "envs"}``, for compatibility checks."""
+        return self._json(_core.version_call())  # type: ignore[no-any-return]
 
     def envs(self) -> list[dict[str, Any]]:
-        return self._json(Call("GET", "/v1/envs", safe_to_repeat=True))["envs"]  # type: ignore[no-any-return]
+        """The env families: id, formats, reward spec, reset options, task counts per split."""
+        return self._json(_core.envs_call())  # type: ignore[no-any-return]
 
     def tasks(self, env_id: str, split: str | None = None, offset: int = 0, limit: int = 100) -> dict[str, Any]:
-        params: dict[str, Any] = {"offset": offset, "limit": limit}
-        if split:
-            params["split"] = split
-        return self._json(Call("GET", f"/v1/envs/{env_id}/tasks", params=params, safe_to_repeat=True))  # type: ignore[no-any-return]
+        """One page of task ids and public metadata: ``{"tasks", "total", "offset", "limit"}``."""
+        return self._json(_core.tasks_call(env_id, split, offset, limit))  # type: ignore[no-any-return]
 
     def register_tasks(self, env_id: str, records: list[dict[str, Any]]) -> list[str]:
-        """Register task records (the env's format); returns their ids."""
-        body = "\n".join(json.dumps(r, ensure_ascii=False) for r in records).encode("utf-8")
-        call = Call("POST", f"/v1/envs/{env_id}/tasks", content=body,
-                    headers={"Content-Type": "application/x-ndjson"})
-        return self._json(call)["ids"]  # type: ignore[no-any-return]
+        """Register task records (the env's format, sent as JSONL); returns their ids. All or
+        none: ``DuplicateTask`` (409) or ``ValidationFailed`` (422) name the first bad record."""
+        return self._json(_core.register_tasks_call(env_id, records))  # type: ignore[no-any-return]
 
     def task_stats(self, env_id: str) -> list[dict[str, Any]]:
-        return self._json(Call("GET", f"/v1/envs/{env_id}/tasks/stats", safe_to_repeat=True))["tasks"]  # type: ignore[no-any-return]
+        """Per-task reward statistics from the episodes served."""
+        return self._json(_core.task_stats_call(env_id))  # type: ignore[no-any-return]
 
     # --- episodes -------------------------------------------------------------------------------
     def reset(self, env_id: str, task_id: str | None = None, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> ResetResult:
-        return _core.reset_result(self._json(_core.reset_call(env_id, task_id, seed, options)))
+        """Start an episode (a task drawn from ``options["split"]`` unless ``task_id`` is given)."""
+        return self._json(_core.reset_call(env_id, task_id, seed, options))  # type: ignore[no-any-return]
 
     def step(self, episode_id: str, action: Any, *, expected_turn: int | None = None,
              idempotency_key: str | None = None, mean_logprob: float | None = None) -> StepResult:
+        """Send one action: a string, or an assistant message dict (``content``, ``tool_calls``)."""
         call = _core.step_call(episode_id, action, expected_turn, idempotency_key, mean_logprob)
-        return _core.step_result(self._json(call))
+        return self._json(call)  # type: ignore[no-any-return]
 
     def episode(self, episode_id: str) -> dict[str, Any]:
-        return self._json(Call("GET", f"/v1/episodes/{episode_id}", safe_to_repeat=True))  # type: ignore[no-any-return]
+        """The episode's state: turn, status, reason, total reward, the trajectory so far."""
+        return self._json(_core.episode_call(episode_id))  # type: ignore[no-any-return]
+
+    def episodes(self, status: str | None = None, offset: int = 0, limit: int = 100) -> dict[str, Any]:
+        """This key's episodes (``status``: live, finished or interrupted), one page."""
+        return self._json(_core.episodes_call(status, offset, limit))  # type: ignore[no-any-return]
 
     def trajectory(self, episode_id: str) -> list[dict[str, Any]]:
-        text = self._send(Call("GET", f"/v1/episodes/{episode_id}/trajectory", safe_to_repeat=True)).text
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        """The trajectory as records: the reset (``turn`` None), then one per step."""
+        return self._json(_core.trajectory_call(episode_id))  # type: ignore[no-any-return]
 
     def fork(self, episode_id: str, turn: int | None = None) -> ResetResult:
-        body = {} if turn is None else {"turn": turn}
-        return _core.reset_result(self._json(Call("POST", f"/v1/episodes/{episode_id}/fork", json=body)))
+        """A new episode at ``turn`` of this one (default: its current turn), by replay."""
+        return self._json(_core.fork_call(episode_id, turn))  # type: ignore[no-any-return]
 
     def close(self, episode_id: str) -> None:
-        self._send(Call("DELETE", f"/v1/episodes/{episode_id}", safe_to_repeat=True))
+        """End the episode and destroy its sandbox (closing an ended episode is a no-op)."""
+        self._json(_core.close_call(episode_id))

@@ -2,7 +2,10 @@
 
 After ``import toolgym``, ``gymnasium.make("toolgym/ToolUse-v0", base_url=..., api_key=...)``
 returns one (likewise CodeMath-v0 and FunctionCall-v0; ``toolgym/Remote-v0`` takes any
-``env_id``). Vector envs work too: ``gymnasium.make_vec(..., vectorization_mode="sync")``.
+``env_id``). Vector envs work too: ``gymnasium.make_vec(..., vectorization_mode="sync")``, or
+``vectorization_mode="async", vector_kwargs={"shared_memory": False}``: chat observations are
+variable-length dicts that gymnasium cannot place in shared memory, so the async default
+(``shared_memory=True``) stops at once with gymnasium's ValueError that says so.
 
 Observations are dicts ``{"messages": [...], "tools"?: [...]}`` of new chat messages;
 actions are the raw assistant turn (a string) or an assistant message dict. The server seed of
@@ -12,7 +15,8 @@ after it replay exactly, as gymnasium's ``check_env`` requires.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import os
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -20,6 +24,7 @@ from gymnasium import spaces
 
 from toolgym.client._core import RetryPolicy
 from toolgym.client._sync import EnvClient
+from toolgym.errors import EpisodeNotFound
 
 __all__ = ["ChatAction", "ChatObservation", "RemoteEnv", "register_envs"]
 
@@ -89,13 +94,14 @@ class RemoteEnv(gym.Env[dict[str, Any], Any]):
 
     Args:
         env_id: the server's env id, e.g. ``toolgym/ToolUse-v0``.
-        base_url, api_key: the server and your key.
+        base_url, api_key: the server and your key (default: the ``TOOLGYM_API_KEY`` variable).
         task_id: reset this task every time (default: the server draws one).
         options: default reset options (per ``GET /v1/envs``), merged with ``reset``'s.
         client: an ``EnvClient`` to share between envs (it is not closed by ``close``).
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    # gymnasium declares ``metadata`` an instance variable; a ClassVar here fails mypy.
+    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
 
     def __init__(
         self,
@@ -111,7 +117,9 @@ class RemoteEnv(gym.Env[dict[str, Any], Any]):
     ) -> None:
         self.env_id = env_id
         self._owns_client = client is None
-        self.client = client or EnvClient(base_url, api_key, timeout_s=timeout_s, retry=retry)
+        # Without an explicit key, TOOLGYM_API_KEY: so the key need not sit in env.spec.kwargs.
+        key = api_key if api_key is not None else os.environ.get("TOOLGYM_API_KEY")
+        self.client = client or EnvClient(base_url, key, timeout_s=timeout_s, retry=retry)
         self._task_id = task_id
         self._options = dict(options or {})
         self.episode_id: str | None = None
@@ -121,7 +129,10 @@ class RemoteEnv(gym.Env[dict[str, Any], Any]):
     def _close_episode(self) -> None:
         if self.episode_id is not None:
             episode_id, self.episode_id = self.episode_id, None
-            self.client.close(episode_id)
+            try:
+                self.client.close(episode_id)
+            except EpisodeNotFound:
+                pass  # already gone on the server (reaped, or the server restarted): closed is closed
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
