@@ -35,6 +35,7 @@ __all__ = [
     "GenerationError",
     "GenerationReport",
     "build_task",
+    "function_call_record",
     "generate",
     "single_step_tasks",
 ]
@@ -242,13 +243,21 @@ def single_step_tasks(seed: int, count: int, *, knobs: ScalingKnobs | None = Non
     if multi:
         raise ValueError(f"single_step_tasks needs single-turn question types only; got weight on {multi}")
     for record in generate(seed, count, knobs=knobs, progress=progress, report=report):
-        yield {
-            "id": record["id"].replace("toolgen-", "toolgen-fc-", 1),
-            "split": record["split"],
-            "messages": [
-                {"role": "system", "content": FUNCTION_CALL_SYSTEM_PROMPT},
-                record["messages"][-1],
-            ],
-            "tools": record["tools"],
-            "gold_calls": record["reference_solution"][0],
-        }
+        yield function_call_record(record)
+
+
+def function_call_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The FunctionCall record of a single-turn ToolUse record: its question and tools, a
+    function-calling system prompt, and its one reference turn as ``gold_calls``."""
+    if len(record["reference_solution"]) != 1:
+        raise ValueError("only a task answered in one turn makes a FunctionCall record")
+    return {
+        "id": record["id"].replace("toolgen-", "toolgen-fc-", 1),
+        "split": record["split"],
+        "messages": [
+            {"role": "system", "content": FUNCTION_CALL_SYSTEM_PROMPT},
+            record["messages"][-1],
+        ],
+        "tools": record["tools"],
+        "gold_calls": record["reference_solution"][0],
+    }
