@@ -22,7 +22,9 @@ from toolgym.server.auth import Authenticator
 from toolgym.server.episodes import EpisodeManager
 from toolgym.server.errors import BodySizeLimit, install_error_handlers
 from toolgym.server.metrics import Metrics
-from toolgym.server.routes import envs, episodes, health
+from toolgym.server.dataloop import apply_retirements
+from toolgym.server.judge import build_judge
+from toolgym.server.routes import dataloop, envs, episodes, health
 from toolgym.server.sandbox.base import SandboxBackend, SandboxSpec
 from toolgym.server.sandbox.pool import SandboxPool
 from toolgym.server.settings import Settings
@@ -78,6 +80,9 @@ def create_app(settings: Settings, *, backend: SandboxBackend | None = None) -> 
             tasks.load_builtins()
         tasks.load_persisted()
         _load_task_files(tasks, settings.task_files)
+        retired = apply_retirements(tasks, store)
+        if retired:
+            log.info("%d tasks are retired (no sampler draws them)", retired)
         metrics = Metrics()
 
         def spec_for(labels: dict[str, str]) -> SandboxSpec:
@@ -115,6 +120,7 @@ def create_app(settings: Settings, *, backend: SandboxBackend | None = None) -> 
     )
     app.state.settings = settings
     app.state.auth = Authenticator(settings.all_api_keys())
+    app.state.judge = build_judge(settings)
     if not app.state.auth.enabled:
         log.warning("no API keys configured: authentication is OFF (allowed on %s)", settings.host)
     install_error_handlers(app)
@@ -122,4 +128,5 @@ def create_app(settings: Settings, *, backend: SandboxBackend | None = None) -> 
     app.include_router(health.router)
     app.include_router(envs.router)
     app.include_router(episodes.router)
+    app.include_router(dataloop.router)
     return app

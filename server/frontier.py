@@ -15,6 +15,10 @@ from what it served:
 
 "Succeeded" is the family's ``episode_success`` rule, stored with each finished episode.
 The ``frontier`` sampler skips mastered tasks and favours fragile and failing ones.
+
+*Retired* tasks (``POST .../tasks/retire``, kept in the store) are drawn by no sampler:
+``frontier_sample`` and ``uniform_sample`` leave them out, ``draw_task`` picks between the two.
+A retired task still resets by id.
 """
 
 from __future__ import annotations
@@ -23,11 +27,22 @@ import math
 import random
 
 from toolgym.envs.base import Task
+from toolgym.errors import ValidationFailed
 from toolgym.server.models import TaskStat
 from toolgym.server.store import Store, TaskStatsRow
 from toolgym.server.tasks import TaskRegistry
 
-__all__ = ["MIN_EPISODES", "PPL_THRESHOLD", "WEIGHTS", "classify", "frontier_sample", "task_stats"]
+__all__ = [
+    "MIN_EPISODES",
+    "PPL_THRESHOLD",
+    "WEIGHTS",
+    "active_ids",
+    "classify",
+    "draw_task",
+    "frontier_sample",
+    "task_stats",
+    "uniform_sample",
+]
 
 MIN_EPISODES = 2
 PPL_THRESHOLD = 1.5
@@ -61,12 +76,48 @@ def task_stats(tasks: TaskRegistry, store: Store, env_id: str) -> list[TaskStat]
     return out
 
 
-def frontier_sample(tasks: TaskRegistry, store: Store, env_id: str, split: str, rng: random.Random) -> Task:
-    """Draw from ``split`` by ``WEIGHTS`` of each task's class; when every task is mastered,
-    fall back on a uniform draw (there is nothing left to learn from, but reset still works)."""
+def active_ids(tasks: TaskRegistry, store: Store, env_id: str, split: str) -> list[str]:
+    """The task ids of ``split`` that are not retired, in registration order."""
     ids = tasks.ids(env_id, split)
+    retired = store.retired_ids(env_id)
+    return [tid for tid in ids if tid not in retired] if retired else ids
+
+
+def _active_or_raise(tasks: TaskRegistry, store: Store, env_id: str, split: str, rng: random.Random) -> list[str]:
+    ids = active_ids(tasks, store, env_id, split)
+    if not ids:
+        if not tasks.ids(env_id, split):
+            tasks.sample(env_id, split, rng)  # raises the registry's "no tasks" error
+        raise ValidationFailed(
+            f"every {split} task of {env_id} is retired; register new ones or un-retire some"
+            f" (POST /v1/envs/{env_id}/tasks/unretire)", split=split,
+        )
+    return ids
+
+
+def uniform_sample(tasks: TaskRegistry, store: Store, env_id: str, split: str, rng: random.Random) -> Task:
+    """A uniform draw from the tasks of ``split`` that are not retired; with none retired it
+    is the same draw as ``TaskRegistry.sample`` for the same ``rng``."""
+    ids = _active_or_raise(tasks, store, env_id, split, rng)
+    return tasks.get(env_id, rng.choice(ids))
+
+
+def frontier_sample(tasks: TaskRegistry, store: Store, env_id: str, split: str, rng: random.Random) -> Task:
+    """Draw from ``split`` by ``WEIGHTS`` of each task's class, retired tasks left out; when
+    every task left is mastered, fall back on a uniform draw among them (there is nothing
+    left to learn from, but reset still works)."""
+    ids = _active_or_raise(tasks, store, env_id, split, rng)
     rows = {r.task_id: r for r in store.task_stats(env_id)}
     weights = [WEIGHTS[classify(rows.get(tid))] for tid in ids]
-    if not ids or sum(weights) == 0:
-        return tasks.sample(env_id, split, rng)
+    if sum(weights) == 0:
+        return tasks.get(env_id, rng.choice(ids))
     return tasks.get(env_id, rng.choices(ids, weights=weights, k=1)[0])
+
+
+def draw_task(
+    tasks: TaskRegistry, store: Store, env_id: str, split: str, sampler: str, rng: random.Random
+) -> Task:
+    """Reset's task draw without a ``task_id``: ``sampler`` is ``uniform`` or ``frontier``."""
+    if sampler == "frontier":
+        return frontier_sample(tasks, store, env_id, split, rng)
+    return uniform_sample(tasks, store, env_id, split, rng)

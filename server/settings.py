@@ -80,6 +80,17 @@ class Settings:
     worker_threads: int = 64
     """Threads for sandbox I/O; bounds concurrent steps."""
 
+    judge_base_url: str | None = None
+    """An OpenAI-compatible endpoint (``http://host:port/v1``) for LoopTool's label judge
+    (``POST .../tasks/{task_id}/judge``); unset, the server has no judge. Its API key, if it
+    needs one, comes from ``TOOLGYM_JUDGE_API_KEY``."""
+    judge_model: str = ""
+    """The judge model; several, comma-separated, take the votes in turn."""
+    judge_votes: int = 3
+    """Judge calls per judgement; a verdict needs more than half of them (LoopTool: 2 of 3)."""
+    judge_timeout_s: float = 60.0
+    """Bound on one judge call; a slower vote counts as failed."""
+
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -116,6 +127,12 @@ class Settings:
                 raise ValueError(f"{name} must be positive")
         if self.warm_pool_size < 0 or self.warm_pool_size > self.max_live_episodes:
             raise ValueError("warm_pool_size must be between 0 and max_live_episodes")
+        if self.judge_base_url and not self.judge_model.strip():
+            raise ValueError("judge_base_url is set but judge_model is not: name the judge model")
+        if self.judge_votes < 2:
+            raise ValueError("judge_votes must be at least 2 (the judge's verdict is a majority of votes)")
+        if self.judge_timeout_s <= 0:
+            raise ValueError("judge_timeout_s must be positive")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

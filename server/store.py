@@ -39,6 +39,10 @@ CREATE TABLE IF NOT EXISTS steps (
     result TEXT NOT NULL, mean_logprob REAL, idempotency_key TEXT, created REAL NOT NULL,
     PRIMARY KEY (episode_id, turn)
 );
+CREATE TABLE IF NOT EXISTS retired_tasks (
+    env_id TEXT NOT NULL, task_id TEXT NOT NULL, reason TEXT, created REAL NOT NULL,
+    PRIMARY KEY (env_id, task_id)
+);
 """
 
 
@@ -229,3 +233,59 @@ class Store:
                          successes=r[4] or 0, mean_logprob=r[5])
             for r in rows
         ]
+
+    # --- the data loop: retirement and task metadata -------------------------------------------
+    def retire_tasks(self, env_id: str, task_ids: list[str], reason: str | None) -> list[str]:
+        """Mark tasks retired (samplers skip them); returns the ids that were not retired yet."""
+        now = time.time()
+        fresh: list[str] = []
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                for task_id in task_ids:
+                    cur = self._conn.execute(
+                        "INSERT OR IGNORE INTO retired_tasks (env_id, task_id, reason, created) VALUES (?,?,?,?)",
+                        (env_id, task_id, reason, now),
+                    )
+                    if cur.rowcount:
+                        fresh.append(task_id)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return fresh
+
+    def unretire_tasks(self, env_id: str, task_ids: list[str]) -> list[str]:
+        """Undo ``retire_tasks``; returns the ids that were retired."""
+        back: list[str] = []
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                for task_id in task_ids:
+                    cur = self._conn.execute(
+                        "DELETE FROM retired_tasks WHERE env_id=? AND task_id=?", (env_id, task_id)
+                    )
+                    if cur.rowcount:
+                        back.append(task_id)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return back
+
+    def retired_ids(self, env_id: str) -> set[str]:
+        """The retired task ids of ``env_id``."""
+        return {t for (t,) in self._exec("SELECT task_id FROM retired_tasks WHERE env_id=?", (env_id,))}
+
+    def retired_pairs(self) -> list[tuple[str, str]]:
+        """Every retired ``(env_id, task_id)``, oldest first (to mark them again at startup)."""
+        return [(e, t) for e, t in self._exec("SELECT env_id, task_id FROM retired_tasks ORDER BY created, rowid")]
+
+    def set_task_metadata(self, env_id: str, task_id: str, metadata: dict[str, Any]) -> bool:
+        """Replace a registered task's stored metadata; False if the task is not stored
+        (built-in tasks are not)."""
+        with self._lock:
+            cur = self._conn.execute(
+                "UPDATE tasks SET metadata=? WHERE env_id=? AND id=?", (json.dumps(metadata), env_id, task_id)
+            )
+            return bool(cur.rowcount)

@@ -17,10 +17,12 @@ same class (``error_from_wire``), so ``except EpisodeNotFound`` works on both si
     │   └── DuplicateTask             409 duplicate_task
     ├── PayloadTooLarge               413 payload_too_large
     ├── ValidationFailed              422 validation_failed  (schema, bad record, bad options)
+    │   └── JudgeNotConfigured        422 judge_not_configured
     ├── QuotaExceeded                 429 quota_exceeded
     └── Unavailable                   503 unavailable        (retryable; carries retry_after_s)
         ├── AtCapacity                503 at_capacity        (live-episode limit reached)
         ├── ShuttingDown              503 shutting_down
+        ├── JudgeUnavailable          503 judge_unavailable  (too few judge votes came back)
         └── SandboxError              503 sandbox_error      (the sandbox failed, not the policy)
             └── SandboxTimeout        503 sandbox_timeout    (the sandbox stopped answering)
 
@@ -42,6 +44,8 @@ __all__ = [
     "EpisodeFinished",
     "EpisodeNotFound",
     "HTTP_STATUS",
+    "JudgeNotConfigured",
+    "JudgeUnavailable",
     "NotFound",
     "PayloadTooLarge",
     "QuotaExceeded",
@@ -162,6 +166,12 @@ class ValidationFailed(ToolGymError):
     code = "validation_failed"
 
 
+class JudgeNotConfigured(ValidationFailed):
+    """The server has no label judge configured (asking again will not help)."""
+
+    code = "judge_not_configured"
+
+
 class QuotaExceeded(ToolGymError):
     code = "quota_exceeded"
 
@@ -183,6 +193,12 @@ class AtCapacity(Unavailable):
 
 class ShuttingDown(Unavailable):
     code = "shutting_down"
+
+
+class JudgeUnavailable(Unavailable):
+    """Too many judge votes failed to reach a majority; the same request may succeed later."""
+
+    code = "judge_unavailable"
 
 
 class SandboxError(Unavailable):

@@ -42,6 +42,8 @@ def test_errors_all_is_pinned_and_sorted() -> None:
         "EpisodeFinished",
         "EpisodeNotFound",
         "HTTP_STATUS",
+        "JudgeNotConfigured",
+        "JudgeUnavailable",
         "NotFound",
         "PayloadTooLarge",
         "QuotaExceeded",
