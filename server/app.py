@@ -19,11 +19,11 @@ from fastapi import FastAPI
 from toolgym._version import __version__
 from toolgym.envs import load_families
 from toolgym.server.auth import Authenticator
+from toolgym.server.dataloop import apply_retirements
 from toolgym.server.episodes import EpisodeManager
 from toolgym.server.errors import BodySizeLimit, install_error_handlers
-from toolgym.server.metrics import Metrics
-from toolgym.server.dataloop import apply_retirements
 from toolgym.server.judge import build_judge
+from toolgym.server.metrics import Metrics
 from toolgym.server.routes import dataloop, envs, episodes, health
 from toolgym.server.sandbox.base import SandboxBackend, SandboxSpec
 from toolgym.server.sandbox.pool import SandboxPool

@@ -72,7 +72,9 @@ class FunctionIn(_In):
 
 class ToolCallIn(_In):
     id: str | None = Field(default=None, description="The call's id (ignored; ToolGym numbers calls itself).")
-    index: int | None = Field(default=None, description="Position among the calls, as some model servers send it (ignored).")
+    index: int | None = Field(
+        default=None, description="Position among the calls, as some model servers send it (ignored)."
+    )
     type: Literal["function"] = Field(default="function", description="Always 'function'.")
     function: FunctionIn = Field(description="Which tool, with which arguments.")
 
