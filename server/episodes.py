@@ -122,6 +122,8 @@ class EpisodeManager:
         self._limiter = anyio.CapacityLimiter(settings.worker_threads)
         self._accepting = True
         self._in_flight = 0
+        self._starting: list[str] = []
+        """Owners of resets between the capacity check and the episode's registration."""
         self._reaper: asyncio.Task[None] | None = None
 
     # --- plumbing -----------------------------------------------------------------------------
@@ -129,7 +131,9 @@ class EpisodeManager:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
     def _open_count(self, owner: str | None = None) -> int:
-        return sum(1 for e in self._live.values() if not e.finished and (owner is None or e.owner == owner))
+        """Open episodes, counting resets under way (their slot is taken before they await)."""
+        live = sum(1 for e in self._live.values() if not e.finished and (owner is None or e.owner == owner))
+        return live + sum(1 for o in self._starting if owner is None or o == owner)
 
     def _lookup(self, owner: str, episode_id: str) -> LiveEpisode:
         live = self._live.get(episode_id)
@@ -175,54 +179,62 @@ class EpisodeManager:
         limit = self.settings.max_live_episodes_per_key
         if limit and self._open_count(owner) >= limit:
             raise QuotaExceeded(f"this API key has {limit} open episodes (max_live_episodes_per_key); close some")
-        started = time.perf_counter()
-        sandbox: Sandbox | None = None
-        if family.needs_sandbox:
-            if self.pool is None:
-                raise SandboxError(f"env {family.env_id} needs a sandbox and this server has no backend")
-            episode_id, sandbox = await self._blocking(self.pool.acquire, owner)
-        else:
-            episode_id = new_episode_id(self.replica)
-        env_rng = random.Random(rng.getrandbits(64))
-        live = LiveEpisode(
-            id=episode_id, owner=owner, family=family, task=task, options={**raw, "split": task.split},
-            seed=seed, env=None, sandbox=sandbox, reset_result={}, created=time.time(),  # type: ignore[arg-type]
-            last_active=time.monotonic(),
-        )
+        self._starting.append(owner)  # hold the slot across the awaits below
         try:
-            live.env = family.start(task, parsed, live.run if family.needs_sandbox else None, env_rng)
-            observation, info = await self._blocking(live.env.reset)
-            live.reset_result = {"observation": observation.to_wire(), "info": info}
-            await self._blocking(
-                lambda: self.store.add_episode(
-                    episode_id=episode_id, owner=owner, env_id=family.env_id, task_id=task.id, split=task.split,
-                    seed=seed, options=live.options, reset_result=live.reset_result,
-                    parent_id=parent[0] if parent else None, parent_turn=parent[1] if parent else None,
-                )
+            started = time.perf_counter()
+            sandbox: Sandbox | None = None
+            if family.needs_sandbox:
+                if self.pool is None:
+                    raise SandboxError(f"env {family.env_id} needs a sandbox and this server has no backend")
+                episode_id, sandbox = await self._blocking(self.pool.acquire, owner)
+            else:
+                episode_id = new_episode_id(self.replica)
+            env_rng = random.Random(rng.getrandbits(64))
+            live = LiveEpisode(
+                id=episode_id, owner=owner, family=family, task=task, options={**raw, "split": task.split},
+                seed=seed, env=None, sandbox=sandbox, reset_result={}, created=time.time(),  # type: ignore[arg-type]
+                last_active=time.monotonic(),
             )
-        except BaseException:
-            if sandbox is not None:
-                await self._blocking(sandbox.close)
-            raise
-        self._live[episode_id] = live
+            try:
+                live.env = family.start(task, parsed, live.run if family.needs_sandbox else None, env_rng)
+                observation, info = await self._blocking(live.env.reset)
+                live.reset_result = {"observation": observation.to_wire(), "info": info}
+                await self._blocking(
+                    lambda: self.store.add_episode(
+                        episode_id=episode_id, owner=owner, env_id=family.env_id, task_id=task.id, split=task.split,
+                        seed=seed, options=live.options, reset_result=live.reset_result,
+                        parent_id=parent[0] if parent else None, parent_turn=parent[1] if parent else None,
+                    )
+                )
+            except BaseException:
+                if sandbox is not None:
+                    await self._blocking(sandbox.close)
+                raise
+            self._live[episode_id] = live
+        finally:
+            self._starting.remove(owner)
         self.metrics.episodes_started.labels(family.env_id).inc()
         self.metrics.reset_seconds.labels(family.env_id).observe(time.perf_counter() - started)
         self.metrics.live_episodes.set(self._open_count())
         return live
 
     def _sample(self, env_id: str, split: str, sampler: str, rng: random.Random) -> Task:
-        if sampler == "frontier":
-            from toolgym.server.frontier import frontier_sample
+        from toolgym.server.frontier import draw_task
 
-            return frontier_sample(self.tasks, self.store, env_id, split, rng)
-        return self.tasks.sample(env_id, split, rng)
+        return draw_task(self.tasks, self.store, env_id, split, sampler, rng)
 
     # --- step -------------------------------------------------------------------------------
     async def step(
         self, owner: str, episode_id: str, action: Action, *, expected_turn: int | None = None,
         idempotency_key: str | None = None, mean_logprob: float | None = None,
     ) -> dict[str, Any]:
-        live = self._lookup(owner, episode_id)
+        live = self._live.get(episode_id)
+        if live is None or live.owner != owner:
+            # Closed (DELETE, the idle reaper) and forgotten: its row says it has ended.
+            row = await self._blocking(self.store.get_episode, episode_id)
+            if row is not None and row.owner == owner:
+                raise EpisodeFinished(episode_id, row.reason or row.status)
+            raise EpisodeNotFound(episode_id)
         async with live.lock:
             live.last_active = time.monotonic()
             if idempotency_key is not None and idempotency_key in live.idempotency:

@@ -69,8 +69,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, _BodyTooLarge):
+            # FastAPI turns any error while reading a body into a 400; a streamed (chunked)
+            # body over the limit is still a 413.
+            return error_response(exc.__cause__.error, request)
         if exc.status_code == 404:
             return error_response(NotFound(f"no route {request.method} {request.url.path}"), request)
+        if exc.status_code == 400:
+            return error_response(BadRequest(str(exc.detail)), request)
         err = ToolGymError(str(exc.detail))
         err.code = {405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(err.to_wire(), status_code=exc.status_code)
@@ -115,7 +121,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _BodyTooLarge
+                    raise _BodyTooLarge(too_large)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -132,4 +138,6 @@ class BodySizeLimit:
 
 
 class _BodyTooLarge(Exception):
-    pass
+    def __init__(self, error: PayloadTooLarge) -> None:
+        super().__init__(error.message)
+        self.error = error

@@ -41,6 +41,26 @@ EXIT_GRACE_S = 0.2
 """After the child exits, how long to wait for descendants still holding its pipes."""
 
 
+PR_SET_DUMPABLE = 4
+_libc = None
+
+
+def _set_dumpable(on):
+    """Sandboxed code runs as the agent's uid. A non-dumpable agent is out of its reach:
+    /proc/<agent>/fd (its protocol stream: forged or garbled replies) and ptrace need a
+    capability the sandbox does not have. Each child is made dumpable again, so the clean-up
+    still finds it by uid in /proc. Best effort: without ctypes, nothing changes."""
+    global _libc
+    try:
+        if _libc is None:
+            import ctypes
+
+            _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.prctl(PR_SET_DUMPABLE, 1 if on else 0, 0, 0, 0)
+    except Exception:
+        pass
+
+
 def _set_limit(which, value):
     try:
         resource.setrlimit(which, (value, value))
@@ -52,6 +72,7 @@ def _child(request, workdir, fds, nproc):
     """In the forked child: set up the process, run the code, never return."""
     out_w, err_w, val_w = fds
     try:
+        _set_dumpable(True)
         os.setsid()
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
@@ -312,7 +333,9 @@ def run(request, workdir, kill_all, nproc):
             status = "ok"
         else:
             status = "error"
-            error = parsed.get("error") or error or "the tool exited without a result"
+            # An exception without a message (MemoryError(), KeyError()) is named by its class.
+            error = (parsed.get("error") or parsed.get("error_type") or error
+                     or "the tool exited without a result")
             error_type = parsed.get("error_type")
     reply = {
         "status": status,
@@ -346,6 +369,11 @@ def main(argv):
         else:
             i += 1
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    # Code in the sandbox may signal the agent (same uid): as a container's pid 1 it then
+    # gets only the signals it handles, so it handles none (Python's SIGINT handler would
+    # end it). Each child restores SIGINT for its own code.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _set_dumpable(False)
     inp = sys.stdin.buffer
     out = sys.stdout.buffer
 

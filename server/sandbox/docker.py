@@ -145,7 +145,10 @@ class DockerBackend:
 
         labels = {LABEL_MANAGED: "1", LABEL_INSTANCE: self._instance, **spec.labels}
         name = f"toolgym-{self._instance[:20]}-{uuid.uuid4().hex[:12]}"
-        workdir_opts = f"rw,nosuid,nodev,size={spec.workdir_bytes},mode=1777"
+        # Docker copies the image's directory (mode, owner) onto a tmpfs, which overrides
+        # mode=1777 (the image's /work is root's 0755): own it by the sandbox user instead.
+        uid, _, gid = SANDBOX_USER.partition(":")
+        workdir_opts = f"rw,nosuid,nodev,size={spec.workdir_bytes},mode=1777,uid={uid},gid={gid}"
         try:
             container = self._client.containers.create(
                 self._image,

@@ -15,6 +15,7 @@ Run as an ordinary user, code runs as that user, with rlimits and a process grou
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import select
@@ -26,6 +27,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from typing import IO
 
@@ -38,6 +40,7 @@ __all__ = ["ProcessBackend"]
 log = logging.getLogger(__name__)
 
 SYSTEM_PYTHON = "/usr/bin/python3"
+UID_LOCK_DIR = os.path.join(tempfile.gettempdir(), "toolgym-sandbox-uids")
 
 
 class _PipeChannel(Channel):
@@ -95,6 +98,18 @@ def _pids_of_uid(uid: int) -> list[int]:
     return pids
 
 
+def _claim_uid(uid: int) -> int | None:
+    """Lock ``uid`` for this process (released on close or exit), or None if another holds it."""
+    os.makedirs(UID_LOCK_DIR, mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(UID_LOCK_DIR, f"{uid}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
 class ProcessBackend:
     """Sandboxes as local processes (see the module doc for what that does and does not give)."""
 
@@ -105,7 +120,8 @@ class ProcessBackend:
                  start_timeout_s: float = 10.0) -> None:
         self._as_root = os.geteuid() == 0
         self._uid_base = uid_base
-        self._free_slots = list(range(max_sandboxes - 1, -1, -1))
+        self._free_slots = deque(range(max_sandboxes))
+        self._slot_locks: dict[int, int] = {}
         self._slot_lock = threading.Lock()
         self._live: dict[str, _Live] = {}
         self._start_timeout_s = start_timeout_s
@@ -121,17 +137,32 @@ class ProcessBackend:
             raise SandboxError(f"process backend: no Python at {self._python}")
 
     def _take_slot(self) -> int | None:
+        """A uid for one sandbox, and only for it. Other backends on this host (another
+        server, a test run) draw from the same range: a uid is ours while we hold its lock
+        file, and is skipped while any process still has it (another user's sandbox, or
+        killed ones not yet reaped, which count against RLIMIT_NPROC)."""
         if not self._as_root:
             return None
         with self._slot_lock:
-            if not self._free_slots:
-                raise SandboxError("process backend: no free sandbox uid; raise max_sandboxes")
-            return self._free_slots.pop()
+            for _ in range(len(self._free_slots)):
+                slot = self._free_slots.popleft()
+                uid = self._uid_base + slot
+                fd = _claim_uid(uid)
+                if fd is not None and not _pids_of_uid(uid):
+                    self._slot_locks[slot] = fd
+                    return slot
+                if fd is not None:
+                    os.close(fd)
+                self._free_slots.append(slot)
+            raise SandboxError("process backend: no free sandbox uid; raise max_sandboxes")
 
     def _give_slot(self, slot: int | None) -> None:
         if slot is not None:
             with self._slot_lock:
-                self._free_slots.append(slot)
+                fd = self._slot_locks.pop(slot, None)
+                if fd is not None:
+                    os.close(fd)
+                self._free_slots.append(slot)  # last in line: its dead processes get time to be reaped
 
     def create(self, spec: SandboxSpec) -> Sandbox:
         slot = self._take_slot()

@@ -1,0 +1,171 @@
+"""The SQLite store on a real file: what a step writes is there before it returns, for another
+connection and after a reopen; a failed write changes nothing; restart bookkeeping."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from toolgym.server.store import Store
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> str:
+    return str(tmp_path / "toolgym.db")
+
+
+def add_episode(store: Store, episode_id: str, owner: str = "k-owner", task_id: str = "t1", **kw: Any) -> None:
+    store.add_episode(episode_id=episode_id, owner=owner, env_id="toolgym/ToolUse-v0", task_id=task_id,
+                      split="train", seed=kw.pop("seed", 7), options={"reward": "solve_f1", "split": "train"},
+                      reset_result={"observation": {"messages": [{"role": "user", "content": "q"}]}, "info": {}},
+                      **kw)
+
+
+def result(reward: float, done: bool = False) -> dict[str, Any]:
+    return {"observation": {"messages": []}, "reward": reward, "terminated": done, "truncated": False,
+            "info": {"status": "ok", "reason": "answered"} if done else {"status": "ok"}}
+
+
+def test_steps_are_durable_and_visible_to_another_connection(path: str) -> None:
+    store = Store(path)
+    try:
+        add_episode(store, "ep-1")
+        store.add_step("ep-1", 0, "<tool_call>{}</tool_call>", result(1.0), mean_logprob=-0.5,
+                       idempotency_key="k0", total_reward=1.0, status="live", reason=None)
+        store.add_step("ep-1", 1, {"content": "done", "tool_calls": []}, result(0.5, True), mean_logprob=None,
+                       idempotency_key=None, total_reward=1.5, status="finished", reason="answered", success=True)
+        # Another connection (another process, a restarted server) sees both at once.
+        reader = Store(path)
+        try:
+            row = reader.get_episode("ep-1")
+            assert row is not None
+            assert (row.status, row.reason, row.turn, row.total_reward) == ("finished", "answered", 2, 1.5)
+            assert row.seed == 7 and row.options == {"reward": "solve_f1", "split": "train"}
+            steps = reader.steps("ep-1")
+            assert [s["turn"] for s in steps] == [0, 1]
+            assert steps[0]["action"] == "<tool_call>{}</tool_call>" and steps[0]["mean_logprob"] == -0.5
+            assert steps[1]["action"] == {"content": "done", "tool_calls": []}
+            assert steps[1]["reward"] == 0.5 and steps[1]["info"]["reason"] == "answered"
+        finally:
+            reader.close()
+        mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
+        assert mode == "wal"
+    finally:
+        store.close()
+    reopened = Store(path)
+    try:
+        assert reopened.get_episode("ep-1").turn == 2  # type: ignore[union-attr]
+        assert reopened.get_episode("ep-unknown") is None
+    finally:
+        reopened.close()
+
+
+def test_a_failed_step_write_changes_nothing(path: str) -> None:
+    store = Store(path)
+    try:
+        add_episode(store, "ep-1")
+        store.add_step("ep-1", 0, "a", result(1.0), mean_logprob=None, idempotency_key=None, total_reward=1.0,
+                       status="live", reason=None)
+        with pytest.raises(sqlite3.IntegrityError):
+            store.add_step("ep-1", 0, "b", result(0.0, True), mean_logprob=None, idempotency_key=None,
+                           total_reward=1.0, status="finished", reason="answered")
+        row = store.get_episode("ep-1")
+        assert row is not None and (row.status, row.turn, row.reason) == ("live", 1, None)
+        assert [s["action"] for s in store.steps("ep-1")] == ["a"]
+        # The store still writes after the failure (the transaction was rolled back).
+        store.add_step("ep-1", 1, "c", result(0.0), mean_logprob=None, idempotency_key=None, total_reward=1.0,
+                       status="live", reason=None)
+        assert store.get_episode("ep-1").turn == 2  # type: ignore[union-attr]
+        with pytest.raises(sqlite3.IntegrityError):
+            add_episode(store, "ep-1")
+    finally:
+        store.close()
+
+
+def test_restart_bookkeeping(path: str) -> None:
+    store = Store(path)
+    try:
+        add_episode(store, "ep-live")
+        add_episode(store, "ep-closed")
+        add_episode(store, "ep-done")
+        store.add_step("ep-done", 0, "x", result(1.0, True), mean_logprob=None, idempotency_key=None,
+                       total_reward=1.0, status="finished", reason="answered", success=True)
+        store.finish_episode("ep-closed", "finished", "idle_timeout")
+        store.finish_episode("ep-done", "finished", "closed")  # already finished: unchanged
+        assert store.get_episode("ep-done").reason == "answered"  # type: ignore[union-attr]
+        assert store.get_episode("ep-closed").reason == "idle_timeout"  # type: ignore[union-attr]
+        assert store.interrupt_live() == 1
+        assert store.interrupt_live() == 0
+        assert store.get_episode("ep-live").status == "interrupted"  # type: ignore[union-attr]
+        assert store.get_episode("ep-done").status == "finished"  # type: ignore[union-attr]
+    finally:
+        store.close()
+
+
+def test_listing_is_per_owner_and_paged(path: str) -> None:
+    store = Store(path)
+    try:
+        for i in range(5):
+            add_episode(store, f"ep-a{i}", owner="k-a")
+        add_episode(store, "ep-b0", owner="k-b")
+        store.finish_episode("ep-a1", "finished", "closed")
+        rows, total = store.list_episodes("k-a", status=None, offset=0, limit=3)
+        assert total == 5 and [r.id for r in rows] == ["ep-a0", "ep-a1", "ep-a2"]
+        rows, total = store.list_episodes("k-a", status=None, offset=3, limit=3)
+        assert [r.id for r in rows] == ["ep-a3", "ep-a4"]
+        rows, total = store.list_episodes("k-a", status="finished", offset=0, limit=10)
+        assert total == 1 and [r.id for r in rows] == ["ep-a1"]
+        rows, total = store.list_episodes("k-b", status=None, offset=0, limit=10)
+        assert total == 1 and rows[0].owner == "k-b"
+        assert store.list_episodes("k-nobody", status=None, offset=0, limit=10) == ([], 0)
+    finally:
+        store.close()
+
+
+def test_tasks_are_added_all_or_nothing(path: str) -> None:
+    store = Store(path)
+    try:
+        store.add_tasks("env/A-v0", [("t1", "train", {"q": 1}, {"m": 1}), ("t2", "test", {"q": 2}, {})])
+        with pytest.raises(sqlite3.IntegrityError):
+            store.add_tasks("env/A-v0", [("t3", "train", {}, {}), ("t1", "train", {}, {})])
+        store.add_tasks("env/B-v0", [("t1", "validation", {"other": True}, {})])  # ids are per env
+    finally:
+        store.close()
+    reopened = Store(path)
+    try:
+        assert list(reopened.iter_tasks()) == [
+            ("env/A-v0", "t1", "train", {"q": 1}, {"m": 1}),
+            ("env/A-v0", "t2", "test", {"q": 2}, {}),
+            ("env/B-v0", "t1", "validation", {"other": True}, {}),
+        ]
+    finally:
+        reopened.close()
+
+
+def test_task_stats_from_the_episodes_served(path: str) -> None:
+    store = Store(path)
+    try:
+        for i, (reward, success) in enumerate([(1.0, True), (0.25, False)]):
+            add_episode(store, f"ep-{i}", task_id="t1")
+            store.add_step(f"ep-{i}", 0, "x", result(reward, True), mean_logprob=-1.0 - i, idempotency_key=None,
+                           total_reward=reward, status="finished", reason="answered", success=success)
+        add_episode(store, "ep-open", task_id="t1")
+        add_episode(store, "ep-other", task_id="t2")
+        (t1, t2) = store.task_stats("toolgym/ToolUse-v0")
+        assert (t1.task_id, t1.episodes, t1.finished, t1.successes) == ("t1", 3, 2, 1)
+        assert t1.mean_return == pytest.approx(0.625) and t1.mean_logprob == pytest.approx(-1.5)
+        assert (t2.task_id, t2.episodes, t2.finished, t2.mean_return, t2.mean_logprob) == ("t2", 1, 0, 0.0, None)
+        assert store.task_stats("toolgym/Nothing-v0") == []
+    finally:
+        store.close()
+
+
+def test_close_is_idempotent(path: str) -> None:
+    store = Store(path)
+    store.close()
+    store.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        store.get_episode("ep-1")
