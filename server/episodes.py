@@ -58,6 +58,20 @@ COMMON_OPTIONS = {
 
 
 @dataclass
+class SandboxSlot:
+    """Where an episode's env runs code. The env holds ``slot.run``; the manager swaps the
+    sandbox behind it when one fails, and the env never notices."""
+
+    episode_id: str
+    sandbox: Sandbox | None = None
+
+    def run(self, request: RunRequest) -> RunResult:
+        if self.sandbox is None:
+            raise SandboxError(f"episode {self.episode_id} has no sandbox")
+        return self.sandbox.run(request)
+
+
+@dataclass
 class LiveEpisode:
     id: str
     owner: str
@@ -66,7 +80,7 @@ class LiveEpisode:
     options: dict[str, Any]
     seed: int | None
     env: Episode
-    sandbox: Sandbox | None
+    slot: SandboxSlot
     reset_result: dict[str, Any]
     created: float
     last_active: float
@@ -80,11 +94,6 @@ class LiveEpisode:
     @property
     def turn(self) -> int:
         return len(self.steps)
-
-    def run(self, request: RunRequest) -> RunResult:
-        if self.sandbox is None:
-            raise SandboxError(f"episode {self.id} has no sandbox")
-        return self.sandbox.run(request)
 
 
 def action_to_wire(action: Action) -> Any:
@@ -135,12 +144,6 @@ class EpisodeManager:
         live = sum(1 for e in self._live.values() if not e.finished and (owner is None or e.owner == owner))
         return live + sum(1 for o in self._starting if owner is None or o == owner)
 
-    def _lookup(self, owner: str, episode_id: str) -> LiveEpisode:
-        live = self._live.get(episode_id)
-        if live is None or live.owner != owner:
-            raise EpisodeNotFound(episode_id)
-        return live
-
     async def start(self) -> None:
         if self.pool is not None:
             self.pool.start()
@@ -190,15 +193,15 @@ class EpisodeManager:
             else:
                 episode_id = new_episode_id(self.replica)
             env_rng = random.Random(rng.getrandbits(64))
-            live = LiveEpisode(
-                id=episode_id, owner=owner, family=family, task=task, options={**raw, "split": task.split},
-                seed=seed, env=None, sandbox=sandbox, reset_result={}, created=time.time(),  # type: ignore[arg-type]
-                last_active=time.monotonic(),
-            )
+            slot = SandboxSlot(episode_id, sandbox)
             try:
-                live.env = family.start(task, parsed, live.run if family.needs_sandbox else None, env_rng)
-                observation, info = await self._blocking(live.env.reset)
-                live.reset_result = {"observation": observation.to_wire(), "info": info}
+                env = family.start(task, parsed, slot.run if family.needs_sandbox else None, env_rng)
+                observation, info = await self._blocking(env.reset)
+                live = LiveEpisode(
+                    id=episode_id, owner=owner, family=family, task=task, options={**raw, "split": task.split},
+                    seed=seed, env=env, slot=slot, created=time.time(), last_active=time.monotonic(),
+                    reset_result={"observation": observation.to_wire(), "info": info},
+                )
                 await self._blocking(
                     lambda: self.store.add_episode(
                         episode_id=episode_id, owner=owner, env_id=family.env_id, task_id=task.id, split=task.split,
@@ -254,10 +257,10 @@ class EpisodeManager:
 
     def _replace_sandbox(self, live: LiveEpisode) -> None:
         assert self.pool is not None
-        old, live.sandbox = live.sandbox, None
+        old, live.slot.sandbox = live.slot.sandbox, None
         if old is not None:
             old.close()
-        live.sandbox = self.pool.replace(live.id, live.owner)
+        live.slot.sandbox = self.pool.replace(live.id, live.owner)
 
     async def _do_step(
         self, live: LiveEpisode, action: Action, idempotency_key: str | None, mean_logprob: float | None,
@@ -333,7 +336,7 @@ class EpisodeManager:
         return cut
 
     async def _release(self, live: LiveEpisode) -> None:
-        sandbox, live.sandbox = live.sandbox, None
+        sandbox, live.slot.sandbox = live.slot.sandbox, None
         if sandbox is not None:
             await self._blocking(sandbox.close)
         self.metrics.live_episodes.set(self._open_count())
