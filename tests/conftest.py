@@ -9,9 +9,6 @@ teardown; the ``no_leaks`` check fails a test that leaves one behind.
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -20,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from toolgym.server.embedded import EmbeddedServer, free_port
 from toolgym.server.sandbox.base import RunRequest, RunResult, Sandbox, SandboxBackend, SandboxSpec
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -130,12 +128,6 @@ def runner(sandbox: Sandbox) -> Callable[[RunRequest], RunResult]:
 
 
 # --- live servers on loopback ---------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class LiveServer:
     base_url: str
@@ -148,29 +140,6 @@ class LiveServer:
         return self.app.state.manager
 
 
-class _ServerThread:
-    def __init__(self, app: Any, port: int) -> None:
-        import uvicorn
-
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                                    lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            if not self.thread.is_alive():
-                raise RuntimeError("the test server failed to start (see the log above)")
-            if time.monotonic() > deadline:
-                raise RuntimeError("the test server did not start within 60 s")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=90)
-
-
 @pytest.fixture
 def server_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., LiveServer]]:
     """Start real servers on loopback: ``server_factory(backend="docker"|"process", **settings)``.
@@ -178,7 +147,7 @@ def server_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[C
     left no container behind."""
     from toolgym.server import Settings, create_app
 
-    started: list[tuple[_ServerThread, LiveServer, SandboxBackend]] = []
+    started: list[tuple[EmbeddedServer, LiveServer, SandboxBackend]] = []
 
     def make(backend: str = "docker", **overrides: Any) -> LiveServer:
         instance = f"{SESSION}-{uuid.uuid4().hex[:6]}"
@@ -198,8 +167,7 @@ def server_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[C
 
             sandbox_backend = ProcessBackend()
         app = create_app(settings, backend=sandbox_backend)
-        thread = _ServerThread(app, port)
-        thread.start()
+        thread = EmbeddedServer(app, port=port).start(timeout_s=60)
         live = LiveServer(base_url=f"http://127.0.0.1:{port}", settings=settings, app=app, instance=instance)
         started.append((thread, live, sandbox_backend))
         return live

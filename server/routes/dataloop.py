@@ -8,14 +8,12 @@ that is down or talks nonsense gives 503 ``judge_unavailable`` (retryable), neve
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Annotated, cast
 
 from fastapi import APIRouter, Depends, Request
 
-from toolgym.envs.base import Action, AssistantMessage
-from toolgym.errors import PayloadTooLarge, ToolGymError
+from toolgym.errors import ToolGymError
 from toolgym.server import dataloop
 from toolgym.server.deps import ManagerDep, OwnerDep, SettingsDep
 from toolgym.server.judge import Judge, JudgeNotConfigured, JudgeUnavailable
@@ -32,7 +30,7 @@ from toolgym.server.models import (
     UnretireRequest,
     UnretireResponse,
 )
-from toolgym.server.settings import Settings
+from toolgym.server.routes._actions import action_from_wire
 
 __all__ = ["JudgeDep", "router"]
 
@@ -94,23 +92,6 @@ async def unretire_tasks(
     return UnretireResponse(unretired=back, not_retired=not_retired)
 
 
-def _action(body: JudgeRequest, settings: Settings) -> Action:
-    raw = body.response
-    if isinstance(raw, str):
-        action: Action = raw
-        size = len(raw)
-    else:
-        calls = tuple(c.model_dump() for c in raw.tool_calls)
-        action = AssistantMessage(content=raw.content, tool_calls=calls)
-        size = len(raw.content or "") + len(json.dumps(calls))
-    if size > settings.max_action_chars:
-        raise PayloadTooLarge(
-            f"response of {size} characters is over max_action_chars={settings.max_action_chars}",
-            max_action_chars=settings.max_action_chars,
-        )
-    return action
-
-
 @router.post(
     "/{env_id:path}/tasks/{task_id}/judge", response_model=JudgeResponse,
     summary="Judge a task's label against the policy's answer (LoopTool's JGLV)",
@@ -126,7 +107,7 @@ async def judge_task(
     family = manager.tasks.family(env_id)
     grader = dataloop.grader_for(family)
     task = manager.tasks.get(family.env_id, task_id)
-    action = _action(body, settings)
+    action = action_from_wire(body.response, settings, what="response")
     case = dataloop.judge_case(family, task, action)
     if await manager._blocking(grader.scores, family, task, action):
         return JudgeResponse(verdict="BOTH_CORRECT", votes=[], action="keep", judged_by="verifier")

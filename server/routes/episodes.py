@@ -8,11 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import PlainTextResponse
 
-from toolgym.envs.base import Action, AssistantMessage
-from toolgym.errors import PayloadTooLarge
 from toolgym.server.deps import ManagerDep, OwnerDep, SettingsDep
 from toolgym.server.models import (
-    AssistantMessageIn,
     EpisodeList,
     EpisodeState,
     EpisodeSummary,
@@ -22,25 +19,9 @@ from toolgym.server.models import (
     StepRequest,
     StepResponse,
 )
-from toolgym.server.settings import Settings
+from toolgym.server.routes._actions import action_from_wire
 
 router = APIRouter(prefix="/v1/episodes", tags=["episodes"])
-
-
-def _action(raw: str | AssistantMessageIn, settings: Settings) -> Action:
-    if isinstance(raw, str):
-        size = len(raw)
-        action: Action = raw
-    else:
-        calls = tuple(c.model_dump() for c in raw.tool_calls)
-        action = AssistantMessage(content=raw.content, tool_calls=calls)
-        size = len(raw.content or "") + len(json.dumps(calls))
-    if size > settings.max_action_chars:
-        raise PayloadTooLarge(
-            f"action of {size} characters is over max_action_chars={settings.max_action_chars}",
-            max_action_chars=settings.max_action_chars,
-        )
-    return action
 
 
 @router.post("", response_model=ResetResponse, status_code=201, summary="Reset: a new episode and its sandbox")
@@ -66,7 +47,7 @@ async def step(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> StepResponse:
     result = await manager.step(
-        owner, episode_id, _action(body.action, settings), expected_turn=body.expected_turn,
+        owner, episode_id, action_from_wire(body.action, settings), expected_turn=body.expected_turn,
         idempotency_key=idempotency_key, mean_logprob=body.mean_logprob,
     )
     return StepResponse(**result)

@@ -109,6 +109,18 @@ class AgentSandbox:
         cls = SandboxTimeout if timeout else SandboxError
         return cls(message, sandbox_id=self._id)
 
+    @classmethod
+    def start(cls, sandbox_id: str, channel: Channel, destroy: Callable[[], bool], timeout_s: float) -> AgentSandbox:
+        """A sandbox whose agent has said hello within ``timeout_s``; on failure the box is
+        destroyed and ``SandboxError`` raised."""
+        sandbox = cls(sandbox_id, channel, destroy)
+        try:
+            sandbox.wait_ready(timeout_s)
+        except SandboxError:
+            sandbox.close()
+            raise
+        return sandbox
+
     def wait_ready(self, timeout_s: float) -> dict[str, Any]:
         """Wait for the agent's hello line; raise ``SandboxError`` naming the knob."""
         try:

@@ -190,13 +190,7 @@ class DockerBackend:
         except Exception as exc:
             destroy()
             raise SandboxError(f"docker could not start sandbox {name}: {exc}") from exc
-        sandbox = AgentSandbox(name, _AttachChannel(sock), destroy)
-        try:
-            sandbox.wait_ready(self._start_timeout_s)
-        except SandboxError:
-            sandbox.close()
-            raise
-        return sandbox
+        return AgentSandbox.start(name, _AttachChannel(sock), destroy, self._start_timeout_s)
 
     def _remove(self, container_id: str) -> bool:
         import docker.errors

@@ -197,15 +197,9 @@ class ProcessBackend:
             shutil.rmtree(workdir, ignore_errors=True)
             raise SandboxError(f"process backend could not start the agent: {exc}") from exc
         self._live[sandbox_id] = _Live(proc, slot, uid, workdir, stderr_file)
-        sandbox = AgentSandbox(
-            sandbox_id, _PipeChannel(proc, stderr_file), lambda: self._destroy(sandbox_id)
+        return AgentSandbox.start(
+            sandbox_id, _PipeChannel(proc, stderr_file), lambda: self._destroy(sandbox_id), self._start_timeout_s
         )
-        try:
-            sandbox.wait_ready(self._start_timeout_s)
-        except SandboxError:
-            sandbox.close()
-            raise
-        return sandbox
 
     def _destroy(self, sandbox_id: str) -> bool:
         entry = self._live.pop(sandbox_id, None)

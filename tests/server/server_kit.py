@@ -11,9 +11,6 @@ tests/conftest.py, for servers that live longer than one test).
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +20,8 @@ from typing import Any
 
 import httpx
 
+from toolgym.server.embedded import free_port
+
 ENV = "toolgym/ToolUse-v0"
 TASKS_URL = f"/v1/envs/{ENV}/tasks"
 LABEL_EPISODE = "toolgym.episode"
@@ -31,10 +30,6 @@ ERROR_PREFIX = "an error occured when call {name}: "
 
 
 # --- live servers ---------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -46,8 +41,7 @@ class Server:
     app: Any
     instance: str
     backend: Any
-    _uvicorn: Any = field(repr=False)
-    _thread: threading.Thread = field(repr=False)
+    _embedded: Any = field(repr=False)
     stopped: bool = False
 
     @property
@@ -63,9 +57,7 @@ class Server:
         if self.stopped:
             return
         self.stopped = True
-        self._uvicorn.should_exit = True
-        self._thread.join(timeout=120)
-        assert not self._thread.is_alive(), "the server did not stop within 120 s"
+        self._embedded.stop(timeout_s=120)
 
 
 class ServerFarm:
@@ -82,9 +74,8 @@ class ServerFarm:
         return f"{self.session}-{uuid.uuid4().hex[:6]}"
 
     def start(self, backend: str = "docker", **overrides: Any) -> Server:
-        import uvicorn
-
         from toolgym.server import Settings, create_app
+        from toolgym.server.embedded import EmbeddedServer
 
         instance = overrides.pop("instance_id", None) or self.new_instance()
         port = free_port()
@@ -104,20 +95,13 @@ class ServerFarm:
 
             sandbox_backend = ProcessBackend()
         app = create_app(settings, backend=sandbox_backend)
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                               lifespan="on"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 60
-        while not server.started:
-            if not thread.is_alive():
-                sandbox_backend.close()
-                raise RuntimeError("the test server failed to start (see the log above)")
-            if time.monotonic() > deadline:
-                raise RuntimeError("the test server did not start within 60 s")
-            time.sleep(0.02)
-        live = Server(base_url=f"http://127.0.0.1:{port}", settings=settings, app=app, instance=instance,
-                      backend=sandbox_backend, _uvicorn=server, _thread=thread)
+        try:
+            embedded = EmbeddedServer(app, port=port).start(timeout_s=60)
+        except RuntimeError:
+            sandbox_backend.close()
+            raise
+        live = Server(base_url=embedded.base_url, settings=settings, app=app, instance=instance,
+                      backend=sandbox_backend, _embedded=embedded)
         self.servers.append(live)
         return live
 

@@ -12,10 +12,8 @@ import argparse
 import json
 import logging
 import os
-import socket
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -155,29 +153,17 @@ def _play(client: Any, env_id: str, record: dict[str, Any], name: str, policy: P
     return EpisodeReport(env_id, record["id"], name, rewards, str(info.get("reason")), "; ".join(notes))
 
 
-def _start_server(backend_name: str, port: int) -> tuple[Any, Any, str, tempfile.TemporaryDirectory[str]]:
-    import uvicorn
-
+def _start_server(backend_name: str, port: int) -> tuple[Any, Any, tempfile.TemporaryDirectory[str]]:
     from toolgym.server import Settings, create_app
+    from toolgym.server.embedded import EmbeddedServer
     from toolgym.server.sandbox.select import select_backend
+
     tmp = tempfile.TemporaryDirectory(prefix="toolgym-demo-")
-    if not port:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-    settings = Settings(port=port, backend=backend_name, db_path=os.path.join(tmp.name, "demo.db"),  # type: ignore[arg-type]
+    settings = Settings(backend=backend_name, db_path=os.path.join(tmp.name, "demo.db"),  # type: ignore[arg-type]
                         instance_id=f"demo-{os.getpid()}", warm_pool_size=2)
     backend = select_backend(settings)
-    app = create_app(settings, backend=backend)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the demo server did not start")
-        time.sleep(0.05)
-    return (server, thread), backend, f"http://127.0.0.1:{port}", tmp
+    server = EmbeddedServer(create_app(settings, backend=backend), port=port).start()
+    return server, backend, tmp
 
 
 def run(args: argparse.Namespace) -> int:
@@ -195,7 +181,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("demo: no Docker engine answers; using the process backend (NOT isolated: code runs on this host"
               " with resource limits only)")
-    (server, thread), backend, base_url, tmp = _start_server(backend_name, args.port)
+    server, backend, tmp = _start_server(backend_name, args.port)
+    base_url = server.base_url
     print(f"demo: server on {base_url}, sandbox backend {backend.name}")
     families = load_families()
     plan = [
@@ -219,8 +206,7 @@ def run(args: argparse.Namespace) -> int:
                         if args.json:
                             print(json.dumps(report.__dict__))
     finally:
-        server.should_exit = True
-        thread.join(timeout=90)
+        server.stop()
         left = backend.remove_owned(f"demo-{os.getpid()}") if backend.name == "docker" else 0
         backend.close()
         tmp.cleanup()
