@@ -13,6 +13,7 @@ import httpx
 
 from toolgym.client import _core
 from toolgym.client._core import Call, ResetResult, RetryPolicy, StepResult
+from toolgym.errors import ToolGymError
 
 __all__ = ["AsyncEnvClient"]
 
@@ -91,6 +92,14 @@ class AsyncEnvClient:
                    idempotency_key: str | None = None, mean_logprob: float | None = None) -> StepResult:
         call = _core.step_call(episode_id, action, expected_turn, idempotency_key, mean_logprob)
         return await self._json(call)  # type: ignore[no-any-return]
+
+    async def batch_reset(self, resets: list[dict[str, Any]]) -> list[ResetResult | ToolGymError]:
+        """Many resets in one request; one result per item (see ``EnvClient.batch_reset``)."""
+        return await self._json(_core.batch_reset_call(resets))  # type: ignore[no-any-return]
+
+    async def batch_step(self, steps: list[dict[str, Any]]) -> list[StepResult | ToolGymError]:
+        """Steps on different episodes in one request; one result per item."""
+        return await self._json(_core.batch_step_call(steps))  # type: ignore[no-any-return]
 
     async def episode(self, episode_id: str) -> dict[str, Any]:
         return await self._json(_core.episode_call(episode_id))  # type: ignore[no-any-return]

@@ -228,14 +228,7 @@ def task_stats_call(env_id: str) -> Call:
 
 
 def reset_call(env_id: str, task_id: str | None, seed: int | None, options: dict[str, Any] | None) -> Call:
-    body: dict[str, Any] = {"env_id": env_id}
-    if task_id is not None:
-        body["task_id"] = task_id
-    if seed is not None:
-        body["seed"] = seed
-    if options:
-        body["options"] = options
-    return Call("POST", "/v1/episodes", json=body, read=_read_reset)
+    return Call("POST", "/v1/episodes", json=_reset_body(env_id, task_id, seed, options), read=_read_reset)
 
 
 def step_call(episode_id: str, action: Any, expected_turn: int | None, idempotency_key: str | None,
@@ -249,6 +242,49 @@ def step_call(episode_id: str, action: Any, expected_turn: int | None, idempoten
     key = idempotency_key or uuid.uuid4().hex
     return Call("POST", f"/v1/episodes/{episode_id}/step", json=body, headers={"Idempotency-Key": key},
                 safe_to_repeat=True, read=_read_step)
+
+
+def _reset_body(env_id: str, task_id: str | None = None, seed: int | None = None,
+                options: dict[str, Any] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"env_id": env_id}
+    if task_id is not None:
+        body["task_id"] = task_id
+    if seed is not None:
+        body["seed"] = seed
+    if options:
+        body["options"] = options
+    return body
+
+
+def _read_batch(item: Callable[[dict[str, Any]], Any]) -> Callable[[httpx.Response], list[Any]]:
+    def read(response: httpx.Response) -> list[Any]:
+        out: list[Any] = []
+        for entry in response.json()["results"]:
+            if entry["ok"]:
+                out.append(item(entry["result"]))
+            else:
+                out.append(parse_error(entry["status"], {"error": entry["error"]}, None))
+        return out
+
+    return read
+
+
+def batch_reset_call(resets: list[dict[str, Any]]) -> Call:
+    """Each item: ``{"env_id", "task_id"?, "seed"?, "options"?}``."""
+    return Call("POST", "/v1/batch/reset", json={"resets": [_reset_body(**r) for r in resets]},
+                read=_read_batch(reset_result))
+
+
+def batch_step_call(steps: list[dict[str, Any]]) -> Call:
+    """Each item: ``{"episode_id", "action", "expected_turn"?, "mean_logprob"?, "idempotency_key"?}``.
+    Every item gets an idempotency key, so the whole batch is safe to send again."""
+    items = []
+    for step in steps:
+        item = {k: v for k, v in step.items() if v is not None}
+        item["action"] = action_to_json(step["action"])
+        item.setdefault("idempotency_key", uuid.uuid4().hex)
+        items.append(item)
+    return Call("POST", "/v1/batch/step", json={"steps": items}, safe_to_repeat=True, read=_read_batch(step_result))
 
 
 def episode_call(episode_id: str) -> Call:

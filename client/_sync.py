@@ -9,6 +9,7 @@ import httpx
 
 from toolgym.client import _core
 from toolgym.client._core import Call, ResetResult, RetryPolicy, StepResult
+from toolgym.errors import ToolGymError
 
 __all__ = ["EnvClient"]
 
@@ -102,6 +103,16 @@ class EnvClient:
         """Send one action: a string, or an assistant message dict (``content``, ``tool_calls``)."""
         call = _core.step_call(episode_id, action, expected_turn, idempotency_key, mean_logprob)
         return self._json(call)  # type: ignore[no-any-return]
+
+    def batch_reset(self, resets: list[dict[str, Any]]) -> list[ResetResult | ToolGymError]:
+        """Many resets in one request (items: ``env_id``, ``task_id``?, ``seed``?, ``options``?);
+        one result per item, in order: a ``ResetResult``, or the item's typed error."""
+        return self._json(_core.batch_reset_call(resets))  # type: ignore[no-any-return]
+
+    def batch_step(self, steps: list[dict[str, Any]]) -> list[StepResult | ToolGymError]:
+        """Steps on different episodes in one request (items: ``episode_id``, ``action``,
+        ``expected_turn``?, ``mean_logprob``?, ``idempotency_key``?); one result per item."""
+        return self._json(_core.batch_step_call(steps))  # type: ignore[no-any-return]
 
     def episode(self, episode_id: str) -> dict[str, Any]:
         """The episode's state: turn, status, reason, total reward, the trajectory so far."""

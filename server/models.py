@@ -22,6 +22,11 @@ from pydantic import (
 
 __all__ = [
     "AssistantMessageIn",
+    "BatchItemResult",
+    "BatchResetRequest",
+    "BatchResponse",
+    "BatchStepItem",
+    "BatchStepRequest",
     "EnvSpec",
     "EnvList",
     "EpisodeList",
@@ -118,6 +123,29 @@ class StepRequest(_In):
         if value is not None and not math.isfinite(value):
             raise ValueError("mean_logprob must be a finite number")
         return value
+
+
+MAX_BATCH = 1024
+
+
+class BatchResetRequest(_In):
+    resets: list[ResetRequest] = Field(
+        description="Resets to run together; each gets its own result, in order.", min_length=1, max_length=MAX_BATCH
+    )
+
+
+class BatchStepItem(StepRequest):
+    episode_id: str = Field(description="The episode this action is for; at most once per batch.")
+    idempotency_key: str | None = Field(
+        default=None, max_length=200, description="As the Idempotency-Key header of a single step."
+    )
+
+
+class BatchStepRequest(_In):
+    steps: list[BatchStepItem] = Field(
+        description="Steps to run together (different episodes); each gets its own result, in order.",
+        min_length=1, max_length=MAX_BATCH,
+    )
 
 
 class RegisterTasksRequest(_In):
@@ -258,6 +286,17 @@ class ErrorDetail(_Out):
 
 class ErrorResponse(_Out):
     error: ErrorDetail
+
+
+class BatchItemResult(_Out):
+    ok: bool = Field(description="Whether this item succeeded; if not, 'error' says why (its HTTP-style code).")
+    status: int = Field(description="The HTTP status this item alone would have had.")
+    result: dict[str, Any] | None = Field(default=None, description="The reset's or step's response, when ok.")
+    error: ErrorDetail | None = None
+
+
+class BatchResponse(_Out):
+    results: list[BatchItemResult] = Field(description="One per request item, in the same order.")
 
 
 # --- the data loop (routes/dataloop.py) ------------------------------------------------------

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import PlainTextResponse
 
 from toolgym.server.deps import ManagerDep, OwnerDep, SettingsDep
+from toolgym.server.episodes import EpisodeManager
 from toolgym.server.models import (
     EpisodeList,
     EpisodeState,
@@ -20,14 +21,32 @@ from toolgym.server.models import (
     StepResponse,
 )
 from toolgym.server.routes._actions import action_from_wire
+from toolgym.server.settings import Settings
 
 router = APIRouter(prefix="/v1/episodes", tags=["episodes"])
 
 
-@router.post("", response_model=ResetResponse, status_code=201, summary="Reset: a new episode and its sandbox")
-async def reset(body: ResetRequest, manager: ManagerDep, owner: OwnerDep) -> ResetResponse:
+async def run_reset(manager: EpisodeManager, owner: str, body: ResetRequest) -> ResetResponse:
+    """One reset (the single route and the batch route)."""
     live = await manager.reset(owner, body.env_id, body.task_id, body.seed, body.options)
     return ResetResponse(episode_id=live.id, **live.reset_result)
+
+
+async def run_step(
+    manager: EpisodeManager, owner: str, settings: Settings, episode_id: str, body: StepRequest,
+    idempotency_key: str | None,
+) -> StepResponse:
+    """One step (the single route and the batch route)."""
+    result = await manager.step(
+        owner, episode_id, action_from_wire(body.action, settings), expected_turn=body.expected_turn,
+        idempotency_key=idempotency_key, mean_logprob=body.mean_logprob,
+    )
+    return StepResponse(**result)
+
+
+@router.post("", response_model=ResetResponse, status_code=201, summary="Reset: a new episode and its sandbox")
+async def reset(body: ResetRequest, manager: ManagerDep, owner: OwnerDep) -> ResetResponse:
+    return await run_reset(manager, owner, body)
 
 
 @router.get("", response_model=EpisodeList, summary="The caller's episodes")
@@ -46,11 +65,7 @@ async def step(
     episode_id: str, body: StepRequest, manager: ManagerDep, owner: OwnerDep, settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> StepResponse:
-    result = await manager.step(
-        owner, episode_id, action_from_wire(body.action, settings), expected_turn=body.expected_turn,
-        idempotency_key=idempotency_key, mean_logprob=body.mean_logprob,
-    )
-    return StepResponse(**result)
+    return await run_step(manager, owner, settings, episode_id, body, idempotency_key)
 
 
 @router.get("/{episode_id}", response_model=EpisodeState, summary="State: turn, trajectory so far")

@@ -16,7 +16,7 @@ DESIGN_ROUTES = {
     ("get", "/v1/envs/{env_id}/tasks/stats"), ("post", "/v1/episodes"), ("get", "/v1/episodes"),
     ("post", "/v1/episodes/{episode_id}/step"), ("get", "/v1/episodes/{episode_id}"),
     ("get", "/v1/episodes/{episode_id}/trajectory"), ("post", "/v1/episodes/{episode_id}/fork"),
-    ("delete", "/v1/episodes/{episode_id}"),
+    ("delete", "/v1/episodes/{episode_id}"), ("post", "/v1/batch/reset"), ("post", "/v1/batch/step"),
 }
 
 
