@@ -228,7 +228,9 @@ def task_stats_call(env_id: str) -> Call:
 
 
 def reset_call(env_id: str, task_id: str | None, seed: int | None, options: dict[str, Any] | None) -> Call:
-    return Call("POST", "/v1/episodes", json=_reset_body(env_id, task_id, seed, options), read=_read_reset)
+    # Like steps, every reset carries a key: a retry after a lost answer gets the same episode.
+    return Call("POST", "/v1/episodes", json=_reset_body(env_id, task_id, seed, options),
+                headers={"Idempotency-Key": uuid.uuid4().hex}, safe_to_repeat=True, read=_read_reset)
 
 
 def step_call(episode_id: str, action: Any, expected_turn: int | None, idempotency_key: str | None,

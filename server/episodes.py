@@ -133,6 +133,8 @@ class EpisodeManager:
         self._in_flight = 0
         self._starting: list[str] = []
         """Owners of resets between the capacity check and the episode's registration."""
+        self._resets_by_key: dict[tuple[str, str], asyncio.Future[LiveEpisode]] = {}
+        """(owner, Idempotency-Key) -> that reset, so a retried reset never makes a second episode."""
         self._reaper: asyncio.Task[None] | None = None
 
     # --- plumbing -----------------------------------------------------------------------------
@@ -150,6 +152,30 @@ class EpisodeManager:
         self._reaper = asyncio.create_task(self._reap_loop(), name="toolgym-reaper")
 
     # --- reset ------------------------------------------------------------------------------
+    async def reset_once(
+        self, owner: str, idempotency_key: str | None, env_id: str, task_id: str | None, seed: int | None,
+        options: dict[str, Any] | None,
+    ) -> LiveEpisode:
+        """``reset``, answered from the first attempt when the same key comes again (also
+        while that attempt is still running). A failed attempt is forgotten: retry it."""
+        if idempotency_key is None:
+            return await self.reset(owner, env_id, task_id, seed, options)
+        slot = (owner, idempotency_key)
+        pending = self._resets_by_key.get(slot)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[LiveEpisode] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved, even if unawaited
+        self._resets_by_key[slot] = future
+        try:
+            live = await self.reset(owner, env_id, task_id, seed, options)
+        except BaseException as exc:
+            self._resets_by_key.pop(slot, None)
+            future.set_exception(exc)
+            raise
+        future.set_result(live)
+        return live
+
     async def reset(
         self, owner: str, env_id: str, task_id: str | None, seed: int | None, options: dict[str, Any] | None,
         *, parent: tuple[str, int] | None = None,
@@ -424,6 +450,9 @@ class EpisodeManager:
                 closed += 1
             elif live.finished and idle > self.settings.finished_retention_s:
                 self._live.pop(live.id, None)
+        for slot, future in list(self._resets_by_key.items()):
+            if future.done() and not future.exception() and future.result().id not in self._live:
+                del self._resets_by_key[slot]
         return closed
 
     async def _reap_loop(self) -> None:

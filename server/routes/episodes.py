@@ -26,9 +26,11 @@ from toolgym.server.settings import Settings
 router = APIRouter(prefix="/v1/episodes", tags=["episodes"])
 
 
-async def run_reset(manager: EpisodeManager, owner: str, body: ResetRequest) -> ResetResponse:
+async def run_reset(
+    manager: EpisodeManager, owner: str, body: ResetRequest, idempotency_key: str | None = None
+) -> ResetResponse:
     """One reset (the single route and the batch route)."""
-    live = await manager.reset(owner, body.env_id, body.task_id, body.seed, body.options)
+    live = await manager.reset_once(owner, idempotency_key, body.env_id, body.task_id, body.seed, body.options)
     return ResetResponse(episode_id=live.id, **live.reset_result)
 
 
@@ -45,8 +47,11 @@ async def run_step(
 
 
 @router.post("", response_model=ResetResponse, status_code=201, summary="Reset: a new episode and its sandbox")
-async def reset(body: ResetRequest, manager: ManagerDep, owner: OwnerDep) -> ResetResponse:
-    return await run_reset(manager, owner, body)
+async def reset(
+    body: ResetRequest, manager: ManagerDep, owner: OwnerDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> ResetResponse:
+    return await run_reset(manager, owner, body, idempotency_key)
 
 
 @router.get("", response_model=EpisodeList, summary="The caller's episodes")

@@ -74,7 +74,7 @@ def test_reset_call_sends_only_what_is_given() -> None:
     assert _core.reset_call("toolgym/ToolUse-v0", None, None, None).json == {"env_id": "toolgym/ToolUse-v0"}
     call = _core.reset_call("toolgym/ToolUse-v0", "t1", 0, {"max_turns": 3})
     assert call.json == {"env_id": "toolgym/ToolUse-v0", "task_id": "t1", "seed": 0, "options": {"max_turns": 3}}
-    assert not call.safe_to_repeat  # a lost reset answer may have made an episode
+    assert call.safe_to_repeat and call.headers["Idempotency-Key"]  # a retry gets the same episode
 
 
 def test_register_tasks_call_is_one_json_record_per_line() -> None:
@@ -180,18 +180,17 @@ def test_a_retried_step_resends_the_same_idempotency_key() -> None:
     assert len(script.requests) == 2 and len(keys) == 1
 
 
-def test_a_lost_step_answer_is_retried_but_a_lost_reset_answer_is_not() -> None:
+def test_lost_step_and_reset_answers_are_retried_with_the_same_key() -> None:
     lost = httpx.ReadTimeout("timed out")
-    step_script = Script(lost, httpx.Response(200, json=STEP_BODY))
-    with client(step_script) as c:
-        assert c.step("ep-1", "answer").terminated
-    assert len(step_script.requests) == 2
-
-    reset_script = Script(lost, httpx.Response(201, json=RESET_BODY))
-    with client(reset_script) as c, pytest.raises(errors.Unavailable) as caught:
-        c.reset("toolgym/ToolUse-v0")
-    assert isinstance(caught.value.__cause__, httpx.ReadTimeout)
-    assert len(reset_script.requests) == 1  # it may have made an episode: never sent twice
+    for script, act in (
+        (Script(lost, httpx.Response(200, json=STEP_BODY)), lambda c: c.step("ep-1", "answer")),
+        (Script(lost, httpx.Response(201, json=RESET_BODY)), lambda c: c.reset("toolgym/ToolUse-v0")),
+    ):
+        with client(script) as c:
+            act(c)
+        assert len(script.requests) == 2
+        keys = {r.headers["Idempotency-Key"] for r in script.requests}
+        assert len(keys) == 1  # the server answers the retry from the first attempt
 
 
 def test_a_refused_connection_is_retried_even_for_a_reset() -> None:

@@ -112,3 +112,39 @@ def test_keys_are_per_episode(server: Server, client: httpx.Client, episode: str
     finally:
         client.delete(f"/v1/episodes/{other}")
     check_healthy(server, client)
+
+
+def test_a_reset_retried_with_the_same_key_returns_the_same_episode(server: Server, client: httpx.Client) -> None:
+    body = {"env_id": "toolgym/ToolUse-v0", "task_id": "tu-single-1"}
+    first = client.post("/v1/episodes", json=body, headers={"Idempotency-Key": "reset-k1"})
+    again = client.post("/v1/episodes", json=body, headers={"Idempotency-Key": "reset-k1"})
+    other = client.post("/v1/episodes", json=body, headers={"Idempotency-Key": "reset-k2"})
+    assert first.status_code == again.status_code == other.status_code == 201
+    assert again.json() == first.json()
+    assert other.json()["episode_id"] != first.json()["episode_id"]
+    for eid in {first.json()["episode_id"], other.json()["episode_id"]}:
+        client.delete(f"/v1/episodes/{eid}")
+
+
+def test_concurrent_resets_with_one_key_make_one_episode(server: Server, client: httpx.Client) -> None:
+    body = {"env_id": "toolgym/ToolUse-v0", "task_id": "tu-single-1"}
+    live_before = len(client.get("/v1/episodes", params={"status": "live", "limit": 1000}).json()["episodes"])
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(
+            lambda _: client.post("/v1/episodes", json=body, headers={"Idempotency-Key": "reset-burst"}), range(4)
+        ))
+    assert {a.status_code for a in answers} == {201}
+    assert len({a.json()["episode_id"] for a in answers}) == 1
+    live_after = len(client.get("/v1/episodes", params={"status": "live", "limit": 1000}).json()["episodes"])
+    assert live_after == live_before + 1
+    client.delete(f"/v1/episodes/{answers[0].json()['episode_id']}")
+
+
+def test_a_failed_reset_is_not_remembered(server: Server, client: httpx.Client) -> None:
+    bad = client.post("/v1/episodes", json={"env_id": "toolgym/ToolUse-v0", "task_id": "nope"},
+                      headers={"Idempotency-Key": "reset-k3"})
+    assert bad.status_code == 404
+    good = client.post("/v1/episodes", json={"env_id": "toolgym/ToolUse-v0", "task_id": "tu-single-1"},
+                       headers={"Idempotency-Key": "reset-k3"})
+    assert good.status_code == 201
+    client.delete(f"/v1/episodes/{good.json()['episode_id']}")
