@@ -10,10 +10,10 @@ from toolgym.errors import PayloadTooLarge
 from toolgym.server.models import AssistantMessageIn
 from toolgym.server.settings import Settings
 
-__all__ = ["action_from_wire"]
+__all__ = ["action_from_request"]
 
 
-def action_from_wire(raw: str | AssistantMessageIn, settings: Settings, what: str = "action") -> Action:
+def action_from_request(raw: str | AssistantMessageIn, settings: Settings, what: str = "action") -> Action:
     """The env action for ``raw``; ``PayloadTooLarge`` (413) over ``max_action_chars``."""
     if isinstance(raw, str):
         size = len(raw)

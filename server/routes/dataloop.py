@@ -30,7 +30,7 @@ from toolgym.server.models import (
     UnretireRequest,
     UnretireResponse,
 )
-from toolgym.server.routes._actions import action_from_wire
+from toolgym.server.routes._actions import action_from_request
 
 __all__ = ["JudgeDep", "router"]
 
@@ -107,7 +107,7 @@ async def judge_task(
     family = manager.tasks.family(env_id)
     grader = dataloop.grader_for(family)
     task = manager.tasks.get(family.env_id, task_id)
-    action = action_from_wire(body.response, settings, what="response")
+    action = action_from_request(body.response, settings, what="response")
     case = dataloop.judge_case(family, task, action)
     if await manager._blocking(grader.scores, family, task, action):
         return JudgeResponse(verdict="BOTH_CORRECT", votes=[], action="keep", judged_by="verifier")

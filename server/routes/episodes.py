@@ -20,7 +20,7 @@ from toolgym.server.models import (
     StepRequest,
     StepResponse,
 )
-from toolgym.server.routes._actions import action_from_wire
+from toolgym.server.routes._actions import action_from_request
 from toolgym.server.settings import Settings
 
 router = APIRouter(prefix="/v1/episodes", tags=["episodes"])
@@ -40,7 +40,7 @@ async def run_step(
 ) -> StepResponse:
     """One step (the single route and the batch route)."""
     result = await manager.step(
-        owner, episode_id, action_from_wire(body.action, settings), expected_turn=body.expected_turn,
+        owner, episode_id, action_from_request(body.action, settings), expected_turn=body.expected_turn,
         idempotency_key=idempotency_key, mean_logprob=body.mean_logprob,
     )
     return StepResponse(**result)
