@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
@@ -32,7 +33,8 @@ async def readyz(request: Request, manager: ManagerDep) -> JSONResponse:
     ready = manager.accepting and manager.open_episodes < manager.settings.max_live_episodes
     if backend is not None:
         try:
-            backend.check()
+            # The Docker check is blocking I/O: keep it off the event loop.
+            await anyio.to_thread.run_sync(backend.check)
         except SandboxError as exc:
             body["backend"]["error"] = exc.message
             ready = False

@@ -86,14 +86,21 @@ class _Live:
     stderr: IO[bytes]
 
 
-def _pids_of_uid(uid: int) -> list[int]:
+def _pids_of_uid(uid: int, *, zombies: bool = True) -> list[int]:
+    """Processes of ``uid``; zombies count (they still hold their uid's process slots) unless
+    ``zombies`` is False (a zombie is already dead: nothing to kill)."""
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                if os.stat(f"/proc/{entry}").st_uid == uid:
-                    pids.append(int(entry))
-            except OSError:
+                if os.stat(f"/proc/{entry}").st_uid != uid:
+                    continue
+                if not zombies:
+                    with open(f"/proc/{entry}/stat", "rb") as fh:
+                        if fh.read().rsplit(b")", 1)[-1].split()[0] == b"Z":
+                            continue
+                pids.append(int(entry))
+            except (OSError, IndexError):
                 continue
     return pids
 
@@ -211,9 +218,13 @@ class ProcessBackend:
             os.killpg(proc.pid, signal.SIGKILL)
         except OSError:
             pass
+        try:
+            proc.wait(timeout=5)  # reap the agent now: a zombie would look like a live process below
+        except subprocess.TimeoutExpired:
+            log.warning("process sandbox %s did not exit after SIGKILL", sandbox_id)
         if uid is not None:
             for _ in range(50):
-                pids = _pids_of_uid(uid)
+                pids = _pids_of_uid(uid, zombies=False)
                 if not pids:
                     break
                 for pid in pids:
@@ -222,10 +233,6 @@ class ProcessBackend:
                     except OSError:
                         pass
                 time.sleep(0.005)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            log.warning("process sandbox %s did not exit after SIGKILL", sandbox_id)
         entry.stderr.close()
         shutil.rmtree(entry.workdir, ignore_errors=True)
         self._give_slot(entry.slot)
