@@ -224,7 +224,9 @@ def _print_table(reports: list[EpisodeReport]) -> None:
                      f"{sum(r.rewards):+.2f}", r.reason, r.notes))
     widths = [min(max(len(row[i]) for row in rows), 40) for i in range(len(rows[0]))]
     for n, row in enumerate(rows):
-        print("  ".join(cell[:40].ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        # Every column but the last (the notes) is cut to its width; the notes are shown whole.
+        cells = [cell[:w].ljust(w) for cell, w in zip(row[:-1], widths[:-1], strict=True)] + [row[-1]]
+        print("  ".join(cells).rstrip())
         if n == 0:
             print("  ".join("-" * w for w in widths))
     sys.stdout.flush()
