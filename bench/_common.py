@@ -203,20 +203,9 @@ def remove_containers(instance: str) -> int:
 
 def docker_problem() -> str | None:
     """None when the Docker backend can run here, else why not."""
-    from toolgym.server.sandbox.select import docker_reachable
+    from toolgym.server.sandbox.select import docker_problem as problem
 
-    if not docker_reachable():
-        return "no Docker engine is reachable"
-    from toolgym.server.sandbox.docker import docker_client
-
-    client = docker_client()
-    try:
-        client.images.get(IMAGE)
-    except Exception:
-        return f"no sandbox image {IMAGE} (run `toolgym build-image`)"
-    finally:
-        client.close()
-    return None
+    return problem(IMAGE)
 
 
 # --- servers --------------------------------------------------------------------------------------------

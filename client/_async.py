@@ -32,11 +32,8 @@ class AsyncEnvClient:
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 1024,
     ) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.AsyncClient(
-            base_url=base_url, headers=headers, timeout=timeout_s, transport=transport,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        )
+        options = _core.http_client_options(base_url, api_key, timeout_s, max_connections)
+        self._http = httpx.AsyncClient(transport=transport, **options)
         self._retry = retry or RetryPolicy()
 
     async def __aenter__(self) -> AsyncEnvClient:

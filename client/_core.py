@@ -128,6 +128,16 @@ class Exchange:
         return Retry(delay)
 
 
+def http_client_options(base_url: str, api_key: str | None, timeout_s: float, max_connections: int) -> dict[str, Any]:
+    """What both clients give their httpx client: base URL, bearer key, timeout, pool size."""
+    return {
+        "base_url": base_url,
+        "headers": {"Authorization": f"Bearer {api_key}"} if api_key else {},
+        "timeout": timeout_s,
+        "limits": httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+    }
+
+
 def transport_error(call: Call, exc: httpx.TransportError) -> tuple[ToolGymError, bool]:
     """The error for a request that got no answer, and whether it may be sent again: always
     when the connection was never made, else only when the call is safe to repeat."""

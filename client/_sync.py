@@ -35,11 +35,8 @@ class EnvClient:
         transport: httpx.BaseTransport | None = None,
         max_connections: int = 256,
     ) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(
-            base_url=base_url, headers=headers, timeout=timeout_s, transport=transport,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        )
+        options = _core.http_client_options(base_url, api_key, timeout_s, max_connections)
+        self._http = httpx.Client(transport=transport, **options)
         self._retry = retry or RetryPolicy()
 
     def __enter__(self) -> EnvClient:

@@ -19,28 +19,11 @@ import pytest
 
 from toolgym.server.embedded import EmbeddedServer, free_port
 from toolgym.server.sandbox.base import RunRequest, RunResult, Sandbox, SandboxBackend, SandboxSpec
+from toolgym.server.sandbox.select import docker_problem as find_docker_problem
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 SESSION = f"pytest-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 IMAGE = os.environ.get("TOOLGYM_SANDBOX_IMAGE", "toolgym-sandbox:latest")
-
-
-def _docker_state() -> str | None:
-    """None when Docker tests can run, else why not."""
-    from toolgym.server.sandbox.select import docker_reachable
-
-    if not docker_reachable():
-        return "no Docker engine is reachable"
-    from toolgym.server.sandbox.docker import docker_client
-
-    client = docker_client()
-    try:
-        client.images.get(IMAGE)
-    except Exception:
-        return f"no sandbox image {IMAGE} (run `toolgym build-image`)"
-    finally:
-        client.close()
-    return None
 
 
 _DOCKER_PROBLEM: str | bool | None = False
@@ -49,7 +32,7 @@ _DOCKER_PROBLEM: str | bool | None = False
 def docker_problem() -> str | None:
     global _DOCKER_PROBLEM
     if _DOCKER_PROBLEM is False:
-        _DOCKER_PROBLEM = _docker_state()
+        _DOCKER_PROBLEM = find_docker_problem(IMAGE)
     return _DOCKER_PROBLEM  # type: ignore[return-value]
 
 

@@ -8,7 +8,7 @@ from toolgym.errors import SandboxError
 from toolgym.server.sandbox.base import SandboxBackend
 from toolgym.server.settings import Settings
 
-__all__ = ["docker_reachable", "select_backend"]
+__all__ = ["docker_problem", "docker_reachable", "select_backend"]
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,23 @@ def docker_reachable() -> bool:
             client.close()
     except Exception:
         return False
+
+
+def docker_problem(image: str) -> str | None:
+    """None when Docker sandboxes can run here (an engine answers and ``image`` exists), else
+    why not, naming the fix."""
+    if not docker_reachable():
+        return "no Docker engine is reachable"
+    from toolgym.server.sandbox.docker import docker_client
+
+    client = docker_client()
+    try:
+        client.images.get(image)
+    except Exception:
+        return f"no sandbox image {image} (run `toolgym build-image`)"
+    finally:
+        client.close()
+    return None
 
 
 def select_backend(settings: Settings) -> SandboxBackend:
