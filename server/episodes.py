@@ -128,6 +128,9 @@ class EpisodeManager:
         self.metrics = metrics
         self.replica = replica
         self._live: dict[str, LiveEpisode] = {}
+        self._open: dict[str, LiveEpisode] = {}
+        """The unfinished ones of ``_live`` (finished episodes stay in ``_live`` for an hour;
+        counting open ones must not walk them all on every reset)."""
         self._limiter = anyio.CapacityLimiter(settings.worker_threads)
         self._accepting = True
         self._in_flight = 0
@@ -143,8 +146,10 @@ class EpisodeManager:
 
     def _open_count(self, owner: str | None = None) -> int:
         """Open episodes, counting resets under way (their slot is taken before they await)."""
-        live = sum(1 for e in self._live.values() if not e.finished and (owner is None or e.owner == owner))
-        return live + sum(1 for o in self._starting if owner is None or o == owner)
+        if owner is None:
+            return len(self._open) + len(self._starting)
+        live = sum(1 for e in self._open.values() if e.owner == owner)
+        return live + sum(1 for o in self._starting if o == owner)
 
     async def start(self) -> None:
         if self.pool is not None:
@@ -240,6 +245,7 @@ class EpisodeManager:
                     await self._blocking(sandbox.close)
                 raise
             self._live[episode_id] = live
+            self._open[episode_id] = live
         finally:
             self._starting.remove(owner)
         self.metrics.episodes_started.labels(family.env_id).inc()
@@ -362,6 +368,8 @@ class EpisodeManager:
         return cut
 
     async def _release(self, live: LiveEpisode) -> None:
+        """Every way an episode ends (last step, close, reaper, shutdown) comes through here."""
+        self._open.pop(live.id, None)
         sandbox, live.slot.sandbox = live.slot.sandbox, None
         if sandbox is not None:
             await self._blocking(sandbox.close)
