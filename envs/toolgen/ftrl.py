@@ -14,34 +14,13 @@ Checked against the authors' code (bytedance/FTRL ``Code/utils/utils.py``: ``ans
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+
+# One source for FTRL's rules: the verifier beside the ToolUse env, which generated tasks
+# must satisfy exactly.
+from toolgym.envs.tooluse.verifier import answer_verify, error_text, format_result, normalize
 
 __all__ = ["answer_verify", "error_text", "format_result", "normalize", "solve_greedily"]
-
-
-def normalize(text: str) -> str:
-    """Lower-case and remove commas: how FTRL compares answers and outputs."""
-    return text.lower().replace(",", "").strip()
-
-
-def format_result(value: Any) -> str:
-    """What the policy sees of a tool's return value."""
-    if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)
-
-
-def error_text(name: str, error: object) -> str:
-    """What the policy sees when a call raised (FTRL's wording, typo included)."""
-    return f"an error occured when call {name}: {error}"
-
-
-def answer_verify(output: str, gold: str) -> bool:
-    """True when every ``", "``-separated piece of ``gold`` occurs in ``output``."""
-    haystack = normalize(output)
-    return all(normalize(piece) in haystack for piece in gold.split(", "))
 
 
 def solve_greedily(unsolved_set: Mapping[str, Sequence[str]],

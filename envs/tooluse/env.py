@@ -45,6 +45,7 @@ from toolgym.envs.tooluse.verifier import (
     answer_verify,
     count_golds,
     episode_metrics,
+    error_text,
     final_turn_reward,
     tool_turn_reward,
 )
@@ -218,14 +219,14 @@ class ToolUseEpisode(Episode):
         """The tool message content for one call, and whether it timed out."""
         if index >= MAX_CALLS_PER_TURN:
             why = f"not run, over {MAX_CALLS_PER_TURN} calls in one turn"
-            return f"an error occured when call {call.name}: {why}", False
+            return error_text(call.name, why), False
         source = self._record["codes"].get(call.name)
         if source is None:
-            return f"an error occured when call {call.name}: no tool named {call.name!r} in this environment", False
+            return error_text(call.name, f"no tool named {call.name!r} in this environment"), False
         try:
             json.dumps(call.arguments)
         except (TypeError, ValueError):
-            return f"an error occured when call {call.name}: arguments are not JSON", False
+            return error_text(call.name, "arguments are not JSON"), False
         result = self._runner(RunRequest(
             code=source, call=FunctionCall(call.name, call.arguments),
             limits=RunLimits(timeout_s=self._options.tool_timeout_s, memory_bytes=TOOL_MEMORY_BYTES,
@@ -233,7 +234,7 @@ class ToolUseEpisode(Episode):
         ))
         if result.status == "ok" and result.value is not None:
             return result.value, False
-        return f"an error occured when call {call.name}: {result.error or result.status}", result.status == "timeout"
+        return error_text(call.name, result.error or result.status), result.status == "timeout"
 
     def step(self, action: Action) -> Step:
         turn = self._turn

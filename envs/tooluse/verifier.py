@@ -15,6 +15,8 @@ __all__ = [
     "RewardVariant",
     "answer_verify",
     "episode_metrics",
+    "error_text",
+    "format_result",
     "final_turn_reward",
     "normalize",
     "tool_turn_reward",
@@ -28,6 +30,21 @@ TAG_MARKERS = ("<tool_call>", "</tool_call>", "<tool_parsed_response>")
 def normalize(text: str) -> str:
     """FTRL's normalization: lowercase, commas removed, stripped."""
     return text.lower().replace(",", "").strip()
+
+
+def format_result(value: Any) -> str:
+    """What the policy sees of a tool's return value (FTRL's ``call_function``): an exact
+    dict or list as ``json.dumps(..., ensure_ascii=False)``, anything else as ``str()``. The
+    sandbox agent applies the same rule where the tool runs; this is its server-side twin for
+    code the generator checks itself."""
+    if type(value) in (dict, list):
+        return json.dumps(value, ensure_ascii=False)
+    return value if isinstance(value, str) else str(value)
+
+
+def error_text(name: str, error: object) -> str:
+    """The tool message of a failed call, FTRL's wording (their spelling included)."""
+    return f"an error occured when call {name}: {error}"
 
 
 def answer_verify(output: Any, gold: str) -> bool:
