@@ -28,6 +28,7 @@ COPY toolgym /src/toolgym
 COPY server /src/server
 COPY client /src/client
 COPY envs /src/envs
+COPY taskgen /src/taskgen
 RUN /opt/toolgym/bin/pip install --no-cache-dir --no-deps /src && rm -rf /src
 ENV PATH=/opt/toolgym/bin:$PATH \
     TOOLGYM_HOST=0.0.0.0 \

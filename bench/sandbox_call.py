@@ -61,7 +61,7 @@ def spec(tag: str) -> Any:
 
 # --- 1. call latency ---------------------------------------------------------------------------------
 def call_latency(backend: Any, client: Any, calls: int, execs: int, rounds: int = 10) -> None:
-    from toolgym.server.sandbox.base import FunctionCall, RunLimits, RunRequest
+    from toolgym.envs.runner import FunctionCall, RunLimits, RunRequest
 
     box = backend.create(spec("call"))
     try:

@@ -20,12 +20,12 @@ import random
 import types
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from toolgym.envs.runner import Runner
 from toolgym.errors import ValidationFailed
-from toolgym.server.sandbox.base import RunRequest, RunResult
 
 __all__ = [
     "SPLITS",
@@ -44,9 +44,6 @@ __all__ = [
 ]
 
 SPLITS = ("train", "validation", "test")
-
-Runner = Callable[[RunRequest], RunResult]
-"""Runs code in the episode's sandbox. Raises ``SandboxError`` when the sandbox fails."""
 
 StepStatus = Literal["ok", "invalid_action", "timeout", "infra_error"]
 

@@ -7,5 +7,5 @@ view=$(mktemp -d)
 trap 'rm -rf "$view"' EXIT
 mkdir "$view/toolgym"
 for f in toolgym/*; do ln -s "$PWD/$f" "$view/toolgym/$(basename "$f")"; done
-for d in server client envs; do ln -s "$PWD/$d" "$view/toolgym/$d"; done
+for d in server client envs taskgen; do ln -s "$PWD/$d" "$view/toolgym/$d"; done
 cd "$view" && "$OLDPWD/.venv/bin/python" -m mypy --config-file "$OLDPWD/pyproject.toml" -p toolgym

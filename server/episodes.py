@@ -28,6 +28,7 @@ import anyio
 import anyio.to_thread
 
 from toolgym.envs.base import Action, AssistantMessage, EnvFamily, Episode, Task
+from toolgym.envs.runner import RunRequest, RunResult
 from toolgym.errors import (
     AtCapacity,
     EpisodeFinished,
@@ -39,7 +40,7 @@ from toolgym.errors import (
     ValidationFailed,
 )
 from toolgym.server.metrics import Metrics
-from toolgym.server.sandbox.base import RunRequest, RunResult, Sandbox
+from toolgym.server.sandbox.base import Sandbox
 from toolgym.server.sandbox.pool import SandboxPool, new_episode_id
 from toolgym.server.settings import Settings
 from toolgym.server.store import Store

@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
+from toolgym.envs.runner import RunRequest, RunResult
 from toolgym.server.embedded import EmbeddedServer, free_port
-from toolgym.server.sandbox.base import RunRequest, RunResult, Sandbox, SandboxBackend, SandboxSpec
+from toolgym.server.sandbox.base import Sandbox, SandboxBackend, SandboxSpec
 from toolgym.server.sandbox.select import docker_problem as find_docker_problem
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

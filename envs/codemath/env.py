@@ -62,8 +62,8 @@ from toolgym.envs.codemath.parsing import (
 )
 from toolgym.envs.codemath.program import build_program, run_timeout_s
 from toolgym.envs.codemath.verifier import Verdict, VerifierPool, default_pool
+from toolgym.envs.runner import RunLimits, RunRequest, RunResult
 from toolgym.errors import EpisodeFinished, ValidationFailed
-from toolgym.server.sandbox.base import RunLimits, RunRequest, RunResult
 
 __all__ = [
     "MEMORY_BYTES",

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 
 from toolgym.envs.base import Action, AssistantMessage
-from toolgym.server.sandbox.base import RunResult
+from toolgym.envs.runner import RunResult
 
 __all__ = [
     "BOXED",

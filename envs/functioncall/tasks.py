@@ -514,7 +514,7 @@ GENERATED_COUNT = 200
 def _generated() -> tuple[tuple[str, dict[str, Any]], ...]:
     """Single-step tasks from the tool-environment generator (query, tools, gold calls),
     deterministic by seed; made once per process (about a second)."""
-    from toolgym.envs.toolgen import single_step_tasks
+    from toolgym.taskgen import single_step_tasks
 
     out = []
     for record in single_step_tasks(GENERATED_SEED, GENERATED_COUNT):

@@ -2,7 +2,7 @@
 
 They are about a fictional world, so a model cannot answer from memory and must call the
 tools. Each carries its ``reference_solution`` (the calls, turn by turn). The generator
-(``toolgym.envs.toolgen``) makes thousands more; these exist so the demo and the tests
+(``toolgym.taskgen``) makes thousands more; these exist so the demo and the tests
 have something real and readable.
 """
 

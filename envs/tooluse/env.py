@@ -40,6 +40,7 @@ from toolgym.envs.base import (
     Task,
     make_info,
 )
+from toolgym.envs.runner import FunctionCall, RunLimits, RunRequest
 from toolgym.envs.tooluse.verifier import (
     RewardVariant,
     answer_verify,
@@ -50,7 +51,6 @@ from toolgym.envs.tooluse.verifier import (
     tool_turn_reward,
 )
 from toolgym.errors import ValidationFailed
-from toolgym.server.sandbox.base import FunctionCall, RunLimits, RunRequest
 
 __all__ = ["MAX_CALLS_PER_TURN", "ToolUseEpisode", "ToolUseFamily", "ToolUseOptions"]
 

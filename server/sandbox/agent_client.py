@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from toolgym.envs.runner import RunRequest, RunResult
 from toolgym.errors import SandboxError, SandboxTimeout
-from toolgym.server.sandbox.base import RunRequest, RunResult
 
 __all__ = ["AGENT_SOURCE", "AgentSandbox", "Channel"]
 
@@ -172,7 +172,12 @@ class AgentSandbox:
             return reply
 
     def ping(self, timeout_s: float = 5.0) -> bool:
-        return bool(self._request({"op": "ping"}, timeout_s).get("pong"))
+        """Whether the agent answers within ``timeout_s``; a failure marks the box unusable
+        and answers False instead of raising (the pool discards such a box)."""
+        try:
+            return bool(self._request({"op": "ping"}, timeout_s).get("pong"))
+        except SandboxError:
+            return False
 
     def run(self, request: RunRequest) -> RunResult:
         limits = request.limits

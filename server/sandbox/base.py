@@ -5,7 +5,8 @@ Two planes, kept apart as in E2B's SDK:
 - the *control plane* (``SandboxBackend``): create a sandbox for an episode, list and remove
   the ones a server instance owns, report health. It knows nothing of reset or step.
 - the *data plane* (``Sandbox``): run one piece of code in a fresh process inside the box and
-  return what it printed and, for a function call, what it returned.
+  return what it printed and, for a function call, what it returned. Its request and result
+  types are the env side's runner contract (``toolgym.envs.runner``).
 
 A user-code failure (an exception, a timeout, a memory error) is data in ``RunResult``; an
 infrastructure failure (the box died or stopped answering) is a ``SandboxError``. Every backend
@@ -15,68 +16,16 @@ a JSON line each way, not a process launch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from toolgym.envs.runner import RunRequest, RunResult
 
 __all__ = [
-    "FunctionCall",
-    "RunLimits",
-    "RunRequest",
-    "RunResult",
-    "RunStatus",
     "Sandbox",
     "SandboxBackend",
     "SandboxSpec",
 ]
-
-RunStatus = Literal["ok", "error", "timeout", "killed"]
-"""``ok``: ran to the end; ``error``: raised / exited non-zero; ``timeout``: stopped at the
-run's ``timeout_s``; ``killed``: ended by a signal (e.g. the kernel's OOM killer)."""
-
-
-@dataclass(frozen=True)
-class RunLimits:
-    """Per-run limits, enforced inside the sandbox on the process that runs the code."""
-
-    timeout_s: float = 10.0
-    memory_bytes: int = 512 * 1024 * 1024
-    max_output_bytes: int = 1024 * 1024
-    """Bytes kept per stream (stdout, stderr, return value); the rest is read and dropped."""
-
-
-@dataclass(frozen=True)
-class FunctionCall:
-    """Call ``function(**arguments)`` after the code has defined it; the return value comes
-    back as text: ``json.dumps(value, ensure_ascii=False)`` for a dict or list, else ``str``
-    (FTRL's rule)."""
-
-    function: str
-    arguments: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    code: str
-    call: FunctionCall | None = None
-    limits: RunLimits = field(default_factory=RunLimits)
-
-
-@dataclass(frozen=True)
-class RunResult:
-    status: RunStatus
-    stdout: str = ""
-    stderr: str = ""
-    value: str | None = None
-    """The formatted return value of ``call``, when it returned."""
-    error: str | None = None
-    """Why the run failed: ``str(exception)`` when the call raised (FTRL's message), or a
-    description of a timeout, a signal or a non-zero exit."""
-    error_type: str | None = None
-    """The exception's class name when the call raised."""
-    stdout_truncated: bool = False
-    stderr_truncated: bool = False
-    value_truncated: bool = False
-    duration_s: float = 0.0
 
 
 @runtime_checkable
@@ -91,6 +40,10 @@ class Sandbox(Protocol):
         """Run code; blocks up to ``limits.timeout_s`` plus a small grace.
 
         Raises ``SandboxError`` when the sandbox itself fails (then it is unusable)."""
+        ...
+
+    def ping(self, timeout_s: float = 5.0) -> bool:
+        """Whether the sandbox's agent answers within ``timeout_s``; never raises."""
         ...
 
     def close(self) -> bool:

@@ -105,11 +105,9 @@ class SandboxPool:
                     break
                 episode_id, sandbox = self._ready.popleft()
                 self._cond.notify_all()
-            try:
-                if getattr(sandbox, "ping", None) is None or sandbox.ping(2.0):  # type: ignore[attr-defined]
-                    return episode_id, sandbox
-            except SandboxError:
-                log.warning("warm pool: discarding a sandbox that stopped answering")
+            if sandbox.ping(2.0):
+                return episode_id, sandbox
+            log.warning("warm pool: discarding a sandbox that stopped answering")
             sandbox.close()
         episode_id = new_episode_id(self._replica)
         return episode_id, self._make(episode_id, owner)

@@ -11,8 +11,8 @@ import pytest
 
 from toolgym.envs.base import AssistantMessage, Task, options_schema
 from toolgym.envs.codemath import CodeMathEpisode, CodeMathFamily, CodeMathOptions, VerifierPool
+from toolgym.envs.runner import RunRequest, RunResult
 from toolgym.errors import EpisodeFinished, ValidationFailed
-from toolgym.server.sandbox.base import RunRequest, RunResult
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ import pytest
 from toolgym.envs.base import Runner, Task
 from toolgym.envs.codemath import CodeMathEpisode, CodeMathFamily, VerifierPool
 from toolgym.envs.codemath import tasks as cm_tasks
+from toolgym.envs.runner import RunRequest, RunResult
 from toolgym.errors import SandboxError
-from toolgym.server.sandbox.base import RunRequest, RunResult
 
 NOTE = "\n..._This content has been truncated to stay below 512 characters_...\n"
 

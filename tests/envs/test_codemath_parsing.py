@@ -17,7 +17,7 @@ from toolgym.envs.codemath.parsing import (
     truncate_middle,
 )
 from toolgym.envs.codemath.program import FINAL_ANSWER_PRELUDE, build_program, run_timeout_s
-from toolgym.server.sandbox.base import RunResult
+from toolgym.envs.runner import RunResult
 
 NOTE = "\n..._This content has been truncated to stay below 512 characters_...\n"
 

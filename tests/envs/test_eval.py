@@ -25,8 +25,8 @@ import pytest
 
 from toolgym.client import AsyncEnvClient, EnvClient
 from toolgym.commands import eval as eval_command
-from toolgym.envs.toolgen import generate
 from toolgym.evaluation import QUESTION_TYPES, EpisodeResult, format_table, summarize
+from toolgym.taskgen import generate
 
 ENV = "toolgym/ToolUse-v0"
 REPO = Path(__file__).resolve().parents[2]

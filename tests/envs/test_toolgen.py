@@ -20,9 +20,11 @@ from typing import Any
 
 import pytest
 
-import toolgym.envs.toolgen as toolgen
+import toolgym.taskgen as toolgen
 from toolgym.envs.base import SPLITS
-from toolgym.envs.toolgen import (
+from toolgym.envs.runner import RunRequest, RunResult
+from toolgym.errors import SandboxError
+from toolgym.taskgen import (
     FUNCTION_CALL_KNOBS,
     QUESTION_TYPES,
     SCALING_OPS,
@@ -38,12 +40,10 @@ from toolgym.envs.toolgen import (
     stats,
     verify_in_sandbox,
 )
-from toolgym.envs.toolgen.deploy import deploy
-from toolgym.envs.toolgen.ftrl import format_result, normalize
-from toolgym.envs.toolgen.schema import JSON_TYPES, check_arguments, check_tool_schema
-from toolgym.envs.toolgen.verify import CANARY, reason_code
-from toolgym.errors import SandboxError
-from toolgym.server.sandbox.base import RunRequest, RunResult
+from toolgym.taskgen.deploy import deploy
+from toolgym.taskgen.ftrl import format_result, normalize
+from toolgym.taskgen.schema import JSON_TYPES, check_arguments, check_tool_schema
+from toolgym.taskgen.verify import CANARY, reason_code
 
 N = 600
 
@@ -435,7 +435,7 @@ def test_a_dead_sandbox_is_not_a_bad_task(records: list[dict[str, Any]]) -> None
 
 def test_foreign_deployers_are_never_executed_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
     """Code a replaced stage 5 wrote is not exec'd by the generator; the sandbox layer judges it."""
-    import toolgym.envs.toolgen.generator as gen
+    import toolgym.taskgen.generator as gen
 
     def refuse(codes: Any) -> Any:
         raise AssertionError("foreign code must not run in-process")

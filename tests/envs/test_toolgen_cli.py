@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from toolgym.envs.toolgen import QUESTION_TYPES, SCALING_OPS, generate, single_step_tasks
+from toolgym.taskgen import QUESTION_TYPES, SCALING_OPS, generate, single_step_tasks
 
 TOOLGYM = str(Path(sys.executable).parent / "toolgym")
 

@@ -27,8 +27,10 @@ from typing import Any
 
 import pytest
 
-from toolgym.envs.toolgen import ScalingKnobs, verify_in_sandbox
-from toolgym.envs.toolgen.llm import (
+from toolgym.envs.runner import RunRequest, RunResult
+from toolgym.server.sandbox.base import SandboxBackend, SandboxSpec
+from toolgym.taskgen import ScalingKnobs, verify_in_sandbox
+from toolgym.taskgen.llm import (
     ChatClient,
     LLMConfig,
     LLMConfigError,
@@ -39,7 +41,6 @@ from toolgym.envs.toolgen.llm import (
     generate_with_llm,
     parse_json_reply,
 )
-from toolgym.server.sandbox.base import RunRequest, RunResult, SandboxBackend, SandboxSpec
 
 MARKER = "# written by the scripted model"
 ALL_OPS = replace(ScalingKnobs(), p_functional_generalization=1.0, p_parameter_expansion=1.0,
@@ -386,7 +387,7 @@ def test_same_replies_give_the_same_records(endpoint: Endpoint,
 
 def test_model_code_is_never_run_in_process(endpoint: Endpoint, process_runner: Callable[[RunRequest], RunResult],
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    import toolgym.envs.toolgen.generator as gen
+    import toolgym.taskgen.generator as gen
 
     def refuse(codes: Any) -> Any:
         raise AssertionError("model-written code must not run in-process")

@@ -12,11 +12,11 @@ from collections import Counter
 
 import pytest
 
-from toolgym.envs.toolgen import GenerationReport, generate, stats
+from toolgym.taskgen import GenerationReport, generate, stats
 
 _DIGEST = (
     "import hashlib, json, sys\n"
-    "from toolgym.envs.toolgen import generate\n"
+    "from toolgym.taskgen import generate\n"
     "h = hashlib.sha256()\n"
     "for r in generate(21, 40):\n"
     "    h.update(json.dumps(r, sort_keys=False).encode())\n"

@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
-from toolgym.envs.toolgen.decompose import decompose
-from toolgym.envs.toolgen.deploy import deploy
-from toolgym.envs.toolgen.documents import write_documents
-from toolgym.envs.toolgen.integrate import integrate
-from toolgym.envs.toolgen.knobs import ScalingKnobs
-from toolgym.envs.toolgen.model import QUESTION_TYPES, Scenario, Toolset, ToolSpec
-from toolgym.envs.toolgen.scaling import make_option, scale
-from toolgym.envs.toolgen.stages import Pipeline
-from toolgym.envs.toolgen.world import KINDS, World
+from toolgym.taskgen.decompose import decompose
+from toolgym.taskgen.deploy import deploy
+from toolgym.taskgen.documents import write_documents
+from toolgym.taskgen.integrate import integrate
+from toolgym.taskgen.knobs import ScalingKnobs
+from toolgym.taskgen.model import QUESTION_TYPES, Scenario, Toolset, ToolSpec
+from toolgym.taskgen.scaling import make_option, scale
+from toolgym.taskgen.stages import Pipeline
+from toolgym.taskgen.world import KINDS, World
 
 NO_SCALING = ScalingKnobs(p_functional_generalization=0.0, p_parameter_expansion=0.0,
                           p_type_generalization=0.0, p_toolset_extension=0.0)
@@ -201,7 +201,7 @@ def test_deployed_code_validates_arguments_without_echoing_them() -> None:
 def test_deployed_code_checks_fields_and_options() -> None:
     tool, world = _tool_and_world()
     fields = KINDS[tool.kind].attr_keys
-    from toolgym.envs.toolgen.documents import field_param
+    from toolgym.taskgen.documents import field_param
 
     key = tool.param("key")
     assert key is not None

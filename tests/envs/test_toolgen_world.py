@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from toolgym.envs.toolgen.world import KINDS, World
+from toolgym.taskgen.world import KINDS, World
 
 
 def _snapshot(world: World) -> list[tuple[str, str, list[tuple[str, object]]]]:

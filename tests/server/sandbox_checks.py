@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from toolgym.server.sandbox.base import FunctionCall, RunLimits, RunRequest, RunResult, Sandbox
+from toolgym.envs.runner import FunctionCall, RunLimits, RunRequest, RunResult
+from toolgym.server.sandbox.base import Sandbox
 
 PROBE = r'''
 import errno, json, os, socket

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from toolgym.envs.toolgen import generate
 from toolgym.envs.tooluse.builtin import builtin_tasks
+from toolgym.taskgen import generate
 
 pytestmark = pytest.mark.docker
 

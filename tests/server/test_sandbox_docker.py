@@ -12,8 +12,9 @@ import pytest
 from sandbox_checks import FORK_COUNT, check_output_caps, check_timeout_kills_everything, leftovers, probe, run
 from server_kit import docker
 
+from toolgym.envs.runner import FunctionCall, RunLimits, RunRequest
 from toolgym.errors import SandboxError
-from toolgym.server.sandbox.base import FunctionCall, RunLimits, RunRequest, Sandbox, SandboxBackend, SandboxSpec
+from toolgym.server.sandbox.base import Sandbox, SandboxBackend, SandboxSpec
 
 pytestmark = pytest.mark.docker
 

@@ -6,12 +6,12 @@
     TOOLGYM_LLM_API_KEY=... toolgym generate --llm-base-url http://host:8001/v1 --llm-model NAME \\
         --count 100 --out llm.jsonl
 
-The default is the deterministic procedural generator (``toolgym.envs.toolgen``): the same
+The default is the deterministic procedural generator (``toolgym.taskgen``): the same
 seed writes the same bytes. Every task is self-verified before it is written; with
 ``--verify-sandbox`` every kept task's reference solution is run once more in real
 sandboxes (many tasks per sandbox, each call a fresh process, ``--sandboxes`` of them in
 parallel), and a task that fails there is dropped and replaced. With ``--llm-base-url`` an
-LLM drives the stages (``toolgym.envs.toolgen.llm``) and the sandbox check is mandatory,
+LLM drives the stages (``toolgym.taskgen.llm``) and the sandbox check is mandatory,
 since the model's code must never run in this process.
 
 A progress bar goes to stderr; at the end the command prints the rate, the rejections by
@@ -132,7 +132,7 @@ def _verified(source: Iterator[dict[str, Any]], count: int, sandboxes: _Sandboxe
     Batches are verified in parallel threads while the main thread generates the next;
     no more records are drawn than could still be needed, so a run without sandbox
     rejections draws exactly ``count``."""
-    from toolgym.envs.toolgen.verify import verify_in_sandbox
+    from toolgym.taskgen.verify import verify_in_sandbox
 
     def check(batch: list[dict[str, Any]]) -> Any:
         return verify_in_sandbox(batch, sandboxes)
@@ -252,9 +252,9 @@ def _write(args: argparse.Namespace, use_llm: bool, sandboxes: _Sandboxes | None
     ``started``, sandbox start-up included."""
     import json
 
-    from toolgym.envs.toolgen import FUNCTION_CALL_KNOBS, GenerationError, GenerationReport, ScalingKnobs, generate
-    from toolgym.envs.toolgen.generator import function_call_record
-    from toolgym.envs.toolgen.stats import stats
+    from toolgym.taskgen import FUNCTION_CALL_KNOBS, GenerationError, GenerationReport, ScalingKnobs, generate
+    from toolgym.taskgen.generator import function_call_record
+    from toolgym.taskgen.stats import stats
 
     knobs = FUNCTION_CALL_KNOBS if args.function_call else ScalingKnobs()
     tally: dict[str, Any] = {"tasks": 0, "calls": 0, "rejected": Counter(), "examples": {}}
@@ -275,7 +275,7 @@ def _write(args: argparse.Namespace, use_llm: bool, sandboxes: _Sandboxes | None
                 bar.update(1)
 
     if use_llm:
-        from toolgym.envs.toolgen.llm import ChatClient, LLMConfig, LLMError, LLMReport, generate_with_llm
+        from toolgym.taskgen.llm import ChatClient, LLMConfig, LLMError, LLMReport, generate_with_llm
 
         assert sandboxes is not None
         report: GenerationReport = LLMReport()

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from toolgym.envs.toolgen.model import QUESTION_TYPES, SCALING_OPS
+from toolgym.taskgen.model import QUESTION_TYPES, SCALING_OPS
 
 __all__ = ["Stats", "stats"]
 

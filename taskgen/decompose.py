@@ -20,9 +20,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from toolgym.envs.toolgen.knobs import ScalingKnobs
-from toolgym.envs.toolgen.model import QuestionType, Scenario, SubQuestion
-from toolgym.envs.toolgen.world import KINDS, AttrSpec, Entity, World
+from toolgym.taskgen.knobs import ScalingKnobs
+from toolgym.taskgen.model import QuestionType, Scenario, SubQuestion
+from toolgym.taskgen.world import KINDS, AttrSpec, Entity, World
 
 __all__ = ["NoScenario", "decompose"]
 

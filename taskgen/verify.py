@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from toolgym.envs.base import Runner
-from toolgym.envs.toolgen.ftrl import answer_verify, error_text, format_result, normalize, solve_greedily
-from toolgym.envs.toolgen.schema import check_arguments, check_tool_schema
-from toolgym.server.sandbox.base import FunctionCall, RunLimits, RunRequest
+from toolgym.envs.runner import FunctionCall, RunLimits, RunRequest
+from toolgym.taskgen.ftrl import answer_verify, error_text, format_result, normalize, solve_greedily
+from toolgym.taskgen.schema import check_arguments, check_tool_schema
 
 __all__ = [
     "CANARY",

@@ -17,10 +17,10 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from toolgym.envs.toolgen.documents import LEADS, collides, field_param, unique_name
-from toolgym.envs.toolgen.knobs import ScalingKnobs
-from toolgym.envs.toolgen.model import Scenario, SubQuestion, Toolset, ToolSpec
-from toolgym.envs.toolgen.world import KINDS, World
+from toolgym.taskgen.documents import LEADS, collides, field_param, unique_name
+from toolgym.taskgen.knobs import ScalingKnobs
+from toolgym.taskgen.model import Scenario, SubQuestion, Toolset, ToolSpec
+from toolgym.taskgen.world import KINDS, World
 
 __all__ = ["integrate", "merged_rows"]
 

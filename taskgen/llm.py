@@ -1,7 +1,7 @@
 """The generator with an LLM driving FTRL's five stages (PAPERS.md §1), as the paper does.
 
 ```python
-from toolgym.envs.toolgen.llm import ChatClient, LLMConfig, LLMReport, generate_with_llm
+from toolgym.taskgen.llm import ChatClient, LLMConfig, LLMReport, generate_with_llm
 
 config = LLMConfig.from_env("http://127.0.0.1:8001/v1", "qwen2.5-32b-instruct")  # key: TOOLGYM_LLM_API_KEY
 with ChatClient(config) as client:
@@ -47,9 +47,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from toolgym.envs.base import Runner
-from toolgym.envs.toolgen.decompose import NoScenario
-from toolgym.envs.toolgen.ftrl import answer_verify
-from toolgym.envs.toolgen.generator import (
+from toolgym.taskgen.decompose import NoScenario
+from toolgym.taskgen.ftrl import answer_verify
+from toolgym.taskgen.generator import (
     BuiltTask,
     GenerationError,
     GenerationReport,
@@ -57,8 +57,8 @@ from toolgym.envs.toolgen.generator import (
     build_task,
     verify_built,
 )
-from toolgym.envs.toolgen.knobs import ScalingKnobs
-from toolgym.envs.toolgen.llm_client import (
+from toolgym.taskgen.knobs import ScalingKnobs
+from toolgym.taskgen.llm_client import (
     API_KEY_ENV,
     ChatClient,
     LLMConfig,
@@ -69,8 +69,8 @@ from toolgym.envs.toolgen.llm_client import (
     ReplyError,
     parse_json_reply,
 )
-from toolgym.envs.toolgen.llm_stages import LLMStages
-from toolgym.envs.toolgen.verify import sandbox_executor, verify_in_sandbox
+from toolgym.taskgen.llm_stages import LLMStages
+from toolgym.taskgen.verify import sandbox_executor, verify_in_sandbox
 
 __all__ = [
     "API_KEY_ENV",

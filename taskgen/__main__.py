@@ -1,4 +1,4 @@
-"""``python -m toolgym.envs.toolgen --seed 0 --count 1000 --out tasks.jsonl``
+"""``python -m toolgym.taskgen --seed 0 --count 1000 --out tasks.jsonl``
 
 Writes JSONL records (ToolUse, or FunctionCall with ``--function-call``) and prints the
 generation rate, the rejections and the question-type x scaling-operation table to stderr.
@@ -12,12 +12,12 @@ import sys
 import time
 from typing import Any
 
-from toolgym.envs.toolgen.generator import GenerationReport, generate, single_step_tasks
-from toolgym.envs.toolgen.stats import stats
+from toolgym.taskgen.generator import GenerationReport, generate, single_step_tasks
+from toolgym.taskgen.stats import stats
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m toolgym.envs.toolgen", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m toolgym.taskgen", description=__doc__)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--out", default="-", help="JSONL output file ('-' for stdout)")

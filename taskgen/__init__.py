@@ -1,4 +1,6 @@
-"""The tool-environment generator shared by the ToolUse and FunctionCall env families.
+"""The task generator: it builds tool environments for the ToolUse and FunctionCall families.
+
+It is not an env family (it serves no episodes); it makes the task records that families load.
 
 A deterministic, offline re-creation of FTRL's five-stage construction pipeline
 (PAPERS.md §1), with procedural stages instead of LLM calls:
@@ -15,8 +17,8 @@ Every task is verified before it is kept (``verify``); ``generate`` yields FTRL 
 protocol (``stages``), so an LLM may later replace any one of them.
 """
 
-from toolgym.envs.toolgen.ftrl import answer_verify
-from toolgym.envs.toolgen.generator import (
+from toolgym.taskgen.ftrl import answer_verify
+from toolgym.taskgen.generator import (
     FUNCTION_CALL_SYSTEM_PROMPT,
     SYSTEM_PROMPT,
     BuiltTask,
@@ -26,10 +28,10 @@ from toolgym.envs.toolgen.generator import (
     generate,
     single_step_tasks,
 )
-from toolgym.envs.toolgen.knobs import FUNCTION_CALL_KNOBS, ScalingKnobs
-from toolgym.envs.toolgen.model import QUESTION_TYPES, SCALING_OPS
-from toolgym.envs.toolgen.splits import assign_split
-from toolgym.envs.toolgen.stages import (
+from toolgym.taskgen.knobs import FUNCTION_CALL_KNOBS, ScalingKnobs
+from toolgym.taskgen.model import QUESTION_TYPES, SCALING_OPS
+from toolgym.taskgen.splits import assign_split
+from toolgym.taskgen.stages import (
     Decomposer,
     Deployer,
     DocumentWriter,
@@ -37,8 +39,8 @@ from toolgym.envs.toolgen.stages import (
     Pipeline,
     Scaler,
 )
-from toolgym.envs.toolgen.stats import Stats, stats
-from toolgym.envs.toolgen.verify import (
+from toolgym.taskgen.stats import Stats, stats
+from toolgym.taskgen.verify import (
     Outcome,
     Rejection,
     SandboxReport,

@@ -23,10 +23,10 @@ import random
 from dataclasses import replace
 from typing import Any
 
-from toolgym.envs.toolgen.documents import LEADS, field_param, single_tool, unique_name
-from toolgym.envs.toolgen.knobs import ScalingKnobs
-from toolgym.envs.toolgen.model import Param, Scenario, Shape, Toolset, ToolSpec
-from toolgym.envs.toolgen.world import KINDS, World
+from toolgym.taskgen.documents import LEADS, field_param, single_tool, unique_name
+from toolgym.taskgen.knobs import ScalingKnobs
+from toolgym.taskgen.model import Param, Scenario, Shape, Toolset, ToolSpec
+from toolgym.taskgen.world import KINDS, World
 
 __all__ = ["OPTION_NAMES", "make_option", "reference_option_value", "scale"]
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 import random
 import string
 
-from toolgym.envs.toolgen.model import Param, ToolSpec
-from toolgym.envs.toolgen.world import KINDS, World
+from toolgym.taskgen.model import Param, ToolSpec
+from toolgym.taskgen.world import KINDS, World
 
 __all__ = ["deploy", "row_key"]
 

@@ -17,14 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from toolgym.envs.toolgen.decompose import decompose
-from toolgym.envs.toolgen.deploy import deploy
-from toolgym.envs.toolgen.documents import write_documents
-from toolgym.envs.toolgen.integrate import integrate
-from toolgym.envs.toolgen.knobs import ScalingKnobs
-from toolgym.envs.toolgen.model import QuestionType, Scenario, Toolset, ToolSpec
-from toolgym.envs.toolgen.scaling import scale
-from toolgym.envs.toolgen.world import World
+from toolgym.taskgen.decompose import decompose
+from toolgym.taskgen.deploy import deploy
+from toolgym.taskgen.documents import write_documents
+from toolgym.taskgen.integrate import integrate
+from toolgym.taskgen.knobs import ScalingKnobs
+from toolgym.taskgen.model import QuestionType, Scenario, Toolset, ToolSpec
+from toolgym.taskgen.scaling import scale
+from toolgym.taskgen.world import World
 
 __all__ = ["Decomposer", "Deployer", "DocumentWriter", "Integrator", "Pipeline", "Scaler"]
 

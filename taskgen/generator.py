@@ -18,15 +18,15 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from toolgym.envs.toolgen.decompose import NoScenario
-from toolgym.envs.toolgen.ftrl import answer_verify, normalize
-from toolgym.envs.toolgen.knobs import FUNCTION_CALL_KNOBS, ScalingKnobs
-from toolgym.envs.toolgen.model import QUESTION_TYPES, Call, Scenario, Toolset, ToolSpec
-from toolgym.envs.toolgen.scaling import reference_option_value
-from toolgym.envs.toolgen.splits import assign_split
-from toolgym.envs.toolgen.stages import Pipeline
-from toolgym.envs.toolgen.verify import check_record, own_code_executor, reason_code
-from toolgym.envs.toolgen.world import World
+from toolgym.taskgen.decompose import NoScenario
+from toolgym.taskgen.ftrl import answer_verify, normalize
+from toolgym.taskgen.knobs import FUNCTION_CALL_KNOBS, ScalingKnobs
+from toolgym.taskgen.model import QUESTION_TYPES, Call, Scenario, Toolset, ToolSpec
+from toolgym.taskgen.scaling import reference_option_value
+from toolgym.taskgen.splits import assign_split
+from toolgym.taskgen.stages import Pipeline
+from toolgym.taskgen.verify import check_record, own_code_executor, reason_code
+from toolgym.taskgen.world import World
 
 __all__ = [
     "FUNCTION_CALL_SYSTEM_PROMPT",

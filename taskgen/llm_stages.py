@@ -36,17 +36,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from toolgym.envs.toolgen.decompose import NoScenario
-from toolgym.envs.toolgen.deploy import row_key
-from toolgym.envs.toolgen.documents import _OUTPUTS, _RESULT_KEYS, field_param, pick_rows, unique_name
-from toolgym.envs.toolgen.integrate import merged_rows
-from toolgym.envs.toolgen.knobs import ScalingKnobs
-from toolgym.envs.toolgen.llm_client import ChatClient, ReplyError
-from toolgym.envs.toolgen.model import Param, QuestionType, Scenario, Shape, SubQuestion, Toolset, ToolSpec
-from toolgym.envs.toolgen.scaling import _retype
-from toolgym.envs.toolgen.schema import check_tool_schema
-from toolgym.envs.toolgen.stages import Pipeline
-from toolgym.envs.toolgen.world import KINDS, Entity, World
+from toolgym.taskgen.decompose import NoScenario
+from toolgym.taskgen.deploy import row_key
+from toolgym.taskgen.documents import _OUTPUTS, _RESULT_KEYS, field_param, pick_rows, unique_name
+from toolgym.taskgen.integrate import merged_rows
+from toolgym.taskgen.knobs import ScalingKnobs
+from toolgym.taskgen.llm_client import ChatClient, ReplyError
+from toolgym.taskgen.model import Param, QuestionType, Scenario, Shape, SubQuestion, Toolset, ToolSpec
+from toolgym.taskgen.scaling import _retype
+from toolgym.taskgen.schema import check_tool_schema
+from toolgym.taskgen.stages import Pipeline
+from toolgym.taskgen.world import KINDS, Entity, World
 
 __all__ = ["MAX_CODE_CHARS", "LLMStages"]
 

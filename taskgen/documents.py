@@ -14,10 +14,10 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Sequence
 
-from toolgym.envs.toolgen.ftrl import normalize
-from toolgym.envs.toolgen.knobs import ScalingKnobs
-from toolgym.envs.toolgen.model import OutputStyle, Param, Scenario, SubQuestion, ToolSpec
-from toolgym.envs.toolgen.world import KINDS, World
+from toolgym.taskgen.ftrl import normalize
+from toolgym.taskgen.knobs import ScalingKnobs
+from toolgym.taskgen.model import OutputStyle, Param, Scenario, SubQuestion, ToolSpec
+from toolgym.taskgen.world import KINDS, World
 
 __all__ = [
     "collides",

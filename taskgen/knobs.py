@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from toolgym.envs.toolgen.model import QUESTION_TYPES
+from toolgym.taskgen.model import QUESTION_TYPES
 
 __all__ = ["FUNCTION_CALL_KNOBS", "ScalingKnobs"]
 

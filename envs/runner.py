@@ -1,0 +1,79 @@
+"""The runner contract: what an episode may ask of the box its untrusted code runs in.
+
+An env family never sees a container or a process. When one of its episodes needs to run
+untrusted code (a generated tool, model-written Python) it builds a ``RunRequest`` and hands it
+to the ``Runner`` it was given; the server decides where that runs (``toolgym.server.sandbox``)
+and hands back a ``RunResult``. Keeping the contract here, on the env side, lets ``envs/``
+import nothing from the server.
+
+A user-code failure (an exception, a timeout, a memory error) is data in ``RunResult``; an
+infrastructure failure (the box died or stopped answering) is raised as ``SandboxError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "FunctionCall",
+    "RunLimits",
+    "RunRequest",
+    "RunResult",
+    "RunStatus",
+    "Runner",
+]
+
+RunStatus = Literal["ok", "error", "timeout", "killed"]
+"""``ok``: ran to the end; ``error``: raised / exited non-zero; ``timeout``: stopped at the
+run's ``timeout_s``; ``killed``: ended by a signal (e.g. the kernel's OOM killer)."""
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    """Per-run limits, enforced inside the sandbox on the process that runs the code."""
+
+    timeout_s: float = 10.0
+    memory_bytes: int = 512 * 1024 * 1024
+    max_output_bytes: int = 1024 * 1024
+    """Bytes kept per stream (stdout, stderr, return value); the rest is read and dropped."""
+
+
+@dataclass(frozen=True)
+class FunctionCall:
+    """Call ``function(**arguments)`` after the code has defined it; the return value comes
+    back as text: ``json.dumps(value, ensure_ascii=False)`` for a dict or list, else ``str``
+    (FTRL's rule)."""
+
+    function: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    code: str
+    call: FunctionCall | None = None
+    limits: RunLimits = field(default_factory=RunLimits)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    status: RunStatus
+    stdout: str = ""
+    stderr: str = ""
+    value: str | None = None
+    """The formatted return value of ``call``, when it returned."""
+    error: str | None = None
+    """Why the run failed: ``str(exception)`` when the call raised (FTRL's message), or a
+    description of a timeout, a signal or a non-zero exit."""
+    error_type: str | None = None
+    """The exception's class name when the call raised."""
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    value_truncated: bool = False
+    duration_s: float = 0.0
+
+
+Runner = Callable[[RunRequest], RunResult]
+"""Runs code in the episode's sandbox. Raises ``SandboxError`` when the sandbox fails."""
