@@ -25,9 +25,13 @@ __all__ = ["add_parser", "run"]
 def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "demo", help="start a server and run real episodes of every env family with scripted policies")
-    p.add_argument("--backend", choices=["auto", "docker", "process"], default="auto")
+    p.add_argument("--backend", choices=["auto", "docker", "process"], default="auto",
+                   help="sandbox backend (default auto: docker if an engine answers, else process, which does"
+                        " not isolate code from this host)")
     p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
-    p.add_argument("--json", action="store_true", help="print one JSON line per episode instead of a table")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object per episode on stdout (JSON Lines) instead of a table;"
+                        " the notes go to stderr")
     p.set_defaults(run=run)
 
 
@@ -166,24 +170,51 @@ def _start_server(backend_name: str, port: int) -> tuple[Any, Any, tempfile.Temp
     return server, backend, tmp
 
 
+_NOT_ISOLATED = "NOT isolated: code runs on this host with resource limits only"
+
+
+def _choose_backend(asked: str, reachable: Callable[[], bool]) -> tuple[str | None, str]:
+    """The backend to use and the sentence that says why, true to what happened: a backend the
+    user named is "as asked", a fallback is called one. ``None`` when the named backend cannot
+    run (the sentence then says why)."""
+    if asked == "process":
+        return "process", f"using the process backend, as asked (--backend process; {_NOT_ISOLATED})"
+    if reachable():
+        how = "as asked (--backend docker)" if asked == "docker" else "a Docker engine answers"
+        return "docker", f"using the docker backend, {how}: one container per episode"
+    if asked == "docker":
+        return None, ("--backend docker, but no Docker engine answers (start dockerd or set DOCKER_HOST;"
+                      " or use --backend process)")
+    return "process", f"no Docker engine answers; falling back on the process backend ({_NOT_ISOLATED})"
+
+
 def run(args: argparse.Namespace) -> int:
+    """Start a server, play the episodes and print them: a table, or JSON Lines with ``--json``.
+
+    With ``--json`` stdout carries only the episodes, one JSON object a line, so it can be piped
+    into ``jq`` or a file; every human note (backend, server address, timing) goes to stderr.
+    """
     from toolgym.client import EnvClient
     from toolgym.commands.serve import ensure_image
     from toolgym.envs import load_families
     from toolgym.server.sandbox.select import docker_reachable
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    backend_name = args.backend
-    if backend_name == "auto":
-        backend_name = "docker" if docker_reachable() else "process"
+    notes = sys.stderr if args.json else sys.stdout
+
+    def say(message: str) -> None:
+        print(f"demo: {message}", file=notes, flush=True)
+
+    backend_name, why = _choose_backend(args.backend, docker_reachable)
+    if backend_name is None:
+        print(f"toolgym demo: {why}", file=sys.stderr)
+        return 1
+    say(why)
     if backend_name == "docker":
-        ensure_image("toolgym-sandbox:latest", say=lambda m: print(f"demo: {m}"))
-    else:
-        print("demo: no Docker engine answers; using the process backend (NOT isolated: code runs on this host"
-              " with resource limits only)")
+        ensure_image("toolgym-sandbox:latest", say=say)
     server, backend, tmp = _start_server(backend_name, args.port)
     base_url = server.base_url
-    print(f"demo: server on {base_url}, sandbox backend {backend.name}")
+    say(f"server on {base_url}, sandbox backend {backend.name}")
     families = load_families()
     plan = [
         ("toolgym/ToolUse-v0", _pick(list(families["toolgym/ToolUse-v0"].builtin_records()), 4, "question_type"),
@@ -204,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
                         report = _play(client, env_id, record, name, policies[name])
                         reports.append(report)
                         if args.json:
-                            print(json.dumps(report.__dict__))
+                            print(json.dumps(report.__dict__), flush=True)
     finally:
         server.stop()
         left = backend.remove_owned(f"demo-{os.getpid()}") if backend.name == "docker" else 0
@@ -212,8 +243,8 @@ def run(args: argparse.Namespace) -> int:
         tmp.cleanup()
     if not args.json:
         _print_table(reports)
-    print(f"demo: {len(reports)} episodes in {time.monotonic() - started:.1f} s; "
-          f"{'no container left behind' if not left else f'{left} leftover containers removed'}")
+    say(f"{len(reports)} episodes in {time.monotonic() - started:.1f} s; "
+        f"{'no container left behind' if not left else f'{left} leftover containers removed'}")
     return 0
 
 
