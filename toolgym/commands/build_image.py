@@ -12,7 +12,8 @@ __all__ = ["add_parser", "run"]
 def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "build-image", help="build the sandbox image (python3 + numpy + sympy, non-root)")
-    p.add_argument("--tag", default="toolgym-sandbox:latest")
+    p.add_argument("--tag", default="toolgym-sandbox:latest",
+                   help="name of the image (default toolgym-sandbox:latest, what the server runs)")
     p.add_argument("--base", default=None,
                    help="base image (default: python:3.11-slim if it can be pulled, else a local Debian rootfs)")
     p.set_defaults(run=run)

@@ -22,10 +22,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--db", dest="db_path", default=None, help="SQLite file (default toolgym.db)")
     p.add_argument("--tasks", dest="task_files", action="append", default=None, metavar="ENV_ID=PATH",
                    help="register a JSONL task file at startup (repeatable)")
-    p.add_argument("--warm-pool", dest="warm_pool_size", type=int, default=None)
-    p.add_argument("--max-live-episodes", type=int, default=None)
+    p.add_argument("--warm-pool", dest="warm_pool_size", type=int, default=None, metavar="N",
+                   help="sandboxes kept started ahead, so a reset does not wait for one (default 2)")
+    p.add_argument("--max-live-episodes", type=int, default=None, metavar="N",
+                   help="open episodes at most; beyond it a reset gets 503 with Retry-After (default 256)")
     p.add_argument("--image", dest="sandbox_image", default=None, help="sandbox image")
-    p.add_argument("--log-level", default="info")
+    p.add_argument("--log-level", default="info", help="debug, info, warning or error (default info)")
     p.set_defaults(run=run)
 
 
