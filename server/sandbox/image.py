@@ -2,12 +2,18 @@
 
 Where a registry answers, the base is ``python:3.11-slim``. Where none does (this project's
 CI), the base is a Debian bookworm rootfs made by ``debootstrap`` and loaded with
-``docker import`` (DESIGN.md, "Offline images"); it already includes python3, numpy and sympy
-from Debian, so the build needs no network at all.
+``docker import``; it already includes python3, numpy and sympy from Debian, so the build
+needs no network at all.
+
+A build is skipped when the image is current: its ``toolgym.context-hash`` label is the
+hash of everything that goes into it (the Dockerfile and the base image's id), so running
+``toolgym build-image`` on every test run costs a second, and an edit to the Dockerfile or a
+new base image rebuilds it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -21,7 +27,10 @@ from typing import Any
 
 from toolgym._version import __version__
 
-__all__ = ["DEFAULT_IMAGE", "LOCAL_BASE", "REGISTRY_BASE", "build_sandbox_image", "ensure_local_base"]
+__all__ = [
+    "CONTEXT_LABEL", "DEFAULT_IMAGE", "LOCAL_BASE", "REGISTRY_BASE", "build_sandbox_image", "context_hash",
+    "ensure_local_base", "image_context_hash",
+]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +39,7 @@ REGISTRY_BASE = "python:3.11-slim"
 LOCAL_BASE = "toolgym-base:bookworm"
 DEBIAN_PACKAGES = "python3,python3-numpy,python3-sympy"
 DOCKERFILE = Path(__file__).with_name("Dockerfile.sandbox")
+CONTEXT_LABEL = "toolgym.context-hash"
 
 
 def _has_image(client: Any, ref: str) -> bool:
@@ -85,33 +95,78 @@ def ensure_local_base(client: Any, say: Callable[[str], None], *, rebuild: bool 
     return LOCAL_BASE
 
 
+def context_hash(dockerfile: bytes, base_id: str) -> str:
+    """The hash of what goes into the sandbox image: the Dockerfile's bytes and the id of the
+    base image it starts FROM (an id, not a name: a rebuilt base under the same tag is a new
+    base). Equal hashes mean a rebuild would make the same image."""
+    digest = hashlib.sha256()
+    for part in (b"toolgym-sandbox-image/1", dockerfile, base_id.encode()):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def image_context_hash(client: Any, ref: str) -> str | None:
+    """The context hash ``ref`` was built from, or None when it is missing or has no label."""
+    import docker.errors
+
+    try:
+        labels = client.images.get(ref).labels or {}
+    except docker.errors.ImageNotFound:
+        return None
+    value = labels.get(CONTEXT_LABEL)
+    return str(value) if value else None
+
+
+def _resolve_base(client: Any, base: str | None, say: Callable[[str], None]) -> str:
+    """The base to build FROM, present locally afterwards. Without ``base``: a base already
+    here (``python:3.11-slim``, else the local Debian one), so a current image is recognised
+    without touching the network; else a pull, else a new local Debian rootfs."""
+    if base is None:
+        for ref in (REGISTRY_BASE, LOCAL_BASE):
+            if _has_image(client, ref):
+                return ref
+        return REGISTRY_BASE if _try_pull(client, REGISTRY_BASE, say) else ensure_local_base(client, say)
+    if not _has_image(client, base) and not _try_pull(client, base, say):
+        raise RuntimeError(f"base image {base} is neither here nor pullable")
+    return base
+
+
 def build_sandbox_image(
     client: Any,
     *,
     tag: str = DEFAULT_IMAGE,
     base: str | None = None,
     say: Callable[[str], None] = print,
+    force: bool = False,
 ) -> str:
-    """Build the sandbox image and tag it ``tag`` and ``toolgym-sandbox:<version>``."""
-    if base is None:
-        if _has_image(client, REGISTRY_BASE) or _try_pull(client, REGISTRY_BASE, say):
-            base = REGISTRY_BASE
-        else:
-            base = ensure_local_base(client, say)
+    """Build the sandbox image and tag it ``tag`` and ``toolgym-sandbox:<version>``, unless
+    ``tag`` is already current (same context hash) and ``force`` is false: then only the
+    version tag is made sure of, in about a second, so callers may run this every time."""
+    base = _resolve_base(client, base, say)
+    dockerfile = DOCKERFILE.read_bytes()
+    wanted = context_hash(dockerfile, client.images.get(base).id)
+    repo = tag.partition(":")[0]
+    if not force and image_context_hash(client, tag) == wanted:
+        image = client.images.get(tag)
+        image.tag(repo, tag=__version__)
+        say(f"{tag} is current ({image.short_id}, built from {base} and this Dockerfile); nothing to build")
+        return tag
     say(f"building {tag} from {base}")
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
-        tar.add(DOCKERFILE, arcname="Dockerfile")
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
     context.seek(0)
     image, logs = client.images.build(
         fileobj=context, custom_context=True, buildargs={"BASE": base}, tag=tag, rm=True, forcerm=True,
-        labels={"toolgym.version": __version__},
+        labels={"toolgym.version": __version__, CONTEXT_LABEL: wanted},
     )
     for entry in logs:
         text = str(entry.get("stream", "")).strip()
         if text and not text.startswith("--->"):
             log.debug("build: %s", text)
-    repo = tag.partition(":")[0]
     image.tag(repo, tag=__version__)
     say(f"built {tag} ({image.short_id})")
     return tag

@@ -1,4 +1,5 @@
-"""``toolgym build-image``: build the sandbox image, offline if no registry answers."""
+"""``toolgym build-image``: build the sandbox image, offline if no registry answers, and only
+when it is missing or stale (its content hash label differs), so scripts may call it every time."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--tag", default="toolgym-sandbox:latest",
                    help="name of the image (default toolgym-sandbox:latest, what the server runs)")
     p.add_argument("--base", default=None,
-                   help="base image (default: python:3.11-slim if it can be pulled, else a local Debian rootfs)")
+                   help="base image (default: python:3.11-slim or the local Debian base if either is here,"
+                        " else python:3.11-slim if it can be pulled, else a new local Debian rootfs)")
+    p.add_argument("--force", action="store_true",
+                   help="rebuild even when the image is current (same Dockerfile and base image)")
     p.set_defaults(run=run)
 
 
@@ -29,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     client = docker_client(timeout_s=600)
     try:
-        build_sandbox_image(client, tag=args.tag, base=args.base, say=lambda m: print(f"build-image: {m}"))
+        build_sandbox_image(client, tag=args.tag, base=args.base, force=args.force,
+                            say=lambda m: print(f"build-image: {m}"))
     finally:
         client.close()
     return 0
