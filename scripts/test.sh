@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine with only Python: installs everything, makes a
 # Docker engine reachable (installing Debian's docker.io when root and none answers), builds
-# the sandbox image offline if needed, lints, and runs pytest (Docker tests included).
+# the sandbox image only if it is missing or stale (`toolgym build-image` compares a content
+# hash and returns at once when the image is current), lints, and runs pytest (Docker tests
+# included), listing the 15 slowest tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -25,7 +27,7 @@ fi
 bash scripts/typecheck.sh
 
 set +e
-.venv/bin/python -m pytest -q -ra -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -q -ra -p no:cacheprovider --durations=15 "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
