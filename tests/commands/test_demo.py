@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from toolgym.server.sandbox.select import docker_reachable
-
 TOOLGYM = str(Path(sys.executable).parent / "toolgym")
 
 pytestmark = pytest.mark.slow
@@ -39,7 +37,8 @@ def test_json_output_is_json_lines_and_a_chosen_backend_is_called_chosen() -> No
     assert {r["env_id"] for r in episodes} == {"toolgym/ToolUse-v0", "toolgym/CodeMath-v0",
                                                "toolgym/FunctionCall-v0"}
     assert all({"task_id", "policy", "rewards", "reason", "notes"} <= set(r) for r in episodes)
-    # The human notes went to stderr, and they tell the truth: the user asked for this backend.
+    # The human notes went to stderr, and they tell the truth: the user asked for this backend
+    # (where an engine answers, as here in CI, the demo once called this a fallback).
     assert "no Docker engine answers" not in done.stderr
     assert "process backend, as asked (--backend process" in done.stderr
     assert f"demo: {len(episodes)} episodes in" in done.stderr
@@ -61,10 +60,3 @@ def test_docker_asked_for_but_unreachable_is_a_clear_error(tmp_path: Path) -> No
     assert "--backend docker" in done.stderr and "no Docker engine answers" in done.stderr
     assert "Traceback" not in done.stderr
 
-
-@pytest.mark.skipif(not docker_reachable(), reason="no Docker engine answers here")
-def test_process_chosen_while_docker_answers_is_not_called_a_fallback() -> None:
-    done = toolgym_demo("--backend", "process")
-    assert done.returncode == 0, done.stderr
-    assert "no Docker engine answers" not in done.stdout + done.stderr
-    assert "process backend, as asked" in done.stdout
