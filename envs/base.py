@@ -193,12 +193,16 @@ def _check_type(name: str, value: Any, hint: Any) -> Any:
             if arm is type(None):
                 if value is None:
                     return None
+                errors.append(f"option {name!r} may be null")
                 continue
             try:
                 return _check_type(name, value, arm)
             except ValidationFailed as exc:
                 errors.append(exc.message)
-        raise ValidationFailed(f"option {name!r}: {value!r} matches no allowed type", option=name)
+        # Each arm's own message says what it wanted, so a user sees every accepted form.
+        raise ValidationFailed(
+            f"option {name!r}: {value!r} matches no allowed type ({'; or '.join(errors)})", option=name
+        )
     if hint is bool:
         if not isinstance(value, bool):
             raise ValidationFailed(f"option {name!r} must be a boolean, got {value!r}", option=name)

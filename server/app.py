@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from toolgym._version import __version__
 from toolgym.envs import load_families
+from toolgym.envs.base import SPLITS
 from toolgym.server.auth import Authenticator
 from toolgym.server.dataloop import apply_retirements
 from toolgym.server.episodes import EpisodeManager
@@ -42,7 +43,7 @@ def _load_task_files(tasks: TaskRegistry, specs: tuple[str, ...]) -> None:
         if not sep:
             raise ValueError(f"task file {spec!r} must be ENV_ID=PATH")
         records = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-        known = {t for s in ("train", "validation", "test") for t in tasks.ids(tasks.family(env_id).env_id, s)}
+        known = {t for s in SPLITS for t in tasks.ids(tasks.family(env_id).env_id, s)}
         fresh = [r for r in records if not (isinstance(r, dict) and str(r.get("id")) in known)]
         if fresh:
             ids = tasks.register(env_id, fresh)

@@ -11,7 +11,7 @@ import dataclasses
 import ipaddress
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -91,8 +91,6 @@ class Settings:
     judge_timeout_s: float = 60.0
     """Bound on one judge call; a slower vote counts as failed."""
 
-    extra: dict[str, Any] = field(default_factory=dict)
-
     @property
     def instance(self) -> str:
         if self.instance_id:
@@ -141,8 +139,6 @@ class Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            if f.name == "extra":
-                continue
             raw = env.get(f"TOOLGYM_{f.name.upper()}")
             if raw is None:
                 continue

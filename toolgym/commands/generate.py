@@ -252,6 +252,7 @@ def _write(args: argparse.Namespace, use_llm: bool, sandboxes: _Sandboxes | None
     ``started``, sandbox start-up included."""
     import json
 
+    from toolgym.envs.base import SPLITS
     from toolgym.taskgen import FUNCTION_CALL_KNOBS, GenerationError, GenerationReport, ScalingKnobs, generate
     from toolgym.taskgen.generator import function_call_record
     from toolgym.taskgen.stats import stats
@@ -310,7 +311,7 @@ def _write(args: argparse.Namespace, use_llm: bool, sandboxes: _Sandboxes | None
     kind = "FunctionCall" if args.function_call else "ToolUse"
     where = "stdout" if args.out == "-" else args.out
     lines = [f"wrote {written} {kind} tasks to {where} in {elapsed:.1f} s: {written / max(elapsed, 1e-9):.1f} tasks/s",
-             "splits: " + ", ".join(f"{s} {splits[s]}" for s in ("train", "validation", "test"))]
+             "splits: " + ", ".join(f"{s} {splits[s]}" for s in SPLITS)]
     lines += llm_lines
     lines += _rejections(report.rejected, report.attempted)
     if sandboxes is not None:
