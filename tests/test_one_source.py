@@ -49,3 +49,25 @@ def test_the_wire_split_type_matches_the_splits() -> None:
     from toolgym.server.models import SplitName
 
     assert typing.get_args(SplitName) == SPLITS
+
+
+def test_the_builtin_env_ids_are_listed_once() -> None:
+    """``toolgym.env_ids`` is the list: the server's ``BUILTIN`` and the client's gymnasium
+    ids derive from it, and pyproject's entry points are left to third-party families."""
+    import tomllib
+
+    from toolgym.client.gym import REMOTE_ENV_IDS
+    from toolgym.env_ids import BUILTIN_ENV_IDS
+    from toolgym.envs import BUILTIN, load_families
+
+    assert tuple(load_families(include_entry_points=False)) == BUILTIN_ENV_IDS == tuple(BUILTIN)
+    assert REMOTE_ENV_IDS is BUILTIN_ENV_IDS
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    entry_points = pyproject["project"].get("entry-points", {}).get("toolgym.envs", {})
+    assert not set(entry_points.values()) & set(BUILTIN.values()), "built-in families are in BUILTIN only"
+    copies = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in _sources() if path != ROOT / "toolgym" / "env_ids.py"
+        for line, strings in _string_sequences(path) if len(strings) > 1 and set(strings) <= set(BUILTIN_ENV_IDS)
+    ]
+    assert copies == [], "use toolgym.envs.BUILTIN_ENV_IDS"
