@@ -26,7 +26,7 @@ from toolgym.server.errors import BodySizeLimit, install_error_handlers
 from toolgym.server.judge import build_judge
 from toolgym.server.metrics import Metrics
 from toolgym.server.routes import batch, dataloop, envs, episodes, health
-from toolgym.server.sandbox.base import SandboxBackend, SandboxSpec
+from toolgym.server.sandbox.base import SandboxBackend
 from toolgym.server.sandbox.pool import SandboxPool
 from toolgym.server.settings import Settings
 from toolgym.server.store import Store
@@ -86,14 +86,8 @@ def create_app(settings: Settings, *, backend: SandboxBackend | None = None) -> 
             log.info("%d tasks are retired (no sampler draws them)", retired)
         metrics = Metrics()
 
-        def spec_for(labels: dict[str, str]) -> SandboxSpec:
-            return SandboxSpec(
-                labels=labels, memory_bytes=settings.sandbox_memory_bytes,
-                max_processes=settings.sandbox_max_processes, cpus=settings.sandbox_cpus,
-            )
-
         replica = secrets.token_hex(3)
-        pool = SandboxPool(chosen, spec_for, size=settings.warm_pool_size, replica=replica)
+        pool = SandboxPool(chosen, settings.sandbox_spec, size=settings.warm_pool_size, replica=replica)
         manager = EpisodeManager(settings, families, tasks, pool, store, metrics, replica=replica)
         app.state.backend = chosen
         app.state.manager = manager

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from toolgym.server.sandbox.base import SandboxSpec
+
 __all__ = ["BackendName", "Settings"]
 
 BackendName = Literal["auto", "docker", "process"]
@@ -105,6 +107,15 @@ class Settings:
                 if line:
                     keys.append(line)
         return tuple(dict.fromkeys(keys))
+
+    def sandbox_spec(self, labels: dict[str, str]) -> SandboxSpec:
+        """The spec of a sandbox started under these settings: ``labels`` and the configured
+        limits. The server's pool and ``toolgym generate`` both start theirs from it, so a
+        sandbox is the same wherever it was made."""
+        return SandboxSpec(
+            labels=labels, memory_bytes=self.sandbox_memory_bytes,
+            max_processes=self.sandbox_max_processes, cpus=self.sandbox_cpus,
+        )
 
     @property
     def auth_enabled(self) -> bool:
