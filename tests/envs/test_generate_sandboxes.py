@@ -27,7 +27,8 @@ def _containers(instance: str) -> list[dict[str, object]]:
 
     client = docker_client()
     try:
-        listed = client.api.containers(all=True, filters={"label": [f"{LABEL_MANAGED}=1", f"{LABEL_INSTANCE}={instance}"]})
+        labels = [f"{LABEL_MANAGED}=1", f"{LABEL_INSTANCE}={instance}"]
+        listed = client.api.containers(all=True, filters={"label": labels})
         return [client.api.inspect_container(c["Id"]) for c in listed]
     finally:
         client.close()
