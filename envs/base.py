@@ -150,8 +150,11 @@ class Episode(ABC):
 
 
 class EnvFamily(ABC):
-    """One kind of environment. Subclasses set the class attributes and implement the four
-    methods; ``GET /v1/envs`` publishes the attributes and ``options_schema(options_type)``."""
+    """One kind of environment. Subclasses set the class attributes and implement
+    ``validate_record`` and ``start`` (the other methods have defaults); ``GET /v1/envs``
+    publishes the attributes and ``options_schema(options_type)``. A family that takes part in
+    the data loop also inherits capability mixins (``Gradable``, ``Judgeable``,
+    ``Expandable``; see ``capabilities``)."""
 
     env_id: ClassVar[str]
     description: ClassVar[str]

@@ -3,7 +3,7 @@ and put a task's label before a judge. Nothing here speaks HTTP (``routes/datalo
 
 What a family can do here it declares itself, by the capability mixins of
 ``toolgym.envs.base`` (``EnvFamily.capabilities``): ``Expandable`` to grow tasks,
-``Gradable`` to have their gold checked, ``Judgeable`` to have a label judged. This module
+``Gradable`` to have their gold checked, ``Judgeable`` to have a label judged. The code here
 names no env: a family without a capability gets a 422 that says which one it lacks.
 
 Expansion (LoopTool's Error-Driven Data Expansion): for each selected task -- by id, or every
