@@ -24,11 +24,13 @@ from gymnasium import spaces
 
 from toolgym.client._core import RetryPolicy
 from toolgym.client._sync import EnvClient
+from toolgym.env_ids import BUILTIN_ENV_IDS
 from toolgym.errors import EpisodeNotFound
 
 __all__ = ["ChatAction", "ChatObservation", "RemoteEnv", "register_envs"]
 
-REMOTE_ENV_IDS = ("toolgym/ToolUse-v0", "toolgym/CodeMath-v0", "toolgym/FunctionCall-v0")
+REMOTE_ENV_IDS = BUILTIN_ENV_IDS
+"""The server's built-in envs, registered with gymnasium under the same ids."""
 _ALPHABET = np.array(list("abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,?"))
 
 

@@ -1,8 +1,10 @@
 """Env families: the registry the server and the docs read.
 
-The families ToolGym ships are listed in ``BUILTIN``; others plug in through the
-``toolgym.envs`` entry-point group (a name -> an ``EnvFamily`` subclass). Ids follow
-Gymnasium's ``namespace/Name-vN`` form and a miss answers "did you mean ...?".
+The families ToolGym ships are ``BUILTIN`` (env id -> class), their ids taken from
+``toolgym.env_ids``, the one list the client reads too.
+Other families plug in through the ``toolgym.envs`` entry-point group (a name -> an
+``EnvFamily`` subclass). Ids follow Gymnasium's ``namespace/Name-vN`` form and a miss
+answers "did you mean ...?".
 """
 
 from __future__ import annotations
@@ -13,20 +15,24 @@ import logging
 import re
 from importlib.metadata import entry_points
 
+from toolgym.env_ids import BUILTIN_ENV_IDS, CODEMATH, FUNCTIONCALL, TOOLUSE
 from toolgym.envs.base import EnvFamily
 from toolgym.errors import EnvNotFound
 
-__all__ = ["BUILTIN", "ENV_ID_RE", "EnvFamily", "load_families", "lookup"]
+__all__ = ["BUILTIN", "BUILTIN_ENV_IDS", "ENV_ID_RE", "EnvFamily", "load_families", "lookup"]
 
 log = logging.getLogger(__name__)
 
 ENV_ID_RE = re.compile(r"^(?:(?P<namespace>[\w:.-]+)/)?(?P<name>[\w:.-]+?)-v(?P<version>\d+)$")
 
-BUILTIN: tuple[str, ...] = (
-    "toolgym.envs.tooluse:ToolUseFamily",
-    "toolgym.envs.functioncall:FunctionCallFamily",
-    "toolgym.envs.codemath:CodeMathFamily",
-)
+BUILTIN: dict[str, str] = {
+    TOOLUSE: "toolgym.envs.tooluse:ToolUseFamily",
+    CODEMATH: "toolgym.envs.codemath:CodeMathFamily",
+    FUNCTIONCALL: "toolgym.envs.functioncall:FunctionCallFamily",
+}
+"""The families ToolGym ships, by env id. The ids live in ``toolgym.env_ids`` so they can be
+known without importing the families; ``load_families`` refuses a class whose ``env_id``
+disagrees with its key."""
 
 
 def _load(path: str) -> type[EnvFamily]:
@@ -40,9 +46,11 @@ def _load(path: str) -> type[EnvFamily]:
 def load_families(include_entry_points: bool = True) -> dict[str, EnvFamily]:
     """Instantiate every known family, keyed by env id (built-ins win on a clash)."""
     families: dict[str, EnvFamily] = {}
-    for path in BUILTIN:
+    for env_id, path in BUILTIN.items():
         cls = _load(path)
-        families[cls.env_id] = cls()
+        if cls.env_id != env_id:
+            raise TypeError(f"{path} serves {cls.env_id!r}, but BUILTIN lists it as {env_id!r}")
+        families[env_id] = cls()
     if include_entry_points:
         for ep in entry_points(group="toolgym.envs"):
             try:

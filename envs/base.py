@@ -11,6 +11,13 @@ it computes rewards itself from what came back, so a policy cannot write its own
 
 Episodes must be deterministic given (task, options, seed, actions, tool outputs): the server
 forks an episode by replaying its recorded actions into a fresh one.
+
+A family may also take part in the served data loop (LoopTool's: grow failing tasks, judge
+labels) by declaring *capabilities*, mixins it inherits next to ``EnvFamily``: ``Gradable``
+(one gold answer per task, gradable without a sandbox), ``Judgeable`` (a label a judge can
+compare with an answer) and ``Expandable`` (new tasks from an old one). The server asks
+``EnvFamily.capabilities`` and nothing else, so a new family plugs into the data loop
+without a server change; a family without a capability gets a 422 that names it.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import random
 import types
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -31,8 +38,13 @@ __all__ = [
     "SPLITS",
     "Action",
     "AssistantMessage",
+    "Capability",
     "EnvFamily",
     "Episode",
+    "Expandable",
+    "Gradable",
+    "JudgeView",
+    "Judgeable",
     "Observation",
     "Runner",
     "Step",
@@ -138,8 +150,11 @@ class Episode(ABC):
 
 
 class EnvFamily(ABC):
-    """One kind of environment. Subclasses set the class attributes and implement the four
-    methods; ``GET /v1/envs`` publishes the attributes and ``options_schema(options_type)``."""
+    """One kind of environment. Subclasses set the class attributes and implement
+    ``validate_record`` and ``start`` (the other methods have defaults); ``GET /v1/envs``
+    publishes the attributes and ``options_schema(options_type)``. A family that takes part in
+    the data loop also inherits capability mixins (``Gradable``, ``Judgeable``,
+    ``Expandable``; see ``capabilities``)."""
 
     env_id: ClassVar[str]
     description: ClassVar[str]
@@ -177,6 +192,82 @@ class EnvFamily(ABC):
     def start(self, task: Task, options: Any, runner: Runner | None, rng: random.Random) -> Episode:
         """A new episode of ``task``. ``runner`` is None when ``needs_sandbox`` is False."""
 
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        """The data-loop capabilities this family declares by inheriting their mixins
+        (``Gradable``, ``Judgeable``, ``Expandable``); empty for a family that only serves
+        episodes. Derived from the class, so a declaration cannot disagree with the code."""
+        found: set[Capability] = set()
+        if isinstance(self, Gradable):
+            found.add("grade")
+        if isinstance(self, Judgeable):
+            found.add("judge")
+        if isinstance(self, Expandable):
+            found.add("expand")
+        return frozenset(found)
+
+
+# --- data-loop capabilities: mixins a family inherits next to EnvFamily -----------------------
+
+Capability = Literal["grade", "judge", "expand"]
+"""``grade`` (``Gradable``), ``judge`` (``Judgeable``), ``expand`` (``Expandable``)."""
+
+
+@dataclass(frozen=True)
+class JudgeView:
+    """What a label judge is shown of one task and one policy answer (LoopTool's JGLV): the
+    conversation the policy was given, its tools (OpenAI schemas, may be empty), the task's
+    label as "Response 1" and the policy's answer as "Response 2", both as text."""
+
+    messages: Sequence[Mapping[str, Any]]
+    tools: Sequence[Mapping[str, Any]]
+    label: str
+    response: str
+
+
+class Gradable(ABC):
+    """Capability ``grade``: every task has one gold answer, and whether an answer earns full
+    reward can be told without a sandbox (it checks a final answer; it does not run one).
+
+    The data loop uses it twice: a proposed variant is kept only if its own gold grades as
+    correct (so no task enters the set that no policy could solve), and the judge is not asked
+    about an answer that already grades as correct.
+    """
+
+    @abstractmethod
+    def gold_answer(self, record: Mapping[str, Any]) -> Action:
+        """The gold of a validated ``record`` written as a policy would write it: an action
+        ``grade`` must accept on that record."""
+
+    @abstractmethod
+    def grade(self, task: Task, action: Action) -> bool:
+        """Whether ``action``, as the policy's whole answer, earns full reward on ``task``
+        under every scoring rule the family offers. May block (a verifier worker process);
+        the server calls it from a worker thread."""
+
+
+class Judgeable(Gradable):
+    """Capability ``judge``: a task's label can be put before a judge next to a policy's
+    answer, to find labels that are wrong (LoopTool's Judgement-Guided Label Verification).
+    Implies ``grade``: an answer that already grades as correct is never sent to a judge."""
+
+    @abstractmethod
+    def judge_view(self, task: Task, response: Action) -> JudgeView:
+        """How the judge sees ``task`` and the policy's ``response``."""
+
+
+class Expandable(ABC):
+    """Capability ``expand``: new tasks can be grown from an existing one (LoopTool's
+    Error-Driven Data Expansion). The data loop validates, deduplicates and (for a
+    ``Gradable`` family) grades every proposal before registering it."""
+
+    @abstractmethod
+    def variants(self, record: Mapping[str, Any], n: int, rng: random.Random) -> list[dict[str, Any]]:
+        """Up to ``n`` new records like ``record`` (which carries its ``id``), drawn from
+        ``rng`` only, so the same seed proposes the same variants; ``[]`` when this record
+        has none (e.g. it was not made by a generator the family knows). May raise
+        ``ValidationFailed`` for a record it cannot read."""
+
 
 # --- options: small dataclasses, validated by their type hints -------------------------------
 
@@ -193,12 +284,16 @@ def _check_type(name: str, value: Any, hint: Any) -> Any:
             if arm is type(None):
                 if value is None:
                     return None
+                errors.append(f"option {name!r} may be null")
                 continue
             try:
                 return _check_type(name, value, arm)
             except ValidationFailed as exc:
                 errors.append(exc.message)
-        raise ValidationFailed(f"option {name!r}: {value!r} matches no allowed type", option=name)
+        # Each arm's own message says what it wanted, so a user sees every accepted form.
+        raise ValidationFailed(
+            f"option {name!r}: {value!r} matches no allowed type ({'; or '.join(errors)})", option=name
+        )
     if hint is bool:
         if not isinstance(value, bool):
             raise ValidationFailed(f"option {name!r} must be a boolean, got {value!r}", option=name)

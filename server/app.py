@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from toolgym._version import __version__
 from toolgym.envs import load_families
+from toolgym.envs.base import SPLITS
 from toolgym.server.auth import Authenticator
 from toolgym.server.dataloop import apply_retirements
 from toolgym.server.episodes import EpisodeManager
@@ -25,7 +26,7 @@ from toolgym.server.errors import BodySizeLimit, install_error_handlers
 from toolgym.server.judge import build_judge
 from toolgym.server.metrics import Metrics
 from toolgym.server.routes import batch, dataloop, envs, episodes, health
-from toolgym.server.sandbox.base import SandboxBackend, SandboxSpec
+from toolgym.server.sandbox.base import SandboxBackend
 from toolgym.server.sandbox.pool import SandboxPool
 from toolgym.server.settings import Settings
 from toolgym.server.store import Store
@@ -42,7 +43,7 @@ def _load_task_files(tasks: TaskRegistry, specs: tuple[str, ...]) -> None:
         if not sep:
             raise ValueError(f"task file {spec!r} must be ENV_ID=PATH")
         records = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-        known = {t for s in ("train", "validation", "test") for t in tasks.ids(tasks.family(env_id).env_id, s)}
+        known = {t for s in SPLITS for t in tasks.ids(tasks.family(env_id).env_id, s)}
         fresh = [r for r in records if not (isinstance(r, dict) and str(r.get("id")) in known)]
         if fresh:
             ids = tasks.register(env_id, fresh)
@@ -85,14 +86,8 @@ def create_app(settings: Settings, *, backend: SandboxBackend | None = None) -> 
             log.info("%d tasks are retired (no sampler draws them)", retired)
         metrics = Metrics()
 
-        def spec_for(labels: dict[str, str]) -> SandboxSpec:
-            return SandboxSpec(
-                labels=labels, memory_bytes=settings.sandbox_memory_bytes,
-                max_processes=settings.sandbox_max_processes, cpus=settings.sandbox_cpus,
-            )
-
         replica = secrets.token_hex(3)
-        pool = SandboxPool(chosen, spec_for, size=settings.warm_pool_size, replica=replica)
+        pool = SandboxPool(chosen, settings.sandbox_spec, size=settings.warm_pool_size, replica=replica)
         manager = EpisodeManager(settings, families, tasks, pool, store, metrics, replica=replica)
         app.state.backend = chosen
         app.state.manager = manager

@@ -1,16 +1,21 @@
-"""The served data loop (LoopTool, PAPERS.md §2): grow failing tasks, retire mastered ones,
+"""The served data loop (LoopTool, arXiv 2511.09148): grow failing tasks, retire mastered ones,
 and put a task's label before a judge. Nothing here speaks HTTP (``routes/dataloop.py`` does).
+
+What a family can do here it declares itself, by the capability mixins of
+``toolgym.envs.base`` (``EnvFamily.capabilities``): ``Expandable`` to grow tasks,
+``Gradable`` to have their gold checked, ``Judgeable`` to have a label judged. The code here
+names no env: a family without a capability gets a 422 that says which one it lacks.
 
 Expansion (LoopTool's Error-Driven Data Expansion): for each selected task -- by id, or every
 task of the chosen ``splits`` whose class (``frontier.classify``) is in ``status``, retired
-ones left out -- the env family's ``variants(record, n, rng)`` proposes up to ``n`` new
-records. Each is kept only if it
+ones left out -- the family's ``variants(record, n, rng)`` proposes up to ``n`` new records.
+Each is kept only if it
 
 1. passes the family's ``validate_record`` (for CodeMath: math-verify parses the gold);
-2. has a gold that earns full reward (``GRADERS``): for FunctionCall, the gold calls, written
-   as Qwen ``<tool_call>`` tags, score 1 in a real episode under *every* verifier of the env
-   (``looptool`` and ``bfcl``); for CodeMath, ``\\boxed{gold}`` verifies against the gold
-   with math-verify. A family without a grader is checked by ``validate_record`` alone;
+2. has a gold that earns full reward, for a ``Gradable`` family: ``grade(task,
+   gold_answer(record))`` (FunctionCall: the gold calls as Qwen ``<tool_call>`` tags score 1
+   under *every* verifier of the env; CodeMath: ``\\boxed{gold}`` verifies against the gold
+   with math-verify). Another family is checked by ``validate_record`` alone;
 3. is new: no task of the env has the same content (the record without its ``metadata`` and
    ``slots``: a variant may well rebuild a sibling task), and its id
    ``<parent id>~<8 hex of its content>`` is free, so the same variant proposed again
@@ -38,12 +43,11 @@ import json
 import logging
 import random
 import secrets
-import typing
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from toolgym.envs.base import SPLITS, Action, AssistantMessage, EnvFamily, Task
+from toolgym.envs.base import SPLITS, Action, EnvFamily, Expandable, Gradable, Judgeable, Task
 from toolgym.errors import DuplicateTask, EnvNotFound, TaskNotFound, ValidationFailed
 from toolgym.server.frontier import task_stats
 from toolgym.server.judge import JudgeCase
@@ -51,15 +55,13 @@ from toolgym.server.store import Store
 from toolgym.server.tasks import MAX_TASK_ID_CHARS, TaskRegistry, content_id
 
 __all__ = [
-    "GRADERS",
     "Expansion",
-    "Grader",
     "Rejection",
-    "action_text",
     "apply_retirements",
     "expand",
-    "grader_for",
+    "expandable",
     "judge_case",
+    "judgeable",
     "retire",
     "unretire",
     "variant_id",
@@ -67,75 +69,33 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FUNCTIONCALL = "toolgym/FunctionCall-v0"
-CODEMATH = "toolgym/CodeMath-v0"
 
-
-# --- graders: the gold as an answer, and whether an answer earns full reward -------------------
-@dataclass(frozen=True)
-class Grader:
-    """How the data loop reads one env family's tasks.
-
-    ``answer(record)``: the gold written as a policy would write it (what must score 1);
-    ``label(record)``: the gold as the judge is shown it ("Response 1");
-    ``scores(family, task, action)``: whether ``action`` earns full reward on ``task``.
-    """
-
-    answer: Callable[[Mapping[str, Any]], str]
-    label: Callable[[Mapping[str, Any]], str]
-    scores: Callable[[EnvFamily, Task, Action], bool]
-
-
-def _tag_calls(calls: Iterable[Mapping[str, Any]]) -> str:
-    return "\n".join(
-        "<tool_call>\n" + json.dumps({"name": c["name"], "arguments": c["arguments"]}, ensure_ascii=False)
-        + "\n</tool_call>"
-        for c in calls
+# --- capabilities: what the family says it can do ----------------------------------------------
+def _lacks(family: EnvFamily, doing: str, mixin: type, why: str) -> ValidationFailed:
+    """The 422 for a family without a capability: what it cannot do, why, and how a family
+    gains it (the mixin to inherit), so the message serves a user and a family's author."""
+    have = sorted(family.capabilities)
+    return ValidationFailed(
+        f"env {family.env_id} cannot {doing}: {why} (its family does not implement"
+        f" toolgym.envs.base.{mixin.__name__}; its data-loop capabilities: {have or 'none'})",
+        env_id=family.env_id, capabilities=have,
     )
 
 
-def _fc_answer(record: Mapping[str, Any]) -> str:
-    if record.get("gold_text"):
-        return "None of the available tools fits this request, so I will answer without calling one."
-    return _tag_calls(record["gold_calls"])
+def expandable(family: EnvFamily) -> Expandable:
+    """The family as an ``Expandable``; 422 if it cannot grow tasks."""
+    if not isinstance(family, Expandable):
+        raise _lacks(family, "grow new tasks", Expandable,
+                     "it proposes no variants(record, n, rng) of a task")
+    return family
 
 
-def _fc_label(record: Mapping[str, Any]) -> str:
-    if record.get("gold_text"):
-        return "(a plain-text answer that calls no tool: no available tool fits the request)"
-    return _tag_calls(record["gold_calls"])
-
-
-def _fc_scores(family: EnvFamily, task: Task, action: Action) -> bool:
-    from toolgym.envs.functioncall import Verifier
-
-    for verifier in typing.get_args(Verifier):
-        options = family.parse_options({"verifier": verifier}, task.split)
-        episode = family.start(task, options, None, random.Random(0))
-        episode.reset()
-        step = episode.step(action)
-        if not family.episode_success(step.reward, step.info):
-            return False
-    return True
-
-
-def _cm_answer(record: Mapping[str, Any]) -> str:
-    return f"\\boxed{{{record['answer']}}}"
-
-
-def _cm_scores(family: EnvFamily, task: Task, action: Action) -> bool:
-    from toolgym.envs.codemath.parsing import find_last_boxed
-
-    text = (action.content or "") if isinstance(action, AssistantMessage) else action
-    verifier = family.verifier  # type: ignore[attr-defined]
-    return bool(verifier.verify(str(task.record["answer"]), find_last_boxed(text)).correct)
-
-
-GRADERS: dict[str, Grader] = {
-    FUNCTIONCALL: Grader(answer=_fc_answer, label=_fc_label, scores=_fc_scores),
-    CODEMATH: Grader(answer=_cm_answer, label=_cm_answer, scores=_cm_scores),
-}
-"""Per env id. ToolUse has none: its gold is a set of tool outputs, not one answer."""
+def judgeable(family: EnvFamily) -> Judgeable:
+    """The family as a ``Judgeable``; 422 if its tasks have no single label to judge."""
+    if not isinstance(family, Judgeable):
+        raise _lacks(family, "be judged", Judgeable,
+                     "its tasks have no single label to compare an answer with")
+    return family
 
 
 # --- expansion ---------------------------------------------------------------------------------
@@ -176,16 +136,6 @@ def _fingerprints(tasks: TaskRegistry, env_id: str) -> set[str]:
     return {_fingerprint(tasks.get(env_id, tid).record) for split in SPLITS for tid in tasks.ids(env_id, split)}
 
 
-def _has_variants(family: EnvFamily) -> Callable[[Mapping[str, Any], int, random.Random], list[dict[str, Any]]]:
-    method = getattr(family, "variants", None)
-    if not callable(method):
-        raise ValidationFailed(
-            f"env {family.env_id} cannot grow new tasks: its family has no variants(record, n, rng) method",
-            env_id=family.env_id,
-        )
-    return method  # type: ignore[no-any-return]
-
-
 def _select(
     tasks: TaskRegistry, store: Store, env_id: str, task_ids: Sequence[str] | None,
     statuses: Sequence[str], splits: Sequence[str],
@@ -220,15 +170,14 @@ def expand(
     """Grow up to ``n`` verified variants of each selected task (module doc). Blocking: a
     CodeMath check waits on math-verify worker processes; call it from a worker thread."""
     family = tasks.family(env_id)
-    variants = _has_variants(family)
+    grower = expandable(family)
     parents = _select(tasks, store, family.env_id, task_ids, statuses, splits)
     result = Expansion(seed=secrets.randbits(63) if seed is None else seed)
-    grader = GRADERS.get(family.env_id)
     known = _fingerprints(tasks, family.env_id) if parents else set()
     for parent in parents:
         rng = random.Random(f"{result.seed}/{parent.id}")
         try:
-            proposals = variants({**copy.deepcopy(dict(parent.record)), "id": parent.id}, n, rng)
+            proposals = grower.variants({**copy.deepcopy(dict(parent.record)), "id": parent.id}, n, rng)
         except ValidationFailed as exc:
             log.warning("%s: no variants of %s: %s", family.env_id, parent.id, exc.message)
             proposals = []
@@ -236,7 +185,7 @@ def expand(
             result.skipped.append(parent.id)
             continue
         for proposal in proposals[:n]:
-            reason = _add_variant(tasks, store, family, grader, parent, proposal, known, result)
+            reason = _add_variant(tasks, store, family, parent, proposal, known, result)
             if reason is not None:
                 result.rejections.append(Rejection(parent.id, reason))
     log.info("%s: expanded %d tasks (seed %d): %d created, %d rejected, %d skipped", family.env_id,
@@ -245,7 +194,7 @@ def expand(
 
 
 def _add_variant(
-    tasks: TaskRegistry, store: Store, family: EnvFamily, grader: Grader | None, parent: Task,
+    tasks: TaskRegistry, store: Store, family: EnvFamily, parent: Task,
     proposal: Mapping[str, Any], known: set[str], result: Expansion,
 ) -> str | None:
     """Verify and register one proposed variant; the reason it was rejected, or None.
@@ -265,7 +214,7 @@ def _add_variant(
     except TaskNotFound:
         pass
     probe = Task(env_id=family.env_id, id=new_id, split=parent.split, record=record)
-    if grader is not None and not grader.scores(family, probe, grader.answer(record)):
+    if isinstance(family, Gradable) and not family.grade(probe, family.gold_answer(record)):
         return "its gold does not earn full reward under the env's own verifier"
     try:
         tasks.register(family.env_id, [{**record, "id": new_id, "split": parent.split}])
@@ -326,39 +275,8 @@ def apply_retirements(tasks: TaskRegistry, store: Store) -> int:
 
 
 # --- the judge's inputs ------------------------------------------------------------------------
-def action_text(action: Action) -> str:
-    """An action as text for the judge: the content, then any OpenAI tool calls as tags."""
-    if isinstance(action, str):
-        return action
-    calls = []
-    for call in action.tool_calls:
-        function = call.get("function") or {}
-        arguments = function.get("arguments", {})
-        if isinstance(arguments, str):
-            try:
-                arguments = json.loads(arguments)
-            except ValueError:
-                pass
-        calls.append({"name": function.get("name"), "arguments": arguments})
-    return "\n".join(part for part in (action.content or "", _tag_calls(calls)) if part)
-
-
-def grader_for(family: EnvFamily) -> Grader:
-    """The family's grader; 422 for a family whose tasks have no single label to judge."""
-    grader = GRADERS.get(family.env_id)
-    if grader is None:
-        raise ValidationFailed(
-            f"env {family.env_id} cannot be judged: its tasks have no single label to compare an answer with"
-            f" (judged envs: {sorted(GRADERS)})", env_id=family.env_id,
-        )
-    return grader
-
-
 def judge_case(family: EnvFamily, task: Task, response: Action) -> JudgeCase:
-    """The judge's view of ``task`` and the policy's ``response`` (422 for a family whose
-    tasks have no single label to compare with)."""
-    grader = grader_for(family)
-    record = task.record
-    messages = record.get("messages") or [{"role": "user", "content": str(record.get("question", ""))}]
-    tools = record.get("tools") or ()
-    return JudgeCase(messages=messages, tools=tools, label=grader.label(record), response=action_text(response))
+    """The judge's view of ``task`` and the policy's ``response``, as the family renders it
+    (422 for a family that is not ``Judgeable``)."""
+    view = judgeable(family).judge_view(task, response)
+    return JudgeCase(messages=view.messages, tools=view.tools, label=view.label, response=view.response)

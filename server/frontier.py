@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import random
 
-from toolgym.envs.base import Task
+from toolgym.envs.base import SPLITS, Task
 from toolgym.errors import ValidationFailed
 from toolgym.server.models import TaskStat
 from toolgym.server.store import Store, TaskStatsRow
@@ -64,7 +64,7 @@ def classify(row: TaskStatsRow | None) -> str:
 def task_stats(tasks: TaskRegistry, store: Store, env_id: str) -> list[TaskStat]:
     rows = {r.task_id: r for r in store.task_stats(env_id)}
     out = []
-    for split in ("train", "validation", "test"):
+    for split in SPLITS:
         for task_id in tasks.ids(env_id, split):
             row = rows.get(task_id)
             out.append(TaskStat(

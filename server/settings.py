@@ -11,9 +11,11 @@ import dataclasses
 import ipaddress
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from toolgym.server.sandbox.base import SandboxSpec
 
 __all__ = ["BackendName", "Settings"]
 
@@ -91,8 +93,6 @@ class Settings:
     judge_timeout_s: float = 60.0
     """Bound on one judge call; a slower vote counts as failed."""
 
-    extra: dict[str, Any] = field(default_factory=dict)
-
     @property
     def instance(self) -> str:
         if self.instance_id:
@@ -107,6 +107,15 @@ class Settings:
                 if line:
                     keys.append(line)
         return tuple(dict.fromkeys(keys))
+
+    def sandbox_spec(self, labels: dict[str, str]) -> SandboxSpec:
+        """The spec of a sandbox started under these settings: ``labels`` and the configured
+        limits. The server's pool and ``toolgym generate`` both start theirs from it, so a
+        sandbox is the same wherever it was made."""
+        return SandboxSpec(
+            labels=labels, memory_bytes=self.sandbox_memory_bytes,
+            max_processes=self.sandbox_max_processes, cpus=self.sandbox_cpus,
+        )
 
     @property
     def auth_enabled(self) -> bool:
@@ -141,8 +150,6 @@ class Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            if f.name == "extra":
-                continue
             raw = env.get(f"TOOLGYM_{f.name.upper()}")
             if raw is None:
                 continue

@@ -146,6 +146,7 @@ class TurnMismatch(Conflict):
             expected_turn=expected_turn,
             turn=turn,
         )
+        self.episode_id = episode_id
         self.expected_turn = expected_turn
         self.turn = turn
 
@@ -155,6 +156,7 @@ class DuplicateTask(Conflict):
 
     def __init__(self, env_id: str, task_id: str) -> None:
         super().__init__(f"env {env_id!r} already has a task {task_id!r}", env_id=env_id, task_id=task_id)
+        self.env_id = env_id
         self.task_id = task_id
 
 

@@ -44,6 +44,9 @@ from toolgym.envs.base import (
     Action,
     EnvFamily,
     Episode,
+    Expandable,
+    Judgeable,
+    JudgeView,
     Observation,
     Runner,
     Step,
@@ -59,6 +62,7 @@ from toolgym.envs.codemath.parsing import (
     find_last_boxed,
     format_observation,
     parse_turn,
+    turn_text,
 )
 from toolgym.envs.codemath.program import build_program, run_timeout_s
 from toolgym.envs.codemath.verifier import Verdict, VerifierPool, default_pool
@@ -129,7 +133,7 @@ def system_prompt(options: CodeMathOptions) -> str:
     )
 
 
-class CodeMathFamily(EnvFamily):
+class CodeMathFamily(EnvFamily, Judgeable, Expandable):
     """The CodeMath env family (module doc). ``verifier`` defaults to the process-wide pool."""
 
     env_id: ClassVar[str] = "toolgym/CodeMath-v0"
@@ -195,6 +199,22 @@ class CodeMathFamily(EnvFamily):
     def variants(self, record: Mapping[str, Any], n: int, rng: random.Random) -> list[dict[str, Any]]:
         """New tasks from the same reasoning-gym generator (``tasks.variants``)."""
         return tasks.variants(record, n, rng)
+
+    def gold_answer(self, record: Mapping[str, Any]) -> Action:
+        """The gold as the policy is asked to give it: ``\\boxed{answer}``."""
+        return f"\\boxed{{{record['answer']}}}"
+
+    def grade(self, task: Task, action: Action) -> bool:
+        """The reward rule on one final turn: its last ``\\boxed{}`` equals the gold for
+        math-verify (in a worker process; blocks up to the verifier's timeout)."""
+        verdict = self.verifier.verify(str(task.record["answer"]), find_last_boxed(turn_text(action)))
+        return bool(verdict.correct)
+
+    def judge_view(self, task: Task, response: Action) -> JudgeView:
+        """The question, no tools, the boxed gold and the answer's text."""
+        question = {"role": "user", "content": str(task.record["question"])}
+        return JudgeView(messages=[question], tools=[], label=str(self.gold_answer(task.record)),
+                         response=turn_text(response))
 
     def parse_options(self, raw: Mapping[str, Any], split: str) -> CodeMathOptions:
         default_turns = TRAIN_MAX_TURNS if split == "train" else EVAL_MAX_TURNS

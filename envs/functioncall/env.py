@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import random
+import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -19,12 +20,16 @@ from toolgym.envs.base import (
     Action,
     EnvFamily,
     Episode,
+    Expandable,
+    Judgeable,
+    JudgeView,
     Observation,
     Runner,
     Step,
     Task,
     make_info,
 )
+from toolgym.envs.functioncall import grading
 from toolgym.envs.functioncall.parsing import ParsedResponse, parse_response
 from toolgym.envs.functioncall.records import gold_ast_of, validate_record
 from toolgym.envs.functioncall.tasks import builtin_records
@@ -121,7 +126,7 @@ class FunctionCallEpisode(Episode):
         return Step(Observation(messages=[]), reward, True, False, info)
 
 
-class FunctionCallFamily(EnvFamily):
+class FunctionCallFamily(EnvFamily, Judgeable, Expandable):
     env_id = "toolgym/FunctionCall-v0"
     description = (
         "Single-step function calling (LoopTool, arXiv 2511.09148): answer a question with the right "
@@ -168,3 +173,17 @@ class FunctionCallFamily(EnvFamily):
         """Up to ``n`` new verified tasks from ``record``, a value substituted consistently in
         the query and the gold (LoopTool's EDDE without an LLM; see ``variants.py``)."""
         return make_variants(record, n, rng)
+
+    def gold_answer(self, record: Mapping[str, Any]) -> Action:
+        """The gold calls as Qwen tags (a text gold: a sentence without a call)."""
+        return grading.gold_answer(record)
+
+    def grade(self, task: Task, action: Action) -> bool:
+        """Scores 1 under *every* verifier (``looptool`` and ``bfcl``): a grown variant
+        must be right whichever one a trainer picks."""
+        parsed = parse_response(action)
+        return all(score(parsed, task.record, v).match for v in typing.get_args(Verifier))
+
+    def judge_view(self, task: Task, response: Action) -> JudgeView:
+        """The task's messages and tools; the label and the answer as tags (``grading``)."""
+        return grading.judge_view(task.record, response)

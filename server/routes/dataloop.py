@@ -1,9 +1,11 @@
 """The data loop: grow failing tasks, retire mastered ones, judge a task's label.
 
-LoopTool's loop (PAPERS.md §2) served over HTTP; the logic is in ``toolgym.server.dataloop``
-and ``toolgym.server.judge``. The judge is ``request.app.state.judge`` (see ``build_judge``):
-a server without one answers the judge route with 422 ``judge_not_configured``; a judge
-that is down or talks nonsense gives 503 ``judge_unavailable`` (retryable), never a 500.
+LoopTool's loop served over HTTP; the logic is in ``toolgym.server.dataloop`` and
+``toolgym.server.judge``. Which env can be expanded or judged is the env family's own
+declaration (its capabilities, ``toolgym.envs.base``); an env without one answers 422.
+The judge is ``request.app.state.judge`` (see ``build_judge``): a server without one
+answers the judge route with 422 ``judge_not_configured``; a judge that is down or talks
+nonsense gives 503 ``judge_unavailable`` (retryable), never a 500.
 """
 
 from __future__ import annotations
@@ -105,11 +107,11 @@ async def judge_task(
     settings: SettingsDep, judge: JudgeDep,
 ) -> JudgeResponse:
     family = manager.tasks.family(env_id)
-    grader = dataloop.grader_for(family)
+    graded = dataloop.judgeable(family)
     task = manager.tasks.get(family.env_id, task_id)
     action = action_from_request(body.response, settings, what="response")
     case = dataloop.judge_case(family, task, action)
-    if await manager._blocking(grader.scores, family, task, action):
+    if await manager._blocking(graded.grade, task, action):
         return JudgeResponse(verdict="BOTH_CORRECT", votes=[], action="keep", judged_by="verifier")
     try:
         judgement = await judge.judge(case)

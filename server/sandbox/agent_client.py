@@ -79,11 +79,6 @@ class AgentSandbox:
     def id(self) -> str:
         return self._id
 
-    @property
-    def broken(self) -> str | None:
-        """Why the sandbox is unusable, or None while it works."""
-        return self._broken
-
     def _read_line(self, deadline: float) -> bytes:
         while True:
             nl = self._buf.find(b"\n")

@@ -213,10 +213,6 @@ class DockerBackend:
         containers = self._client.api.containers(all=True, quiet=True, filters={"label": filters})
         return sum(1 for c in containers if self._remove(c["Id"]))
 
-    def count_owned(self, instance: str | None = None) -> int:
-        filters = [f"{LABEL_MANAGED}=1", f"{LABEL_INSTANCE}={instance or self._instance}"]
-        return len(self._client.api.containers(all=True, quiet=True, filters={"label": filters}))
-
     def close(self) -> None:
         try:
             self._client.close()

@@ -135,10 +135,6 @@ class ProcessBackend:
         self._unshare = shutil.which("unshare") if self._as_root else None
         self._python = SYSTEM_PYTHON if self._as_root and os.path.exists(SYSTEM_PYTHON) else sys.executable
 
-    @property
-    def per_sandbox_uid(self) -> bool:
-        return self._as_root
-
     def check(self) -> None:
         if not os.path.exists(self._python):
             raise SandboxError(f"process backend: no Python at {self._python}")

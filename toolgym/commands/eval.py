@@ -21,9 +21,8 @@ import time
 from typing import IO, Any
 
 from toolgym.client import AsyncEnvClient
+from toolgym.envs.base import SPLITS
 from toolgym.errors import ToolGymError
-
-SPLITS = ("train", "validation", "test")
 
 
 def add_parser(subparsers: Any) -> None:

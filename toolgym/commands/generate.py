@@ -72,57 +72,72 @@ def _fail(message: str, code: int = 2) -> int:
 
 class _Sandboxes:
     """A few sandboxes of one backend, shared as one ``Runner``: a call takes any free
-    sandbox (each call is a fresh process in it, so any sandbox will do). A sandbox that
-    fails is replaced and the call retried once; a second failure propagates."""
+    sandbox (each call is a fresh process in it, so any sandbox will do).
+
+    They come from the server's own ``SandboxPool`` (no warm fill: all are made at once), so
+    they carry the server's labels (an episode id each, owner ``generate``, this run's
+    instance) and limits (``Settings.sandbox_spec``), and are cleaned up the same way. A
+    sandbox that fails is replaced under its episode id and the call retried once; a second
+    failure propagates."""
+
+    OWNER = "generate"
 
     def __init__(self, choice: str, image: str, size: int) -> None:
+        from toolgym.server.sandbox.pool import SandboxPool
         from toolgym.server.sandbox.select import select_backend
         from toolgym.server.settings import Settings
 
         self.instance = f"toolgym-generate-{os.getpid()}"
-        self.backend = select_backend(Settings(backend=choice, sandbox_image=image,  # type: ignore[arg-type]
-                                               instance_id=self.instance))
+        settings = Settings(backend=choice, sandbox_image=image, instance_id=self.instance)  # type: ignore[arg-type]
+        self.backend = select_backend(settings)
         self.size = size
-        self._free: queue.Queue[Any] = queue.Queue()
-        self._all: list[Any] = []
+        self._pool = SandboxPool(self.backend, settings.sandbox_spec, size=0, replica=f"gen{os.getpid()}")
+        self._free: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._all: dict[str, Any] = {}
         self._lock = threading.Lock()
         try:
             with ThreadPoolExecutor(max_workers=size) as pool:
-                for box in pool.map(lambda _: self._create(), range(size)):
-                    self._free.put(box)
+                for pair in pool.map(lambda _: self._acquire(), range(size)):
+                    self._free.put(pair)
         except BaseException:
             self.close()
             raise
 
-    def _create(self) -> Any:
-        from toolgym.server.sandbox.base import SandboxSpec
+    def _acquire(self) -> tuple[str, Any]:
+        episode_id, box = self._pool.acquire(self.OWNER)
+        with self._lock:  # recorded at once, so close() finds it even if a sibling failed
+            self._all[episode_id] = box
+        return episode_id, box
 
-        box = self.backend.create(SandboxSpec(labels={"toolgym.episode": "generate", "toolgym.owner": "generate"}))
+    def _replace(self, episode_id: str, box: Any) -> Any:
+        box.close()
+        fresh = self._pool.replace(episode_id, self.OWNER)
         with self._lock:
-            self._all.append(box)
-        return box
+            self._all[episode_id] = fresh
+        return fresh
 
     def __call__(self, request: Any) -> Any:
         from toolgym.errors import SandboxError
 
-        box = self._free.get()
+        episode_id, box = self._free.get()
         try:
             try:
                 return box.run(request)
             except SandboxError:
-                box.close()
-                box = self._create()
+                box = self._replace(episode_id, box)
                 return box.run(request)
         finally:
-            self._free.put(box)
+            self._free.put((episode_id, box))
 
     def close(self) -> None:
+        """Close every sandbox, then remove whatever this run's instance still owns (as the
+        server does at shutdown), then the backend."""
+        self._pool.stop()
         with self._lock:
-            boxes, self._all = self._all, []
+            boxes, self._all = list(self._all.values()), {}
         for box in boxes:
             box.close()
-        if self.backend.name == "docker":
-            self.backend.remove_owned(self.instance)
+        self.backend.remove_owned(self.instance)
         self.backend.close()
 
 
@@ -252,6 +267,7 @@ def _write(args: argparse.Namespace, use_llm: bool, sandboxes: _Sandboxes | None
     ``started``, sandbox start-up included."""
     import json
 
+    from toolgym.envs.base import SPLITS
     from toolgym.taskgen import FUNCTION_CALL_KNOBS, GenerationError, GenerationReport, ScalingKnobs, generate
     from toolgym.taskgen.generator import function_call_record
     from toolgym.taskgen.stats import stats
@@ -310,7 +326,7 @@ def _write(args: argparse.Namespace, use_llm: bool, sandboxes: _Sandboxes | None
     kind = "FunctionCall" if args.function_call else "ToolUse"
     where = "stdout" if args.out == "-" else args.out
     lines = [f"wrote {written} {kind} tasks to {where} in {elapsed:.1f} s: {written / max(elapsed, 1e-9):.1f} tasks/s",
-             "splits: " + ", ".join(f"{s} {splits[s]}" for s in ("train", "validation", "test"))]
+             "splits: " + ", ".join(f"{s} {splits[s]}" for s in SPLITS)]
     lines += llm_lines
     lines += _rejections(report.rejected, report.attempted)
     if sandboxes is not None:
