@@ -1,4 +1,4 @@
-"""The generator with an LLM driving FTRL's five stages (PAPERS.md §1), as the paper does.
+"""The generator with an LLM driving FTRL's five stages (arXiv 2508.08791), as the paper does.
 
 ```python
 from toolgym.taskgen.llm import ChatClient, LLMConfig, LLMReport, generate_with_llm
