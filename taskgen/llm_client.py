@@ -144,7 +144,7 @@ class LLMConfig:
     def endpoint(self) -> ChatEndpoint:
         """The chat client's settings: retries are ``complete_json``'s, so none there."""
         return ChatEndpoint(self.base_url, api_key=self.api_key, request_timeout_s=self.request_timeout_s,
-                            timeout_knob="request_timeout_s (--llm-timeout-s)",
+                            timeout_knob="request_timeout_s, or --llm-timeout-s",
                             max_reply_bytes=self.max_reply_bytes, backoff_s=self.backoff_s,
                             max_backoff_s=self.max_backoff_s)
 

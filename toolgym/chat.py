@@ -248,8 +248,8 @@ def _too_large(endpoint: ChatEndpoint) -> ChatBadReply:
 
 
 def _timeout(endpoint: ChatEndpoint) -> ChatTimeout:
-    return ChatTimeout(f"{endpoint.url} gave no complete reply within {endpoint.timeout_knob}="
-                       f"{endpoint.request_timeout_s:g} s", url=endpoint.url)
+    return ChatTimeout(f"{endpoint.url} gave no complete reply within {endpoint.request_timeout_s:g} s"
+                       f" (raise {endpoint.timeout_knob})", url=endpoint.url)
 
 
 def _unreachable(endpoint: ChatEndpoint, exc: Exception) -> ChatUnreachable:
@@ -282,7 +282,8 @@ class SyncChat:
 
     def post(self, body: Mapping[str, Any]) -> ChatCompletion:
         """One request (``body`` is the OpenAI request: model, messages...), read in full
-        under the total deadline and the size cap. Raises a ``ChatError``."""
+        under the size cap. The total deadline is checked as each chunk arrives; an endpoint
+        that goes silent meets httpx's read timeout, of the same length. Raises a ``ChatError``."""
         with self._lock:
             self.requests += 1
         endpoint = self.endpoint
