@@ -1,4 +1,4 @@
-"""A pluggable label judge: LoopTool's Judge-Guided Label Verification (PAPERS.md §2).
+"""A pluggable label judge: LoopTool's Judge-Guided Label Verification (arXiv 2511.09148).
 
 When the policy's answer to a task scores 0, either the policy is wrong or the task's label
 is. LoopTool asks a judge model to compare the two: the *label* is "Response 1", the
@@ -32,16 +32,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-import httpx
-
+from toolgym.chat import AsyncChat, ChatBadReply, ChatEndpoint, ChatHTTPError, ChatTimeout, ChatUnreachable
 from toolgym.errors import JudgeNotConfigured, JudgeUnavailable
+from toolgym.server.settings import Settings
 
 __all__ = [
     "ACTIONS",
@@ -72,7 +71,6 @@ ACTIONS: dict[str, str] = {
 """What the data loop should do with the task for each outcome (ToolGym never relabels or
 drops on its own: the trainer's pipeline decides)."""
 
-API_KEY_ENV = "TOOLGYM_JUDGE_API_KEY"
 MAX_REPLY_EXCERPT = 300
 
 
@@ -101,12 +99,15 @@ class Vote:
 
 @dataclass(frozen=True)
 class Judgement:
+    """A judge's answer: the verdict and the votes it came from."""
+
     verdict: str
     """One of ``VERDICTS`` or ``no_consensus``."""
     votes: tuple[Vote, ...] = field(default_factory=tuple)
 
     @property
     def action(self) -> str:
+        """What the data loop should do with the task (``ACTIONS``)."""
         return ACTIONS[self.verdict]
 
 
@@ -114,7 +115,9 @@ class Judge(Protocol):
     """Anything that compares a policy's answer with a task's label. Raise
     ``JudgeUnavailable`` when no verdict can be reached for reasons of the judge's own."""
 
-    async def judge(self, case: JudgeCase) -> Judgement: ...
+    async def judge(self, case: JudgeCase) -> Judgement:
+        """The verdict on ``case``; raises ``JudgeUnavailable`` when none can be reached."""
+        ...
 
 
 # --- the verdict: parsing and the majority ----------------------------------------------------
@@ -226,8 +229,10 @@ class OpenAIJudge:
     ``i mod len(models)`` (LoopTool's consensus across judge models). ``temperature`` is 0.7
     by default so that votes of a single model can differ (LoopTool asks several models at
     0); ``max_tokens`` leaves room for a reasoning model's thinking, which is dropped before
-    the verdict is read. Each vote is bounded by ``timeout_s`` in total. A client is opened
-    per judgement, so a judge holds no connection and needs no closing."""
+    the verdict is read. Each vote is one request (``toolgym.chat``), bounded by
+    ``timeout_s`` in total and never retried: a failed vote is reported, and the caller
+    retries the judgement. A client is opened per judgement, so a judge holds no connection
+    and needs no closing."""
 
     def __init__(
         self, base_url: str, model: str, *, api_key: str | None = None, votes: int = 3,
@@ -235,65 +240,56 @@ class OpenAIJudge:
     ) -> None:
         if votes < 2:
             raise ValueError("judge votes must be at least 2 (LoopTool takes a majority of several votes)")
-        if timeout_s <= 0:
-            raise ValueError("judge_timeout_s must be positive")
         models = [m.strip() for m in model.split(",") if m.strip()]
         if not models:
             raise ValueError("judge_model must name a model")
-        self.base_url = base_url.rstrip("/")
+        self.endpoint = ChatEndpoint(base_url, api_key=api_key, request_timeout_s=timeout_s,
+                                     timeout_knob="judge_timeout_s")
         self.models = tuple(models)
-        self.api_key = api_key
         self.votes = votes
-        self.timeout_s = timeout_s
         self.temperature = temperature
         self.max_tokens = max_tokens
 
     def __repr__(self) -> str:  # never the key
-        return f"OpenAIJudge({self.base_url!r}, models={list(self.models)}, votes={self.votes})"
+        return f"OpenAIJudge({self.endpoint.base_url!r}, models={list(self.models)}, votes={self.votes})"
 
     async def judge(self, case: JudgeCase) -> Judgement:
+        """Ask every vote at once; the majority of their verdicts (see ``majority``)."""
         messages = judge_messages(case)
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        async with httpx.AsyncClient(timeout=self.timeout_s, headers=headers) as client:
+        async with AsyncChat(self.endpoint) as chat:
             votes = await asyncio.gather(*(
-                self._vote(client, self.models[i % len(self.models)], messages) for i in range(self.votes)
+                self._vote(chat, self.models[i % len(self.models)], messages) for i in range(self.votes)
             ))
         return majority(votes, self.votes)
 
-    async def _vote(self, client: httpx.AsyncClient, model: str, messages: list[dict[str, str]]) -> Vote:
+    async def _vote(self, chat: AsyncChat, model: str, messages: list[dict[str, str]]) -> Vote:
         body = {"model": model, "messages": messages, "temperature": self.temperature,
                 "max_tokens": self.max_tokens}
         try:
-            response = await asyncio.wait_for(
-                client.post(f"{self.base_url}/chat/completions", json=body), self.timeout_s
-            )
-        except (asyncio.TimeoutError, TimeoutError, httpx.TimeoutException):
+            completion = await chat.post(body)
+        except ChatTimeout:
             return Vote(None, "timeout", model)
-        except httpx.HTTPError as exc:
+        except ChatUnreachable as exc:
             return Vote(None, "unreachable", model, reply=str(exc)[:MAX_REPLY_EXCERPT])
-        if response.status_code >= 400:
-            return Vote(None, f"http_{response.status_code}", model, reply=response.text[:MAX_REPLY_EXCERPT])
-        try:
-            content = response.json()["choices"][0]["message"]["content"]
-            if not isinstance(content, str):
-                raise TypeError(type(content).__name__)
-        except (ValueError, LookupError, TypeError):
-            return Vote(None, "bad_response", model, reply=response.text[:MAX_REPLY_EXCERPT])
-        verdict = parse_verdict(content)
-        reply = _strip_reasoning(content)[:MAX_REPLY_EXCERPT]
+        except ChatHTTPError as exc:
+            return Vote(None, f"http_{exc.status}", model, reply=exc.text[:MAX_REPLY_EXCERPT])
+        except ChatBadReply as exc:
+            return Vote(None, "bad_response", model, reply=exc.text[:MAX_REPLY_EXCERPT])
+        if completion.content is None:
+            return Vote(None, "bad_response", model, reply=completion.text[:MAX_REPLY_EXCERPT])
+        verdict = parse_verdict(completion.content)
+        reply = _strip_reasoning(completion.content)[:MAX_REPLY_EXCERPT]
         return Vote(verdict, None if verdict else "unparsable", model, reply=reply)
 
 
-def build_judge(settings: Any, environ: Mapping[str, str] | None = None) -> Judge | None:
-    """The judge ``settings`` configure (``judge_base_url``, ``judge_model``, ``judge_votes``,
-    ``judge_timeout_s``; the key from ``settings.judge_api_key`` or ``TOOLGYM_JUDGE_API_KEY``),
-    or None when ``judge_base_url`` is unset. Reads the environment only when called."""
-    base_url = getattr(settings, "judge_base_url", None) or None
-    if base_url is None:
+def build_judge(settings: Settings) -> Judge | None:
+    """The judge ``settings`` configure (``judge_base_url``, ``judge_api_key``,
+    ``judge_model``, ``judge_votes``, ``judge_timeout_s``), or None when ``judge_base_url`` is
+    unset. The key is a setting like the others (``Settings.from_env`` reads it from
+    ``TOOLGYM_JUDGE_API_KEY``): nothing here reads the environment."""
+    if not settings.judge_base_url:
         return None
-    env = os.environ if environ is None else environ
-    api_key = getattr(settings, "judge_api_key", None) or env.get(API_KEY_ENV) or None
     return OpenAIJudge(
-        base_url, getattr(settings, "judge_model", "") or "", api_key=api_key,
-        votes=int(getattr(settings, "judge_votes", 3)), timeout_s=float(getattr(settings, "judge_timeout_s", 60.0)),
+        settings.judge_base_url, settings.judge_model, api_key=settings.judge_api_key,
+        votes=settings.judge_votes, timeout_s=settings.judge_timeout_s,
     )

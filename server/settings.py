@@ -86,6 +86,8 @@ class Settings:
     """An OpenAI-compatible endpoint (``http://host:port/v1``) for LoopTool's label judge
     (``POST .../tasks/{task_id}/judge``); unset, the server has no judge. Its API key, if it
     needs one, comes from ``TOOLGYM_JUDGE_API_KEY``."""
+    judge_api_key: str | None = field(default=None, repr=False)
+    """The judge endpoint's API key (``TOOLGYM_JUDGE_API_KEY``); never shown in a repr or log."""
     judge_model: str = ""
     """The judge model; several, comma-separated, take the votes in turn."""
     judge_votes: int = 3

@@ -1,4 +1,4 @@
-"""The generator with an LLM driving FTRL's five stages (PAPERS.md §1), as the paper does.
+"""The generator with an LLM driving FTRL's five stages (arXiv 2508.08791), as the paper does.
 
 ```python
 from toolgym.taskgen.llm import ChatClient, LLMConfig, LLMReport, generate_with_llm
@@ -10,7 +10,8 @@ with ChatClient(config) as client:
         ...
 ```
 
-Any OpenAI-compatible chat endpoint works (``llm_client``). The stages (``llm_stages``) keep
+Any OpenAI-compatible chat endpoint works (``llm_client``, over ``toolgym.chat``). The stages
+(``llm_stages``, with their prompts in ``llm_prompts`` and reply checks in ``llm_replies``) keep
 the procedural generator's protocols and bookkeeping, so the records have the same format
 and pass the same self-verification: the static rules and the data checks here, then every
 reference call and probe **in a real sandbox** through ``runner`` (``verify_in_sandbox``).

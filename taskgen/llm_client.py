@@ -1,13 +1,15 @@
-"""A small client for any OpenAI-compatible chat endpoint, for the LLM-driven generator stages.
+"""JSON replies from any OpenAI-compatible chat endpoint, for the LLM-driven generator stages.
 
 One method matters: ``ChatClient.complete_json(stage, system, payload, validate, seed)``
 sends a system prompt and a JSON input, demands a JSON object back, and returns what
-``validate`` makes of it. Everything that can go wrong with a remote model is handled here,
-in one place:
+``validate`` makes of it. The requests themselves go through ToolGym's one chat client
+(``toolgym.chat.SyncChat``: URL, key, total deadline, size cap, typed errors); what the
+generator does about each failure is decided here, in one place:
 
 - **transport**: a connection error, a request that outlives ``request_timeout_s`` (a total
   deadline per request, not httpx's per-read one), HTTP 429 or 5xx: retried with exponential
-  backoff (``Retry-After`` honoured up to ``max_backoff_s``);
+  backoff (``Retry-After`` honoured up to ``max_backoff_s``), and so is a success that is no
+  chat completion (a proxy's error page);
 - **reply**: not a JSON object (strictly parsed: duplicate keys, ``NaN`` and trailing text
   are errors; one surrounding code fence is tolerated), cut off at the length limit, or
   rejected by ``validate``: retried with the model's reply and the exact problem appended
@@ -31,16 +33,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+
+from toolgym.chat import ChatCompletion, ChatEndpoint, ChatError, ChatHTTPError, SyncChat
 
 __all__ = [
     "API_KEY_ENV",
@@ -97,12 +100,16 @@ class ReplyError(ValueError):
 
 @dataclass(frozen=True)
 class LLMConfig:
+    """Where the generator's model is and how to ask it (``endpoint`` is the chat client's
+    view of the same settings)."""
+
     base_url: str
     """The OpenAI-style base URL, e.g. ``http://127.0.0.1:8001/v1``; requests go to
     ``{base_url}/chat/completions``."""
     model: str
-    api_key: str | None = None
-    """Sent as ``Authorization: Bearer``; ``from_env`` reads it from ``TOOLGYM_LLM_API_KEY``."""
+    api_key: str | None = field(default=None, repr=False)
+    """Sent as ``Authorization: Bearer``; ``from_env`` reads it from ``TOOLGYM_LLM_API_KEY``.
+    Never shown in a repr."""
     request_timeout_s: float = 120.0
     """Total time one HTTP request may take, reply included."""
     max_attempts: int = 3
@@ -129,12 +136,22 @@ class LLMConfig:
 
     @classmethod
     def from_env(cls, base_url: str, model: str, **overrides: Any) -> LLMConfig:
-        return cls(base_url=base_url, model=model, api_key=os.environ.get(API_KEY_ENV) or None, **overrides)
+        """A config whose key comes from ``TOOLGYM_LLM_API_KEY`` (never a command-line flag)."""
+        key = ChatEndpoint.from_env(base_url, API_KEY_ENV).api_key
+        return cls(base_url=base_url, model=model, api_key=key, **overrides)
+
+    @property
+    def endpoint(self) -> ChatEndpoint:
+        """The chat client's settings: retries are ``complete_json``'s, so none there."""
+        return ChatEndpoint(self.base_url, api_key=self.api_key, request_timeout_s=self.request_timeout_s,
+                            timeout_knob="request_timeout_s, or --llm-timeout-s",
+                            max_reply_bytes=self.max_reply_bytes, backoff_s=self.backoff_s,
+                            max_backoff_s=self.max_backoff_s)
 
     @property
     def url(self) -> str:
-        base = self.base_url.rstrip("/")
-        return base if base.endswith("/chat/completions") else base + "/chat/completions"
+        """The URL requests are posted to."""
+        return self.endpoint.url
 
 
 _FENCE = re.compile(r"```(?:json)?[ \t]*\n(.*)\n[ \t]*```", re.DOTALL)
@@ -174,21 +191,6 @@ def parse_json_reply(content: str) -> dict[str, Any]:
     return value
 
 
-class _Transient(Exception):
-    """One request failed in transport; worth retrying. ``wait_s`` from Retry-After."""
-
-    def __init__(self, message: str, wait_s: float | None = None) -> None:
-        super().__init__(message)
-        self.wait_s = wait_s
-
-
-@dataclass(frozen=True)
-class _Reply:
-    status: int
-    retry_after: str | None
-    text: str
-
-
 class _Cache:
     def __init__(self, path: str) -> None:
         self._path = Path(path)
@@ -216,24 +218,22 @@ class _Cache:
 
 
 class ChatClient:
-    """Calls an OpenAI-compatible ``/chat/completions`` endpoint (thread-safe). A context
-    manager; ``close`` is idempotent."""
+    """Asks an OpenAI-compatible ``/chat/completions`` endpoint for JSON (thread-safe). A
+    context manager; ``close`` is idempotent."""
 
     def __init__(self, config: LLMConfig, *, transport: httpx.BaseTransport | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.config = config
-        headers = {"Content-Type": "application/json"}
-        if config.api_key:
-            headers["Authorization"] = f"Bearer {config.api_key}"
-        self._http = httpx.Client(headers=headers, transport=transport,
-                                  timeout=httpx.Timeout(config.request_timeout_s))
+        self._chat_client = SyncChat(config.endpoint, transport=transport)
         self._sleep = sleep
         self._minimal = False
         """Set after an HTTP 400: requests go without ``seed`` and ``response_format``."""
         self._cache = _Cache(config.cache_path) if config.cache_path else None
-        self.requests = 0
+
+    @property
+    def requests(self) -> int:
         """HTTP requests sent so far (cache hits excluded)."""
-        self._count_lock = threading.Lock()
+        return self._chat_client.requests
 
     def __enter__(self) -> ChatClient:
         return self
@@ -242,7 +242,8 @@ class ChatClient:
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        """Close the connections."""
+        self._chat_client.close()
 
     def _body(self, messages: list[dict[str, str]], seed: int) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -258,60 +259,35 @@ class ChatClient:
                 body["response_format"] = {"type": "json_object"}
         return body
 
-    def _post(self, body: dict[str, Any]) -> _Reply:
-        """One request under a total deadline and a size cap, the body read in full."""
-        with self._count_lock:
-            self.requests += 1
-        deadline = time.monotonic() + self.config.request_timeout_s
-        knob = f"request_timeout_s={self.config.request_timeout_s:g}"
+    def _send(self, messages: list[dict[str, str]], seed: int) -> ChatCompletion:
         try:
-            with self._http.stream("POST", self.config.url, json=body) as response:
-                chunks: list[bytes] = []
-                size = 0
-                for chunk in response.iter_bytes():
-                    size += len(chunk)
-                    if size > self.config.max_reply_bytes:
-                        raise _Transient(f"reply larger than {self.config.max_reply_bytes} bytes")
-                    if time.monotonic() > deadline:
-                        raise _Transient(f"the reply took longer than {knob}")
-                    chunks.append(chunk)
-                return _Reply(response.status_code, response.headers.get("retry-after"),
-                              b"".join(chunks).decode("utf-8", "replace"))
-        except httpx.TimeoutException:
-            raise _Transient(f"no reply within {knob}") from None
-        except httpx.TransportError as exc:
-            raise _Transient(f"{type(exc).__name__}: {exc}") from None
+            return self._chat_client.post(self._body(messages, seed))
+        except ChatHTTPError as exc:
+            if exc.status != 400 or self._minimal:
+                raise
+        # Some servers refuse response_format or seed; ask once more, and from now on, without.
+        self._minimal = True
+        return self._chat_client.post(self._body(messages, seed))
 
     def _chat(self, messages: list[dict[str, str]], seed: int, stage: str) -> str:
-        """The assistant's text for one request. Raises ``_Transient``, ``ReplyError`` or
-        ``LLMConfigError``."""
-        reply = self._post(self._body(messages, seed))
-        if reply.status == 400 and not self._minimal:
-            # Some servers refuse response_format or seed; ask once more, and from now on, without.
-            self._minimal = True
-            reply = self._post(self._body(messages, seed))
-        if reply.status == 429 or reply.status >= 500:
-            try:
-                wait = float(reply.retry_after) if reply.retry_after is not None else None
-            except ValueError:
-                wait = None
-            raise _Transient(f"HTTP {reply.status}: {reply.text[:200]}", wait)
-        if reply.status >= 400:
-            raise LLMConfigError(
-                f"the LLM endpoint {self.config.url} refused the request with HTTP {reply.status}: "
-                f"{reply.text[:300]} (check --llm-base-url, --llm-model and {API_KEY_ENV})",
-                stage=stage, attempts=1,
-            )
+        """The assistant's text for one request. Raises a retryable ``ChatError`` (a
+        ``ChatBadReply`` counts as one: a proxy's error page is worth another try),
+        ``ReplyError`` or ``LLMConfigError``."""
         try:
-            choice = json.loads(reply.text)["choices"][0]
-            content = choice["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise _Transient(f"HTTP {reply.status} without a chat completion: {reply.text[:200]!r}") from None
-        if not isinstance(content, str):
+            completion = self._send(messages, seed)
+        except ChatHTTPError as exc:
+            if exc.retryable:
+                raise
+            raise LLMConfigError(
+                f"the LLM endpoint {self.config.url} refused the request with HTTP {exc.status}: "
+                f"{exc.text[:300]} (check --llm-base-url, --llm-model and {API_KEY_ENV})",
+                stage=stage, attempts=1,
+            ) from None
+        if completion.content is None:
             raise ReplyError("the reply has no text content")
-        if choice.get("finish_reason") == "length":
+        if completion.finish_reason == "length":
             raise ReplyError("the reply was cut off at the length limit; answer more briefly")
-        return content
+        return completion.content
 
     def complete_json(self, stage: str, system: str, payload: dict[str, Any],
                       validate: Callable[[dict[str, Any]], T], *, seed: int = 0) -> T:
@@ -334,21 +310,20 @@ class ChatClient:
         messages = list(base)
         failures: list[str] = []
         transient_last = False
-        delay = self.config.backoff_s
+        transient = 0
         for attempt in range(self.config.max_attempts):
             try:
                 content = self._chat(messages, seed, stage)
-            except _Transient as exc:
+            except ReplyError as exc:  # no text, or cut off: ask again as it was
+                failures.append(f"attempt {attempt + 1}: {exc}")
+                transient_last = False
+                continue
+            except ChatError as exc:  # transport, 429/5xx, no chat completion (others: LLMConfigError)
                 failures.append(f"attempt {attempt + 1}: {exc}")
                 transient_last = True
                 if attempt + 1 < self.config.max_attempts:
-                    wait = exc.wait_s if exc.wait_s is not None else delay
-                    self._sleep(min(max(wait, 0.0), self.config.max_backoff_s))
-                    delay = min(delay * 2, self.config.max_backoff_s)
-                continue
-            except ReplyError as exc:
-                failures.append(f"attempt {attempt + 1}: {exc}")
-                transient_last = False
+                    self._sleep(self._chat_client.endpoint.backoff(transient, exc.retry_after_s))
+                    transient += 1
                 continue
             try:
                 result = validate(parse_json_reply(content))

@@ -3,7 +3,7 @@
 The reference policy is the ceiling (Solve-F1 exactly 1 on every question type), the random
 policy the floor, and the model policy talks to a real OpenAI-compatible HTTP endpoint (a
 scripted one started here on loopback) whose expected metrics follow from FTRL's formulas:
-precision S/N, recall S/U, F1 2S/(N+U) (PAPERS.md §1).
+precision S/N, recall S/U, F1 2S/(N+U) (FTRL, arXiv 2508.08791).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import pytest
 
 from toolgym.client import AsyncEnvClient, EnvClient
 from toolgym.commands import eval as eval_command
-from toolgym.evaluation import QUESTION_TYPES, EpisodeResult, format_table, summarize
+from toolgym.eval import QUESTION_TYPES, EpisodeResult, format_table, summarize
 from toolgym.taskgen import generate
 
 ENV = "toolgym/ToolUse-v0"
@@ -147,7 +147,7 @@ def test_registers_only_missing_tasks_and_evaluates_exactly_the_split(
 def test_duplicate_met_during_registration_is_skipped_per_record(server_factory: Any, tmp_path: Path) -> None:
     """The listing can be stale (another client registers meanwhile): a 409 for one record
     drops that record and resends the rest of its chunk."""
-    from toolgym.evaluation import register_tasks
+    from toolgym.eval import register_tasks
 
     server = server_factory("process")
     _, records = task_file(tmp_path, seed=4, count=12)
@@ -189,7 +189,7 @@ def test_random_policy_is_seeded(server_factory: Any, tmp_path: Path, capsys: py
 
 
 def test_unreachable_model_endpoint_is_an_error_not_a_score(server_factory: Any, tmp_path: Path) -> None:
-    from toolgym.evaluation import EvalTask, ModelPolicy, evaluate
+    from toolgym.eval import EvalTask, ModelPolicy, evaluate
 
     server = server_factory("process")
     _, records = task_file(tmp_path, seed=6, count=3)

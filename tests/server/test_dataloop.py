@@ -41,6 +41,7 @@ from toolgym.server.judge import (
 )
 from toolgym.server.judge import JudgeUnavailable as JudgeUnavailableError
 from toolgym.server.routes import dataloop as dataloop_routes
+from toolgym.server.settings import Settings
 
 FC = "toolgym/FunctionCall-v0"
 CM = "toolgym/CodeMath-v0"
@@ -426,25 +427,12 @@ WRONG = call("Atlantis")
 def judged(
     server_factory: Callable[..., Any], judge_endpoint: FakeJudgeEndpoint
 ) -> Iterator[tuple[Any, httpx.Client, FakeJudgeEndpoint]]:
-    judge = build_judge(
-        _JudgeSettings(judge_base_url=judge_endpoint.base_url, judge_model="m1,m2,m3", judge_votes=3,
-                       judge_timeout_s=1.0),
-        environ={"TOOLGYM_JUDGE_API_KEY": "sk-judge-test"},
-    )
+    judge = build_judge(Settings(judge_base_url=judge_endpoint.base_url, judge_model="m1,m2,m3", judge_votes=3,
+                                 judge_timeout_s=1.0, judge_api_key="sk-judge-test"))
     server = serve(server_factory, judge=judge)
     with client(server) as http:
         register(http, FC, [weather_record("Paris"), text_record()])
         yield server, http, judge_endpoint
-
-
-@dataclass(frozen=True)
-class _JudgeSettings:
-    """The four settings fields app.py's ``build_judge(settings)`` reads."""
-
-    judge_base_url: str | None
-    judge_model: str
-    judge_votes: int
-    judge_timeout_s: float
 
 
 def judge_url(task_id: str = "w-paris") -> str:
@@ -543,6 +531,32 @@ def test_judge_unreachable_unconfigured_and_unsupported(
         assert "judge_base_url" in none.json()["error"]["message"]
 
 
+def test_the_judge_key_is_a_setting_read_from_the_environment_and_never_shown(
+    server_factory: Callable[..., Any], judge_endpoint: FakeJudgeEndpoint, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``TOOLGYM_JUDGE_API_KEY`` is the setting ``judge_api_key``: ``Settings.from_env`` reads
+    it like every other knob, ``create_app`` hands it to the judge (no second look at the
+    process environment), and neither the settings' nor the judge's repr shows it."""
+    monkeypatch.delenv("TOOLGYM_JUDGE_API_KEY", raising=False)
+    from_env = Settings.from_env({
+        "TOOLGYM_JUDGE_API_KEY": "sk-judge-env", "TOOLGYM_JUDGE_BASE_URL": judge_endpoint.base_url,
+        "TOOLGYM_JUDGE_MODEL": "m1,m2", "TOOLGYM_JUDGE_VOTES": "2",
+    })
+    assert from_env.judge_api_key == "sk-judge-env"
+    assert "sk-judge-env" not in repr(from_env)
+    server = server_factory("process", load_builtin_tasks=False, warm_pool_size=0,
+                            judge_base_url=from_env.judge_base_url, judge_model=from_env.judge_model,
+                            judge_votes=from_env.judge_votes, judge_api_key=from_env.judge_api_key)
+    assert "sk-judge-env" not in repr(server.app.state.judge)
+    judge_endpoint.behaviours = {"m1": reply("BOTH_INCORRECT"), "m2": reply("BOTH_INCORRECT")}
+    with client(server) as http:
+        register(http, FC, [weather_record("Paris")])
+        r = http.post(judge_url(), json={"response": WRONG})
+    assert r.status_code == 200, r.text
+    assert r.json()["verdict"] == "BOTH_INCORRECT"
+    assert [q["auth"] for q in judge_endpoint.requests] == ["Bearer sk-judge-env"] * 2
+
+
 class _BrokenJudge:
     async def judge(self, case: JudgeCase) -> Judgement:
         raise RuntimeError("the plug-in judge has a bug")
@@ -582,4 +596,4 @@ def test_majority_rule() -> None:
         majority(votes("BOTH_CORRECT", "BOTH_INCORRECT", None), 3)
     with pytest.raises(ValueError):
         OpenAIJudge("http://127.0.0.1:1/v1", "m", votes=1)
-    assert build_judge(_JudgeSettings(None, "m", 3, 5.0)) is None
+    assert build_judge(Settings(judge_model="m")) is None

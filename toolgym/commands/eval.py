@@ -1,5 +1,5 @@
 """``toolgym eval``: run a policy over a split's tasks through the HTTP API and print
-FTRL's Solve-P/R/F1 per question type (the policies and the table: ``toolgym.evaluation``).
+FTRL's Solve-P/R/F1 per question type (the policies and the table: ``toolgym.eval``).
 
     toolgym eval --base-url http://127.0.0.1:8000 --env toolgym/ToolUse-v0 --split test \\
         --tasks tasks.jsonl --policy reference --out trajectories.jsonl
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from toolgym import evaluation as ev
+    from toolgym import eval as ev
 
     records: list[dict[str, Any]] = []
     if args.tasks:
