@@ -436,14 +436,16 @@ def run(request, workdir, kill_all, nproc):
     value_truncated = False
     if is_call and not timed_out and status != "killed":
         raw = streams["value"]
-        try:
-            parsed = json.loads(raw.text()) if raw.total else {}
-        except ValueError:
-            parsed = {"error": "the tool's result could not be read", "error_type": "ProtocolError"}
         if raw.truncated:
+            # Never a cut value: the verifier would judge what the tool did not return.
             value_truncated = True
             parsed = {"error": "the tool returned more than %d bytes (max_value_bytes=%d)" % (value_limit, value_limit),
                       "error_type": "OutputTooLarge"}
+        else:
+            try:
+                parsed = json.loads(raw.text()) if raw.total else {}
+            except ValueError:
+                parsed = {"error": "the tool's result could not be read", "error_type": "ProtocolError"}
         if "value" in parsed:
             value = parsed["value"]
             status = "ok"

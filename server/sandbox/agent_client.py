@@ -35,7 +35,7 @@ AGENT_SOURCE = (Path(__file__).parent / "agent.py").read_text(encoding="utf-8")
 MAX_REPLY_BYTES = 128 * 1024 * 1024
 """The floor of the reply bound; a run's own bound grows with its caps (``_reply_bound``)."""
 JSON_ESCAPE_FACTOR = 6
-"""The agent's replies are ASCII JSON: one byte of output is at most six (``\u0001``)."""
+"""The agent's replies are ASCII JSON: one byte of output is at most six (``\\u0001``)."""
 
 
 def _reply_bound(limits: RunLimits) -> int:
