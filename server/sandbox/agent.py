@@ -209,9 +209,11 @@ def _run_main(code, workdir):
         status = _exit_status(exc)
     except BaseException as exc:
         try:
-            # Skip the agent's own frame: the user sees the traceback of their code only.
+            # Drop the agent's own frame: the user sees the traceback of their code only (the
+            # default hook prints the exception's own __traceback__, not the one passed).
             # sys.excepthook, as the interpreter uses it (the code may have replaced it).
-            sys.excepthook(type(exc), exc, exc.__traceback__.tb_next)
+            exc = exc.with_traceback(exc.__traceback__.tb_next)
+            sys.excepthook(type(exc), exc, exc.__traceback__)
         except BaseException:
             pass
         status = 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -73,15 +74,21 @@ def observation(step: object) -> str:
     return content
 
 
-def simpletir_last_stderr_line(program: str, tmp_path: Path) -> str:
-    """What SimpleTIR's sandbox shows for ``program``: run it as ``python3 main.py`` in a temp
-    dir on this host, and take the last line of its stderr."""
+def python3_main_py_stderr(program: str, tmp_path: Path) -> str:
+    """What SimpleTIR's sandbox gets on stderr for ``program``: run it as ``python3 main.py``
+    in a temp dir on this host."""
     (tmp_path / "main.py").write_text(program, encoding="utf-8")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
     done = subprocess.run([HOST_PYTHON, "main.py"], cwd=tmp_path, capture_output=True, text=True, env=env,
                           timeout=30, check=False)
     assert done.stderr, "the case must write to stderr"
-    return done.stderr.splitlines()[-1]
+    return done.stderr
+
+
+def without_dirs(stderr: str) -> str:
+    """``stderr`` with the directory of ``main.py`` removed (a temp dir here, the work dir there)."""
+    stderr = re.sub(r'File "[^"]*/main\.py"', 'File "main.py"', stderr)
+    return re.sub(r"(?m)^\S*/main\.py:", "main.py:", stderr)
 
 
 def test_codemath_limits_are_simpletirs(family: CodeMathFamily, runner: Runner) -> None:
@@ -155,12 +162,15 @@ def test_stderr_last_line_is_what_python3_main_py_prints(
     """SimpleTIR runs ``python3 main.py``, so a warning's last stderr line is its source
     line, and a traceback's frames name ``main.py``."""
     source = CASES[case]
-    expected = simpletir_last_stderr_line(build_program(source), tmp_path)
+    stderr = python3_main_py_stderr(build_program(source), tmp_path)
+    expected = stderr.splitlines()[-1]
     rec = Recorder(runner)
     step = start(family, rec).step(block(source))
     (result,) = rec.results
     assert result.stderr.splitlines()[-1] == expected
     assert observation(step) == f"\nCode execution result: {expected}\n"
+    # Not only the last line: the whole of stderr is the interpreter's, but for the directory.
+    assert without_dirs(result.stderr) == without_dirs(stderr)
     if case == "warning":
         assert expected == "  warnings.warn('x is %d' % x)"
         assert "main.py:8: UserWarning: x is 3" in result.stderr
@@ -172,3 +182,16 @@ def test_the_code_runs_as_main_py(family: CodeMathFamily, runner: Runner) -> Non
     source = "import os, sys\nprint(os.path.basename(__file__), sys.argv, open(__file__).read().count('final_answer'))"
     step = start(family, runner).step(block(source))
     assert observation(step) == "\nCode execution result: main.py ['main.py'] 2\n\n"
+
+
+def test_the_interpreter_exit_is_python3s(family: CodeMathFamily, runner: Runner) -> None:
+    """As at the end of ``python3 main.py``: non-daemon threads are waited for, then atexit
+    handlers run."""
+    source = (
+        "import atexit, threading, time\n"
+        "atexit.register(print, 'at exit')\n"
+        "threading.Thread(target=lambda: (time.sleep(0.3), print('late thread'))).start()\n"
+        "print('main done')"
+    )
+    step = start(family, runner).step(block(source))
+    assert observation(step) == "\nCode execution result: main done\nlate thread\nat exit\n\n"
