@@ -32,12 +32,27 @@ run's ``timeout_s``; ``killed``: ended by a signal (e.g. the kernel's OOM killer
 
 @dataclass(frozen=True)
 class RunLimits:
-    """Per-run limits, enforced inside the sandbox on the process that runs the code."""
+    """Per-run limits, enforced inside the sandbox on the process that runs the code and
+    everything it starts. An env family sets the ones its method fixes (CodeMath: SimpleTIR's
+    3 s, 512 MB, 50 processes); the sandbox's own limits (``SandboxSpec``) stay a ceiling."""
 
     timeout_s: float = 10.0
     memory_bytes: int = 512 * 1024 * 1024
+    """``RLIMIT_AS`` of the run's processes."""
     max_output_bytes: int = 1024 * 1024
-    """Bytes kept per stream (stdout, stderr, return value); the rest is read and dropped."""
+    """Bytes kept per stream (stdout, stderr): the first half and the last half of the cap,
+    so the real end of a long output survives; the middle is read and dropped, and
+    ``stdout_truncated``/``stderr_truncated`` say so. Streams are joined head + tail with
+    nothing in between (a marker could be mistaken for output)."""
+    max_value_bytes: int = 16 * 1024 * 1024
+    """The largest return value of a ``call`` (its UTF-8 JSON form) that comes back. A value
+    is never cut, because verifiers read all of it: a larger one is an ``OutputTooLarge``
+    error with ``value_truncated`` set. A hard memory cap, not a display limit."""
+    max_processes: int | None = None
+    """Processes (and threads) the run's own tree may hold at once, counting the run's own
+    process: the next fork fails with ``EAGAIN``, as under ``RLIMIT_NPROC`` for a user with
+    nothing else running. None leaves the sandbox's limit. The process backend enforces it
+    only where each sandbox has a uid of its own (the server runs as root)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +87,8 @@ class RunResult:
     stdout_truncated: bool = False
     stderr_truncated: bool = False
     value_truncated: bool = False
+    """The return value was over ``max_value_bytes``; ``status`` is then ``error`` with
+    ``error_type`` ``OutputTooLarge``."""
     duration_s: float = 0.0
 
 

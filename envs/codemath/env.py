@@ -6,7 +6,8 @@ One step is one assistant turn:
 1. The turn is cut after its first complete code block (``parsing.parse_turn``); the cut text
    is what enters the trajectory.
 2. If the cut text has a code block, its code runs alone in the episode's sandbox with
-   ``final_answer`` defined (``program.build_program``), limits ``timeout_s`` and 512 MB.
+   ``final_answer`` defined (``program.build_program``), as ``python3 main.py``, limits
+   ``timeout_s``, 512 MB and 50 processes (SimpleTIR's sandbox).
 3. The observation is SimpleTIR's string (``parsing.format_observation``): ``""``,
    ``"\\nCode execution result: ...\\n"``, or ``"\\n"`` for a void turn. On the turn before the
    last allowed one, a non-empty observation gets one more ``"\\n"`` (their ``final_prompt``,
@@ -71,6 +72,7 @@ from toolgym.errors import EpisodeFinished, ValidationFailed
 
 __all__ = [
     "MEMORY_BYTES",
+    "PROCESS_LIMIT",
     "CodeMathEpisode",
     "CodeMathFamily",
     "CodeMathOptions",
@@ -79,6 +81,8 @@ __all__ = [
 
 MEMORY_BYTES = 512 * 1024 * 1024
 """SimpleTIR's sandbox memory cap (``rlimit as 512M``)."""
+PROCESS_LIMIT = 50
+"""SimpleTIR's ``rlimit nproc 50``: the run's process and everything it starts, at once."""
 TRAIN_MAX_TURNS = 5
 EVAL_MAX_TURNS = 10
 
@@ -287,7 +291,7 @@ class CodeMathEpisode(Episode):
         cells = self._cells if self.options.stateful else []
         if turn.code is not None:
             timeout_s = run_timeout_s(self.options.timeout_s, cells)
-            limits = RunLimits(timeout_s=timeout_s, memory_bytes=MEMORY_BYTES)
+            limits = RunLimits(timeout_s=timeout_s, memory_bytes=MEMORY_BYTES, max_processes=PROCESS_LIMIT)
             request = RunRequest(code=build_program(turn.code, cells), limits=limits)
             result = self._runner(request)
 

@@ -13,6 +13,10 @@ final turn is scored on its content. Where FTRL is silent, the choices are:
 - A call to a tool the task does not have, or with arguments the tool rejects, is a valid
   call that fails: it counts in ``n`` and returns FTRL's error message
   ``an error occured when call {name}: {error}`` (their spelling).
+- A tool's return value reaches the verifier whole, however long: FTRL's substring check reads
+  all of it. What the policy is shown is cut by the server (``max_output_chars``, with
+  ``info["output_truncated"]``). Only a value over ``max_tool_output_bytes`` (a memory cap,
+  16 MiB by default) is refused, as a failed call whose message names that option.
 - At most ``MAX_CALLS_PER_TURN`` calls run per turn; further ones are answered with an error
   and still count, so flooding a turn with calls never pays.
 - ``strict`` (off by default, so the paper's numbers reproduce) refuses credit for a gold
@@ -56,11 +60,16 @@ __all__ = ["MAX_CALLS_PER_TURN", "ToolUseEpisode", "ToolUseFamily", "ToolUseOpti
 
 MAX_CALLS_PER_TURN = 32
 TOOL_MEMORY_BYTES = 512 * 1024 * 1024
-TOOL_OUTPUT_BYTES = 1024 * 1024
+TOOL_OUTPUT_BYTES = 16 * 1024 * 1024
+"""Default hard cap on one tool's return value (``max_tool_output_bytes``)."""
+MAX_TOOL_OUTPUT_BYTES = 64 * 1024 * 1024
+"""The highest ``max_tool_output_bytes`` a reset may ask for."""
 
 
 @dataclass(frozen=True)
 class ToolUseOptions:
+    """Reset options of ``toolgym/ToolUse-v0``."""
+
     reward: RewardVariant = field(
         default="solve_f1",
         metadata={"doc": "step reward: solve_f1 2k/(n+1), solve_precision k/n, solve_rate k, solve_pr k^2/n"},
@@ -71,6 +80,16 @@ class ToolUseOptions:
     max_turns: int = field(default=20, metadata={"doc": "turn limit (FTRL: 20)", "min": 1, "max": 200})
     tool_timeout_s: float = field(
         default=10.0, metadata={"doc": "time limit of one tool call (FTRL: 10 s)", "min": 0.1, "max": 120}
+    )
+    max_tool_output_bytes: int = field(
+        default=TOOL_OUTPUT_BYTES,
+        metadata={
+            "doc": "hard memory cap on one tool's return value (bytes of its UTF-8 JSON form); the verifier"
+            " reads the whole value below it, a larger one is a failed call (what the policy is shown is"
+            " cut separately, by the server's max_output_chars)",
+            "min": 1024,
+            "max": MAX_TOOL_OUTPUT_BYTES,
+        },
     )
 
 
@@ -227,13 +246,18 @@ class ToolUseEpisode(Episode):
             json.dumps(call.arguments)
         except (TypeError, ValueError):
             return error_text(call.name, "arguments are not JSON"), False
+        cap = self._options.max_tool_output_bytes
         result = self._runner(RunRequest(
             code=source, call=FunctionCall(call.name, call.arguments),
             limits=RunLimits(timeout_s=self._options.tool_timeout_s, memory_bytes=TOOL_MEMORY_BYTES,
-                             max_output_bytes=TOOL_OUTPUT_BYTES),
+                             max_value_bytes=cap),
         ))
         if result.status == "ok" and result.value is not None:
             return result.value, False
+        if result.value_truncated:
+            why = (f"the tool returned more than {cap} bytes (max_tool_output_bytes; raise it in the"
+                   f" reset options, up to {MAX_TOOL_OUTPUT_BYTES})")
+            return error_text(call.name, why), False
         return error_text(call.name, result.error or result.status), result.status == "timeout"
 
     def step(self, action: Action) -> Step:

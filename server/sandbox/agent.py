@@ -8,17 +8,32 @@ That single persistent stream is why a tool call costs about a millisecond inste
 Requests::
 
     {"id": 7, "op": "run", "code": "...", "call": {"function": "f", "arguments": {...}} | null,
-     "timeout_s": 10.0, "memory_bytes": 536870912, "max_output_bytes": 1048576}
+     "timeout_s": 10.0, "memory_bytes": 536870912, "max_output_bytes": 1048576,
+     "max_value_bytes": 16777216, "max_processes": 50 | null}
     {"id": 8, "op": "ping"}
 
 Every ``run`` forks a fresh child: it starts its own session, gets the limits (address space,
-CPU, open files, file size), a clean stdin, its stdout/stderr on pipes and its work dir as
-cwd, then runs the code as ``__main__`` (or defines it and calls ``function(**arguments)``).
-The agent reads the pipes up to ``max_output_bytes`` each (and drains the rest, so a flood
-never blocks the child), stops the run at ``timeout_s``, and then kills whatever the run left
+CPU, open files, file size, processes), a clean stdin, its stdout/stderr on pipes and its work
+dir as cwd. Plain code runs as ``python3 main.py`` would run it (SimpleTIR's sandbox runs model
+code that way): it is written to ``main.py`` in the work dir and executed from that file as
+``__main__``, so warnings and tracebacks show its source lines. A ``call`` defines the code and
+calls ``function(**arguments)``.
+
+The agent reads the pipes (and drains them, so a flood never blocks the child), keeping of each
+stream the first and the last half of ``max_output_bytes``, so the real end of a long output
+survives; a return value is kept whole up to ``max_value_bytes`` and is an error beyond it,
+never a cut value. It stops the run at ``timeout_s``, and then kills whatever the run left
 behind: the child's process group, and with ``--kill-all`` every process of the agent's user
 (``kill(-1)``), which also ends a fork bomb that escaped the group. ``--kill-all`` is only
 safe where the agent's uid belongs to this sandbox alone (a container, or a per-sandbox uid).
+
+``--nproc N`` (given only where the uid is the sandbox's alone) sets ``RLIMIT_NPROC``, which
+counts every process and thread of the uid, the agent included: a run's ``max_processes`` M
+becomes ``min(N, M + 1)``, so the run's own tree holds exactly M, SimpleTIR's
+``rlimit nproc 50`` for a user with nothing else running. The agent is a child subreaper and
+reaps as it goes, so dead orphans of earlier runs never count against the next. (In Docker the
+uid is shared by every container on the host, so there the backend sets the container's pids
+limit instead; see ``AgentSandbox``.)
 
 The agent never trusts the code: nothing the child prints reaches the protocol stream.
 Python 3.8+; no imports beyond the standard library.
@@ -33,7 +48,7 @@ import select
 import signal
 import sys
 import time
-import traceback
+import types
 
 PROTOCOL = 1
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
@@ -42,7 +57,22 @@ EXIT_GRACE_S = 0.2
 
 
 PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
+MAIN_FILE = "main.py"
 _libc = None
+
+
+def _prctl(option, value):
+    """Best effort: without ctypes, nothing changes."""
+    global _libc
+    try:
+        if _libc is None:
+            import ctypes
+
+            _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.prctl(option, value, 0, 0, 0)
+    except Exception:
+        pass
 
 
 def _set_dumpable(on):
@@ -50,15 +80,7 @@ def _set_dumpable(on):
     /proc/<agent>/fd (its protocol stream: forged or garbled replies) and ptrace need a
     capability the sandbox does not have. Each child is made dumpable again, so the clean-up
     still finds it by uid in /proc. Best effort: without ctypes, nothing changes."""
-    global _libc
-    try:
-        if _libc is None:
-            import ctypes
-
-            _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.prctl(PR_SET_DUMPABLE, 1 if on else 0, 0, 0, 0)
-    except Exception:
-        pass
+    _prctl(PR_SET_DUMPABLE, 1 if on else 0)
 
 
 def _set_limit(which, value):
@@ -91,7 +113,9 @@ def _child(request, workdir, fds, nproc):
         _set_limit(resource.RLIMIT_NOFILE, 256)
         _set_limit(resource.RLIMIT_FSIZE, 64 * 1024 * 1024)
         if nproc:
-            _set_limit(resource.RLIMIT_NPROC, nproc)
+            wanted = request.get("max_processes")
+            # RLIMIT_NPROC counts the agent too: one more, so the run's own tree gets exactly M.
+            _set_limit(resource.RLIMIT_NPROC, min(nproc, int(wanted) + 1) if wanted else nproc)
         os.chdir(workdir)
         # The agent's own environment is already minimal (the backend sets it); no clear().
         os.environ.update({
@@ -104,7 +128,7 @@ def _child(request, workdir, fds, nproc):
                                       errors="backslashreplace", write_through=True)
         sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",
                                       errors="backslashreplace", write_through=True)
-        sys.argv = ["<code>"]
+        sys.argv = [MAIN_FILE] if request.get("call") is None else ["<code>"]
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     except BaseException:
@@ -113,27 +137,7 @@ def _child(request, workdir, fds, nproc):
     call = request.get("call")
     status = 0
     if call is None:
-        namespace = {"__name__": "__main__", "__builtins__": builtins}
-        try:
-            exec(compile(code, "<code>", "exec"), namespace)
-        except SystemExit as exc:
-            if exc.code is None or exc.code == 0:
-                status = 0
-            elif isinstance(exc.code, int):
-                status = exc.code & 0xFF
-            else:
-                try:
-                    print(exc.code, file=sys.stderr)
-                except BaseException:
-                    pass
-                status = 1
-        except BaseException as exc:
-            try:
-                # Skip the agent's own frame: the user sees the traceback of their code only.
-                traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next)
-            except BaseException:
-                pass
-            status = 1
+        status = _run_main(code, workdir)
     else:
         result = {}
         try:
@@ -171,6 +175,74 @@ def _child(request, workdir, fds, nproc):
     except BaseException:
         pass
     os._exit(status)
+
+
+def _run_main(code, workdir):
+    """Run ``code`` as ``python3 main.py`` runs a script, in this (child) process; return the
+    exit status. The source is written to ``main.py`` in the work dir (where SimpleTIR's
+    sandbox writes it) so linecache finds it: a warning's last stderr line is its source line
+    and traceback frames show theirs. ``__file__`` is absolute and ``sys.path[0]`` is the
+    script's directory, as for ``python3 main.py`` since Python 3.9."""
+    path = os.path.join(workdir, MAIN_FILE)
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(code)
+    except Exception:
+        # No room to write it (or the text cannot be encoded): keep the lines in memory.
+        try:
+            import linecache
+
+            lines = code.splitlines(True)
+            linecache.cache[path] = (len(code), None, lines, path)
+        except BaseException:
+            pass
+    module = types.ModuleType("__main__")
+    module.__file__ = path
+    module.__cached__ = None
+    module.__builtins__ = builtins
+    sys.modules["__main__"] = module
+    sys.path.insert(0, workdir)
+    status = 0
+    try:
+        exec(compile(code, path, "exec"), module.__dict__)
+    except SystemExit as exc:
+        status = _exit_status(exc)
+    except BaseException as exc:
+        try:
+            # Drop the agent's own frame: the user sees the traceback of their code only (the
+            # default hook prints the exception's own __traceback__, not the one passed).
+            # sys.excepthook, as the interpreter uses it (the code may have replaced it).
+            exc = exc.with_traceback(exc.__traceback__.tb_next)
+            sys.excepthook(type(exc), exc, exc.__traceback__)
+        except BaseException:
+            pass
+        status = 1
+    # The interpreter's own exit: wait for non-daemon threads, then run atexit handlers.
+    try:
+        threading = sys.modules.get("threading")
+        if threading is not None:
+            threading._shutdown()
+        import atexit
+
+        atexit._run_exitfuncs()
+    except SystemExit as exc:
+        status = _exit_status(exc)
+    except BaseException:
+        pass
+    return status
+
+
+def _exit_status(exc):
+    """The exit status ``python3`` gives for an uncaught ``SystemExit``."""
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code & 0xFF
+    try:
+        print(exc.code, file=sys.stderr)
+    except BaseException:
+        pass
+    return 1
 
 
 def _others_alive(me):
@@ -224,8 +296,59 @@ def _cleanup(child_pid, kill_all):
     _reap()
 
 
+class _Stream(object):
+    """One stream's bytes within ``limit``: the first half, then a rolling last half, so a
+    long output keeps its real end (SimpleTIR shows the first and last 256 characters of the
+    whole output). ``total`` counts every byte read."""
+
+    def __init__(self, limit, keep_tail=True):
+        self.head_cap = limit - limit // 2 if keep_tail else limit
+        self.tail_cap = limit // 2 if keep_tail else 0
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def add(self, chunk):
+        self.total += len(chunk)
+        room = self.head_cap - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        if chunk and self.tail_cap:
+            self.tail += chunk
+            extra = len(self.tail) - self.tail_cap
+            if extra > 0:
+                del self.tail[:extra]  # O(1) amortized from the front of a bytearray
+
+    @property
+    def truncated(self):
+        return self.total > len(self.head) + len(self.tail)
+
+    def text(self):
+        if not self.truncated:
+            return bytes(self.head + self.tail).decode("utf-8", "replace")
+        # Decoded apart: a character cut at either edge of the gap becomes U+FFFD.
+        return bytes(self.head).decode("utf-8", "replace") + bytes(self.tail).decode("utf-8", "replace")
+
+
+def _poll_children(pid):
+    """Reap every child that has exited, orphans the agent adopted included (a zombie still
+    counts against the process limits); the run's wait status when it was among them."""
+    found = None
+    while True:
+        try:
+            got, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return found
+        if got == 0:
+            return found
+        if got == pid:
+            found = status
+
+
 def run(request, workdir, kill_all, nproc):
     limit = max(0, int(request.get("max_output_bytes", 1024 * 1024)))
+    value_limit = max(0, int(request.get("max_value_bytes", 16 * 1024 * 1024)))
     timeout_s = max(0.001, float(request.get("timeout_s", 10.0)))
     is_call = request.get("call") is not None
     out_r, out_w = os.pipe()
@@ -242,10 +365,10 @@ def run(request, workdir, kill_all, nproc):
         if fd is not None:
             os.close(fd)
     names = {out_r: "stdout", err_r: "stderr"}
+    streams = {"stdout": _Stream(limit), "stderr": _Stream(limit)}
     if val_r is not None:
         names[val_r] = "value"
-    bufs = {name: bytearray() for name in names.values()}
-    truncated = {name: False for name in names.values()}
+        streams["value"] = _Stream(value_limit, keep_tail=False)
     open_fds = set(names)
     deadline = started + timeout_s
     exit_status = None
@@ -268,24 +391,16 @@ def run(request, workdir, kill_all, nproc):
             if not chunk:
                 open_fds.discard(fd)
                 continue
-            name = names[fd]
-            room = limit - len(bufs[name])
-            if room > 0:
-                bufs[name] += chunk[:room]
-            if len(chunk) > room:
-                truncated[name] = True
-        if exit_status is None:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                exit_status = status
-                exited_at = time.monotonic()
+            streams[names[fd]].add(chunk)
+        status = _poll_children(pid)
+        if status is not None and exit_status is None:
+            exit_status = status
+            exited_at = time.monotonic()
     if exit_status is None and not timed_out:
         # Pipes closed; the child is exiting. Wait for it, but never past the deadline.
         while exit_status is None and time.monotonic() < deadline:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                exit_status = status
-            else:
+            exit_status = _poll_children(pid)
+            if exit_status is None:
                 time.sleep(0.001)
         timed_out = exit_status is None
     _cleanup(pid, kill_all)
@@ -320,14 +435,19 @@ def run(request, workdir, kill_all, nproc):
             error = "sandbox could not set up the process"
         elif code != 0 and not is_call:
             error = "exit status %d" % code
+    value_truncated = False
     if is_call and not timed_out and status != "killed":
-        raw = bytes(bufs["value"])
-        try:
-            parsed = json.loads(raw.decode("utf-8", "replace")) if raw else {}
-        except ValueError:
-            parsed = {"error": "the tool's result could not be read", "error_type": "ProtocolError"}
-        if truncated["value"]:
-            parsed = {"error": "the tool returned more than %d bytes" % limit, "error_type": "OutputTooLarge"}
+        raw = streams["value"]
+        if raw.truncated:
+            # Never a cut value: the verifier would judge what the tool did not return.
+            value_truncated = True
+            parsed = {"error": "the tool returned more than %d bytes (max_value_bytes=%d)" % (value_limit, value_limit),
+                      "error_type": "OutputTooLarge"}
+        else:
+            try:
+                parsed = json.loads(raw.text()) if raw.total else {}
+            except ValueError:
+                parsed = {"error": "the tool's result could not be read", "error_type": "ProtocolError"}
         if "value" in parsed:
             value = parsed["value"]
             status = "ok"
@@ -339,11 +459,12 @@ def run(request, workdir, kill_all, nproc):
             error_type = parsed.get("error_type")
     reply = {
         "status": status,
-        "stdout": bytes(bufs["stdout"]).decode("utf-8", "replace"),
-        "stderr": bytes(bufs["stderr"]).decode("utf-8", "replace"),
-        "stdout_truncated": truncated["stdout"],
-        "stderr_truncated": truncated["stderr"],
+        "stdout": streams["stdout"].text(),
+        "stderr": streams["stderr"].text(),
+        "stdout_truncated": streams["stdout"].truncated,
+        "stderr_truncated": streams["stderr"].truncated,
         "value": value,
+        "value_truncated": value_truncated,
         "error": error,
         "error_type": error_type,
         "duration_s": round(duration, 6),
@@ -374,6 +495,8 @@ def main(argv):
     # end it). Each child restores SIGINT for its own code.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _set_dumpable(False)
+    # Orphans of a run come to the agent (as to a container's pid 1), which reaps them.
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
     inp = sys.stdin.buffer
     out = sys.stdout.buffer
 

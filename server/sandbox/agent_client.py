@@ -4,6 +4,11 @@ A backend supplies a ``Channel`` (bytes to the agent's stdin, bytes from its std
 module turns it into a ``Sandbox``: send one JSON line, wait for one JSON line, within a
 deadline. A sandbox whose agent misses a deadline, closes its stream or answers out of step
 is *broken*: it raises ``SandboxError`` from then on and the server replaces it.
+
+A run's ``max_processes`` is enforced by the agent where the sandbox has a uid of its own
+(``RLIMIT_NPROC``); where it does not (Docker: every container's user is the same host uid),
+the backend passes ``set_process_limit``, which sets the box's own limit (the container's pids
+limit) before the first run that asks for a different one: one engine call per sandbox.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from toolgym.envs.runner import RunRequest, RunResult
+from toolgym.envs.runner import RunLimits, RunRequest, RunResult
 from toolgym.errors import SandboxError, SandboxTimeout
 
 __all__ = ["AGENT_SOURCE", "AgentSandbox", "Channel"]
@@ -28,6 +33,15 @@ AGENT_SOURCE = (Path(__file__).parent / "agent.py").read_text(encoding="utf-8")
 """Passed to ``python3 -c`` in the sandbox, so no host file is ever mounted in."""
 
 MAX_REPLY_BYTES = 128 * 1024 * 1024
+"""The floor of the reply bound; a run's own bound grows with its caps (``_reply_bound``)."""
+JSON_ESCAPE_FACTOR = 6
+"""The agent's replies are ASCII JSON: one byte of output is at most six (``\\u0001``)."""
+
+
+def _reply_bound(limits: RunLimits) -> int:
+    """The largest honest reply to a run with ``limits``: every stream at its cap, escaped."""
+    streams = 2 * limits.max_output_bytes + limits.max_value_bytes
+    return max(MAX_REPLY_BYTES, JSON_ESCAPE_FACTOR * streams + (1 << 20))
 
 
 class Channel(ABC):
@@ -61,11 +75,15 @@ class AgentSandbox:
         destroy: Callable[[], bool],
         *,
         reply_grace_s: float = 5.0,
+        set_process_limit: Callable[[int | None], None] | None = None,
     ) -> None:
         self._id = sandbox_id
         self._channel = channel
         self._destroy = destroy
         self._grace = reply_grace_s
+        self._set_process_limit = set_process_limit
+        self._process_limit: int | None = None
+        """The ``max_processes`` the box is set for now (None: the sandbox's own limit)."""
         self._buf = bytearray()
         self._lock = threading.Lock()
         """Serializes requests: one run at a time per sandbox."""
@@ -79,15 +97,15 @@ class AgentSandbox:
     def id(self) -> str:
         return self._id
 
-    def _read_line(self, deadline: float) -> bytes:
+    def _read_line(self, deadline: float, max_bytes: int = MAX_REPLY_BYTES) -> bytes:
         while True:
             nl = self._buf.find(b"\n")
             if nl >= 0:
                 line = bytes(self._buf[:nl])
                 del self._buf[: nl + 1]
                 return line
-            if len(self._buf) > MAX_REPLY_BYTES:
-                raise SandboxError(f"sandbox {self._id}: reply larger than {MAX_REPLY_BYTES} bytes")
+            if len(self._buf) > max_bytes:
+                raise SandboxError(f"sandbox {self._id}: reply larger than {max_bytes} bytes")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError
@@ -105,10 +123,19 @@ class AgentSandbox:
         return cls(message, sandbox_id=self._id)
 
     @classmethod
-    def start(cls, sandbox_id: str, channel: Channel, destroy: Callable[[], bool], timeout_s: float) -> AgentSandbox:
+    def start(
+        cls,
+        sandbox_id: str,
+        channel: Channel,
+        destroy: Callable[[], bool],
+        timeout_s: float,
+        *,
+        set_process_limit: Callable[[int | None], None] | None = None,
+    ) -> AgentSandbox:
         """A sandbox whose agent has said hello within ``timeout_s``; on failure the box is
-        destroyed and ``SandboxError`` raised."""
-        sandbox = cls(sandbox_id, channel, destroy)
+        destroyed and ``SandboxError`` raised. ``set_process_limit`` (module doc) is for
+        backends whose agent cannot bound a run's processes itself."""
+        sandbox = cls(sandbox_id, channel, destroy, set_process_limit=set_process_limit)
         try:
             sandbox.wait_ready(timeout_s)
         except SandboxError:
@@ -135,7 +162,7 @@ class AgentSandbox:
         self.hello = hello
         return hello
 
-    def _request(self, payload: dict[str, Any], wait_s: float) -> dict[str, Any]:
+    def _request(self, payload: dict[str, Any], wait_s: float, max_reply: int = MAX_REPLY_BYTES) -> dict[str, Any]:
         with self._lock:
             if self._closed:
                 raise SandboxError(f"sandbox {self._id} is closed", sandbox_id=self._id)
@@ -151,7 +178,7 @@ class AgentSandbox:
                 raise ValueError(f"request is not JSON-serializable: {exc}") from exc
             try:
                 self._channel.send(data)
-                line = self._read_line(time.monotonic() + wait_s)
+                line = self._read_line(time.monotonic() + wait_s, max_reply)
             except TimeoutError:
                 raise self._fail(f"no reply within {wait_s:g} s (the agent is wedged)", timeout=True) from None
             except (EOFError, OSError) as exc:
@@ -175,7 +202,18 @@ class AgentSandbox:
             return False
 
     def run(self, request: RunRequest) -> RunResult:
+        """Run ``request`` in a fresh process in the box (``Sandbox.run``)."""
         limits = request.limits
+        if self._set_process_limit is not None and limits.max_processes != self._process_limit:
+            with self._lock:
+                if self._closed or self._broken:
+                    why = self._broken or "closed"
+                    raise SandboxError(f"sandbox {self._id} is unusable: {why}", sandbox_id=self._id)
+                try:
+                    self._set_process_limit(limits.max_processes)
+                except Exception as exc:
+                    raise self._fail(f"could not set its process limit to {limits.max_processes} ({exc})") from exc
+                self._process_limit = limits.max_processes
         payload: dict[str, Any] = {
             "op": "run",
             "code": request.code,
@@ -187,8 +225,10 @@ class AgentSandbox:
             "timeout_s": limits.timeout_s,
             "memory_bytes": limits.memory_bytes,
             "max_output_bytes": limits.max_output_bytes,
+            "max_value_bytes": limits.max_value_bytes,
+            "max_processes": limits.max_processes,
         }
-        reply = self._request(payload, limits.timeout_s + self._grace)
+        reply = self._request(payload, limits.timeout_s + self._grace, _reply_bound(limits))
         value = reply.get("value")
         return RunResult(
             status=reply.get("status", "error"),
@@ -199,6 +239,7 @@ class AgentSandbox:
             error_type=reply.get("error_type"),
             stdout_truncated=bool(reply.get("stdout_truncated")),
             stderr_truncated=bool(reply.get("stderr_truncated")),
+            value_truncated=bool(reply.get("value_truncated")),
             duration_s=float(reply.get("duration_s", 0.0)),
         )
 

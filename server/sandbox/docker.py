@@ -9,6 +9,10 @@ travels as the container's command (``python3 -c``).
 The server talks to the agent over the container's attached stdin/stdout (docker SDK
 ``attach_socket``): one persistent stream, demultiplexed from Docker's 8-byte frame headers,
 so a call never pays for ``docker exec``.
+
+A run's ``max_processes`` becomes the container's pids limit (plus one, for the agent) before
+the first run that asks for it: ``RLIMIT_NPROC`` would count the sandbox user's processes in
+every container on the host, since they all share uid 65534.
 """
 
 from __future__ import annotations
@@ -99,6 +103,12 @@ class _AttachChannel(Channel):
         return b"".join(self._stderr)[-4000:].decode("utf-8", "replace")
 
 
+def _pids_limit(sandbox_limit: int, max_processes: int | None) -> int:
+    """The container's pids limit for a run: the sandbox's own, or the run's ``max_processes``
+    plus the agent when that is lower (the sandbox's limit stays a ceiling)."""
+    return sandbox_limit if max_processes is None else min(sandbox_limit, max_processes + 1)
+
+
 class DockerBackend:
     """Sandboxes as hardened Docker containers (see the module doc)."""
 
@@ -184,13 +194,26 @@ class DockerBackend:
         def destroy() -> bool:
             return self._remove(container.id)
 
+        def set_process_limit(max_processes: int | None) -> None:
+            # The agent is the container's only other process: one more, so the run's own
+            # tree holds exactly max_processes (RLIMIT_NPROC cannot: the uid is host-wide).
+            self._set_pids_limit(container.id, _pids_limit(spec.max_processes, max_processes))
+
         try:
             sock = container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
             container.start()
         except Exception as exc:
             destroy()
             raise SandboxError(f"docker could not start sandbox {name}: {exc}") from exc
-        return AgentSandbox.start(name, _AttachChannel(sock), destroy, self._start_timeout_s)
+        return AgentSandbox.start(
+            name, _AttachChannel(sock), destroy, self._start_timeout_s, set_process_limit=set_process_limit
+        )
+
+    def _set_pids_limit(self, container_id: str, pids: int) -> None:
+        """``docker update --pids-limit`` (the SDK's ``update_container`` lacks the field)."""
+        api = self._client.api
+        response = api._post_json(api._url("/containers/{0}/update", container_id), data={"PidsLimit": pids})
+        api._raise_for_status(response)
 
     def _remove(self, container_id: str) -> bool:
         import docker.errors

@@ -239,3 +239,50 @@ def test_turn_limit_truncates(runner: Any) -> None:
     assert not episode.step(call).truncated
     last = episode.step(call)
     assert last.truncated and not last.terminated and last.info["reason"] == "max_turns"
+
+
+REPORT_TOOL = "def report(n):\n    return 'filler ' * (n // 7) + 'the code is QUOKKA-5521'\n"
+
+
+def report_record() -> dict[str, Any]:
+    return {
+        "messages": [{"role": "user", "content": "What is the code?"}],
+        "tools": [{"type": "function", "function": {"name": "report", "parameters": {"type": "object"}}}],
+        "codes": {"report": REPORT_TOOL}, "answer": "QUOKKA-5521", "unsolved_set": {"report": ["QUOKKA-5521"]},
+    }
+
+
+@pytest.mark.docker
+def test_a_10_mb_tool_output_is_verified_whole(runner: Any) -> None:
+    """FTRL's verifier reads the whole return value: a gold at the end of 10 MB still counts.
+    (What the policy is shown is cut by the server's ``max_output_chars``, not here.)"""
+    episode = FAMILY.start(task_of(report_record()), ToolUseOptions(), runner, random.Random(0))
+    episode.reset()
+    step = episode.step(tags({"name": "report", "arguments": {"n": 10_000_000}}))
+    content = step.observation.messages[0]["content"]
+    assert len(content) > 10_000_000 and content.endswith("the code is QUOKKA-5521")
+    assert step.info["reward_components"]["solved"] == 1 and step.reward == pytest.approx(1.0)
+
+
+@pytest.mark.docker
+def test_a_tool_output_over_the_hard_cap_is_a_clear_error(runner: Any) -> None:
+    options = ToolUseOptions(max_tool_output_bytes=1024 * 1024)
+    episode = FAMILY.start(task_of(report_record()), options, runner, random.Random(0))
+    episode.reset()
+    step = episode.step(tags({"name": "report", "arguments": {"n": 2_000_000}}))
+    content = step.observation.messages[0]["content"]
+    assert content == (
+        "an error occured when call report: the tool returned more than 1048576 bytes"
+        " (max_tool_output_bytes; raise it in the reset options, up to 67108864)"
+    )
+    assert step.info["reward_components"] == {"solved": 0, "calls": 1, "solve_f1": 0.0}
+    assert step.info["status"] == "ok", "the tool's failure is data, as a tool that raises"
+    # Under the cap, the same tool answers in the same sandbox.
+    again = episode.step(tags({"name": "report", "arguments": {"n": 700}}))
+    assert again.observation.messages[0]["content"].endswith("QUOKKA-5521") and again.reward == pytest.approx(1.0)
+
+
+def test_the_hard_cap_option_is_bounded() -> None:
+    assert FAMILY.parse_options({"max_tool_output_bytes": 1 << 20}, "train").max_tool_output_bytes == 1 << 20
+    with pytest.raises(ValidationFailed):
+        FAMILY.parse_options({"max_tool_output_bytes": 1 << 30}, "train")

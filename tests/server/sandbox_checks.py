@@ -146,18 +146,57 @@ def check_timeout_kills_everything(box: Sandbox) -> None:
 
 
 def check_output_caps(box: Sandbox) -> None:
-    result = run(box, "import sys\nprint('o' * 100000)\nsys.stderr.write('e' * 50000)\n",
-                 max_output_bytes=1000)
+    """A stream over ``max_output_bytes`` keeps its first and its last half (so its real end
+    survives) and says it was cut; a return value is never cut: over ``max_value_bytes`` it is
+    an ``OutputTooLarge`` error with ``value_truncated`` set."""
+    code = "import sys\nprint('h' * 600 + 'o' * 100000 + 't' * 600)\nsys.stderr.write('e' * 50000 + 'END')\n"
+    result = run(box, code, max_output_bytes=1000)
     assert result.status == "ok", result
-    assert result.stdout == "o" * 1000 and result.stdout_truncated
-    assert result.stderr == "e" * 1000 and result.stderr_truncated
+    assert result.stdout == "h" * 500 + "t" * 499 + "\n" and result.stdout_truncated
+    assert result.stderr == "e" * 997 + "END" and result.stderr_truncated
     small = run(box, "print('short')", max_output_bytes=1000)
     assert small.stdout == "short\n" and not small.stdout_truncated and not small.stderr_truncated
-    # A function's return value over the cap is an error, never a silently cut value.
+    exact = run(box, "import sys\nsys.stdout.write('x' * 1000)", max_output_bytes=1000)
+    assert exact.stdout == "x" * 1000 and not exact.stdout_truncated
+    # The return value is not a stream: the cap on streams does not touch it.
+    whole = box.run(RunRequest(code="def f():\n    return 'v' * 5000 + 'END'\n", call=FunctionCall("f", {}),
+                               limits=RunLimits(timeout_s=5, max_output_bytes=1000)))
+    assert whole.status == "ok" and whole.value == "v" * 5000 + "END" and not whole.value_truncated, whole
+    # Over its own cap it is an error, never a silently cut value.
     big = box.run(RunRequest(code="def f():\n    return 'v' * 5000\n", call=FunctionCall("f", {}),
-                             limits=RunLimits(timeout_s=5, max_output_bytes=1000)))
+                             limits=RunLimits(timeout_s=5, max_value_bytes=1000)))
     assert big.status == "error" and big.value is None and big.error_type == "OutputTooLarge", big
+    assert big.value_truncated and "max_value_bytes=1000" in (big.error or ""), big
     # A flood that never ends is read and dropped until the timeout: the run still stops.
     flood = run(box, "import sys\nwhile True:\n    sys.stdout.write('f' * 65536)\n", timeout_s=1.0,
                 max_output_bytes=2000)
-    assert flood.status == "timeout" and flood.stdout_truncated and len(flood.stdout) == 2000
+    assert flood.status == "timeout" and flood.stdout_truncated and flood.stdout == "f" * 2000
+
+
+HOLD_100 = r'''
+import os, time
+held = 1
+for _ in range(99):
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        time.sleep(30)
+        os._exit(0)
+    held += 1
+print(held)
+'''
+"""Tries to hold 100 processes at once (itself and 99 children); prints how many it holds."""
+
+
+def check_run_process_limit(box: Sandbox, sandbox_limit: int) -> None:
+    """``RunLimits.max_processes`` bounds the run's own tree (its process and every process
+    it starts) at exactly that many, whatever else the sandbox holds (its agent). The
+    sandbox's own limit (``sandbox_limit``, counting the agent) stays a ceiling, and a run
+    without ``max_processes`` gets the whole of it back."""
+    for limit, held in ((50, 50), (7, 7), (None, sandbox_limit - 1), (50, 50), (500, sandbox_limit - 1)):
+        result = run(box, HOLD_100, max_processes=limit)
+        assert result.status == "ok", result
+        assert int(result.stdout) == held, f"held {result.stdout.strip()} processes under max_processes={limit}"
+        leftovers(box)

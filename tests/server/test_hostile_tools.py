@@ -174,8 +174,13 @@ def test_tool_that_floods_stdout_then_fails(server: Server, client: httpx.Client
 
 
 def test_tool_that_returns_too_much(server: Server, client: httpx.Client, witness: str) -> None:
-    source = "def huge():\n    return 'z' * (8 * 1024 * 1024)\n"
-    play_hostile(server, client, witness, "huge", source, {})
+    """Past the default hard cap (16 MiB), a return value is a failed call naming the knob."""
+    source = "def huge():\n    return 'z' * (20 * 1024 * 1024)\n"
+    _, text = play_hostile(server, client, witness, "huge", source, {})
+    assert text == ERROR_PREFIX.format(name="huge") + (
+        "the tool returned more than 16777216 bytes (max_tool_output_bytes; raise it in the reset options,"
+        " up to 67108864)"
+    )
 
 
 @pytest.mark.parametrize("target", ["connect", "dns", "udp"])
@@ -238,6 +243,42 @@ def test_long_output_is_capped_for_the_policy_but_verified_whole(
     assert short["info"]["output_truncated"] is False
     final = step(client, episode_id, "The code is QUOKKA-5521.")
     assert final["reward"] == 1.0 and final["info"]["metrics"]["solve_rate"] == 1.0
+    check_healthy(server, client, witness)
+
+
+def test_a_10_mb_tool_output_is_verified_whole_and_shown_capped(
+    server: Server, client: httpx.Client, witness: str
+) -> None:
+    """A tool that returns 10 MB is not an error: FTRL's verifier reads all of it (the gold is
+    at its very end), the policy is shown ``max_output_chars`` of it, and the step says so."""
+    source = "def report():\n    return 'filler ' * 1500000 + 'the code is QUOKKA-5521'\n"
+    record = tooluse_record({"report": source}, golds={"report": ["QUOKKA-5521"]}, answer="QUOKKA-5521")
+    (task_id,) = register(client, record)
+    episode_id = reset(client, task_id, tool_timeout_s=10.0)["episode_id"]
+    result = step(client, episode_id, tags(call("report")))
+    text = tool_message(result)
+    assert text.startswith("filler filler") and not text.startswith(ERROR_PREFIX.format(name="report"))
+    assert result["info"]["output_truncated"] is True
+    assert len(text) < 2 * MAX_OUTPUT_CHARS and "max_output_chars" in text
+    assert result["reward"] == 1.0 and result["info"]["reward_components"]["solved"] == 1
+    close(client, episode_id)
+    check_healthy(server, client, witness)
+
+
+def test_a_tool_output_over_the_hard_cap_is_a_clear_error(
+    server: Server, client: httpx.Client, witness: str
+) -> None:
+    source = "def flood():\n    return 'x' * 3000000\n"
+    (task_id,) = register(client, tooluse_record({"flood": source}))
+    episode_id = reset(client, task_id, tool_timeout_s=10.0, max_tool_output_bytes=2 * 1024 * 1024)["episode_id"]
+    result = step(client, episode_id, tags(call("flood")))
+    assert tool_message(result) == (
+        ERROR_PREFIX.format(name="flood") + "the tool returned more than 2097152 bytes"
+        " (max_tool_output_bytes; raise it in the reset options, up to 67108864)"
+    )
+    assert result["info"]["output_truncated"] is False
+    assert tool_message(step(client, episode_id, tags(call("echo", text="fine")))) == "fine"
+    close(client, episode_id)
     check_healthy(server, client, witness)
 
 

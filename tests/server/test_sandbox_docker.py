@@ -9,7 +9,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sandbox_checks import FORK_COUNT, check_output_caps, check_timeout_kills_everything, leftovers, probe, run
+from sandbox_checks import (
+    FORK_COUNT,
+    check_output_caps,
+    check_run_process_limit,
+    check_timeout_kills_everything,
+    leftovers,
+    probe,
+    run,
+)
 from server_kit import docker
 
 from toolgym.envs.runner import FunctionCall, RunLimits, RunRequest
@@ -131,6 +139,17 @@ def test_pids_limit_bounds_a_fork_bomb(fresh: Sandbox) -> None:
     assert result.status == "ok", result
     assert 0 < int(result.stdout) < 32, f"forked {result.stdout.strip()} processes under pids_limit=32"
     leftovers(fresh)
+
+
+def test_a_runs_process_limit_counts_its_own_tree(docker_backend: SandboxBackend) -> None:
+    """A run's ``max_processes`` becomes the container's pids limit plus one (the agent, the
+    container's only other process), so the run itself holds exactly that many."""
+    sandbox = docker_backend.create(SandboxSpec(labels=labels(), max_processes=64))
+    try:
+        check_run_process_limit(sandbox, 64)
+        assert inspect(sandbox)["HostConfig"]["PidsLimit"] == 64, "the sandbox's own limit is back"
+    finally:
+        sandbox.close()
 
 
 def test_memory_limit_kills_the_run_not_the_sandbox(fresh: Sandbox) -> None:

@@ -11,7 +11,15 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from sandbox_checks import FORK_COUNT, check_output_caps, check_timeout_kills_everything, leftovers, probe, run
+from sandbox_checks import (
+    FORK_COUNT,
+    check_output_caps,
+    check_run_process_limit,
+    check_timeout_kills_everything,
+    leftovers,
+    probe,
+    run,
+)
 
 from toolgym.errors import SandboxError
 from toolgym.server.sandbox.base import Sandbox, SandboxBackend, SandboxSpec
@@ -76,6 +84,17 @@ def test_nproc_bounds_a_fork_bomb(box: Sandbox) -> None:
     assert result.status == "ok", result
     assert 0 < int(result.stdout) < 32, f"forked {result.stdout.strip()} processes under max_processes=32"
     leftovers(box)
+
+
+@needs_root
+def test_a_runs_process_limit_counts_its_own_tree(process_backend: SandboxBackend) -> None:
+    """RLIMIT_NPROC counts every process of the uid, the agent too: the agent allows one
+    more, so the run itself holds exactly ``max_processes`` (SimpleTIR's 50)."""
+    sandbox = process_backend.create(spec(max_processes=64))
+    try:
+        check_run_process_limit(sandbox, 64)
+    finally:
+        sandbox.close()
 
 
 def test_a_timeout_stops_the_run_and_kills_what_it_spawned(box: Sandbox) -> None:
