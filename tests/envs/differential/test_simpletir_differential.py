@@ -66,8 +66,12 @@ def test_fixture_is_small_and_covers_the_rules() -> None:
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
 def test_replay_matches_simpletir(family: CodeMathFamily, case: dict[str, Any]) -> None:
     runner = Recorded()
-    task = Task(env_id=family.env_id, id=case["id"], split="test", record={"question": "q", "answer": case["gold"]})
-    options = family.parse_options({"max_turns": case["max_turns"]}, "test")
+    # SimpleTIR's limits come from the split's defaults (5 on train, 10 otherwise); others are set.
+    split = {5: "train", 10: "test"}.get(case["max_turns"], "validation")
+    raw = {} if split != "validation" else {"max_turns": case["max_turns"]}
+    task = Task(env_id=family.env_id, id=case["id"], split=split, record={"question": "q", "answer": case["gold"]})
+    options = family.parse_options(raw, split)
+    assert options.max_turns == case["max_turns"]
     episode = family.start(task, options, runner, random.Random(0))
     episode.reset()
     expected = case["expected"]
