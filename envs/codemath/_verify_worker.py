@@ -10,18 +10,26 @@ thread (the server's request threads are not), and hostile LaTeX (``9^{9^{9^{9}}
 calls run in this process's main thread, so math-verify's alarms work as designed, and the
 parent's hard deadline covers whatever they cannot stop.
 
-Requests: ``{"op": "verify", "gold": str, "target": str}`` and ``{"op": "parse", "text": str}``;
-both texts are already wrapped in ``\\boxed{}``. Replies carry ``status``: ``ok``,
-``unparsable`` (the target gave nothing), ``gold_unparsable``, ``timeout`` (math-verify's own
-alarm fired) or ``error``; a verify reply also carries ``correct``.
+Requests: ``{"op": "verify", "gold": str, "target": str}`` and ``{"op": "parse", "text": str}``,
+both texts already wrapped in ``\\boxed{}``; and ``{"op": "solution", "gold": str, "text": str}``:
+the answer is first extracted from the whole trajectory ``text`` the way SimpleTIR's reward
+does (``extract.py``, loaded by path: this script sees no package), then wrapped and judged
+like ``verify``. Extraction runs here, not in the server, because some of its regular
+expressions are quadratic on long inputs and only this process can be killed mid-way.
+Replies carry ``status``: ``ok``, ``no_answer`` (extraction found nothing), ``unparsable``
+(the target gave nothing), ``gold_unparsable``, ``timeout`` (math-verify's own alarm fired)
+or ``error``; a verify or solution reply also carries ``correct``, a solution reply
+``answer`` (the extracted text).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
 import sys
+from types import ModuleType
 from typing import Any
 
 MEMORY_LIMIT_BYTES = 2 * 1024**3
@@ -66,6 +74,22 @@ def _limit_cpu_from_now() -> None:
         pass
 
 
+def _load_extract() -> ModuleType:
+    """``extract.py`` from this directory, imported by path (``-I`` keeps the package away)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "extract.py")
+    spec = importlib.util.spec_from_file_location("_toolgym_codemath_extract", path)
+    if spec is None or spec.loader is None:  # pragma: no cover - the file ships beside this one
+        raise ImportError(path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _wrap_boxed(text: str) -> str:
+    """SimpleTIR: wrap in ``\\boxed{}`` unless the text already contains ``\\boxed``."""
+    return text if "\\boxed" in text else f"\\boxed{{{text}}}"
+
+
 def main() -> None:
     # Replies go to a private copy of stdout; anything a library prints goes to stderr.
     proto = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
@@ -80,6 +104,7 @@ def main() -> None:
 
     from math_verify import parse, verify
 
+    extract = _load_extract()
     seen = _TimeoutSeen()
     logging.getLogger("math_verify").addHandler(seen)
 
@@ -90,10 +115,20 @@ def main() -> None:
             if parsed:
                 return {"status": "ok"}
             return {"status": "timeout" if seen.seen else "unparsable"}
-        gold = parse(request["gold"], parsing_timeout=INNER_TIMEOUT_S)
+        if request.get("op") == "solution":
+            answer = extract.simpletir_answer(request["text"])
+            if not answer:
+                return {"status": "no_answer", "correct": False, "answer": ""}
+            reply = judge(request["gold"], _wrap_boxed(answer))
+            reply["answer"] = answer
+            return reply
+        return judge(request["gold"], request["target"])
+
+    def judge(gold_text: str, target_text: str) -> dict[str, Any]:
+        gold = parse(gold_text, parsing_timeout=INNER_TIMEOUT_S)
         if not gold:
             return {"status": "timeout" if seen.seen else "gold_unparsable", "correct": False}
-        target = parse(request["target"], parsing_timeout=INNER_TIMEOUT_S)
+        target = parse(target_text, parsing_timeout=INNER_TIMEOUT_S)
         if not target:
             return {"status": "timeout" if seen.seen else "unparsable", "correct": False}
         correct = bool(verify(gold, target, timeout_seconds=INNER_TIMEOUT_S))

@@ -16,9 +16,11 @@ One step is one assistant turn:
    ``answered``), when the code printed ``\\boxed{`` (``answered``), or on a void turn — no
    code block and no ``\\boxed{`` — (``void_turn``; ``info["void_turn"]`` is the flag SimpleTIR
    masks out of the loss). Otherwise it is ``truncated`` at ``max_turns`` (``max_turns``).
-5. The reward, 0 until the end, then 1 or 0: the last complete ``\\boxed{}`` in the assistant
-   side of the trajectory (cut turns and observations), judged by math-verify against the
-   gold in a killable worker process (``verifier``).
+5. The reward, 0 until the end, then 1 or 0: the answer in the assistant side of the
+   trajectory (cut turns and observations), judged by math-verify against the gold in a
+   killable worker process (``verifier``). The answer is read as SimpleTIR's reward reads it
+   (``extract``: the last ``boxed``, else "the answer is", "答案是", the last number), or,
+   with ``answer_extraction="boxed"``, only from the last complete ``\\boxed{}``.
 
 Exactly as SimpleTIR: the observation of the *last allowed turn* is not part of the
 trajectory (their loop appends observations only for ``step < max_turns - 1``), so a
@@ -39,7 +41,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from toolgym.envs.base import (
     Action,
@@ -85,6 +87,9 @@ PROCESS_LIMIT = 50
 """SimpleTIR's ``rlimit nproc 50``: the run's process and everything it starts, at once."""
 TRAIN_MAX_TURNS = 5
 EVAL_MAX_TURNS = 10
+AnswerExtraction = Literal["simpletir", "boxed"]
+EXTRACTED_ANSWER_CHARS = 200
+"""``info["extracted_answer"]`` is cut to this length ("the answer is" can take a whole tail)."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,15 @@ class CodeMathOptions:
             "doc": "Run-time limit of one code block in seconds (SimpleTIR: 3).",
             "min": 0.1,
             "max": 60.0,
+        },
+    )
+    answer_extraction: AnswerExtraction = field(
+        default="simpletir",
+        metadata={
+            "doc": "How the reward finds the answer in the trajectory. simpletir (default): as "
+            "SimpleTIR's reward does, the last \\boxed{...}, else the text after 'the answer is' or "
+            "'答案是', else the last number, normalized by the Qwen math toolkit's strip_string; "
+            "boxed: only the last complete \\boxed{...}, no answer otherwise.",
         },
     )
 
@@ -157,8 +171,10 @@ class CodeMathFamily(EnvFamily, Judgeable, Expandable):
         "or '\\n' for a void turn; one more '\\n' on the turn before the last allowed one."
     )
     reward_spec: ClassVar[str] = (
-        "Binary, at the end of the episode: 1 if the last \\boxed{...} in the assistant side of the "
-        "trajectory (turns and scored observations) equals the gold for math-verify, else 0. "
+        "Binary, at the end of the episode: 1 if the answer in the assistant side of the trajectory "
+        "(turns and scored observations) equals the gold for math-verify, else 0. The answer is read "
+        "as SimpleTIR's reward reads it (last \\boxed{...}, else 'the answer is' / '答案是', else the "
+        "last number), or only from the last \\boxed{...} with answer_extraction=boxed. "
         "reward_components: {correct}."
     )
     record_format: ClassVar[str] = (
@@ -316,8 +332,10 @@ class CodeMathEpisode(Episode):
         scored = [*self._scored, turn.text] + ([] if last else [observation])
         reason = "answered" if answered else "void_turn" if turn.void else "max_turns" if last else None
         verdict: Verdict | None = None
-        if reason is not None:
+        if reason is not None and self.options.answer_extraction == "boxed":
             verdict = self._verifier.verify(self._gold, find_last_boxed("".join(scored)))
+        elif reason is not None:
+            verdict = self._verifier.verify_solution(self._gold, "".join(scored))
 
         # Commit.
         self._turn += 1
@@ -339,6 +357,8 @@ class CodeMathEpisode(Episode):
             reward = 1.0 if verdict.correct else 0.0
             components = {"correct": reward}
             extra["verifier_status"] = verdict.status
+            if verdict.answer is not None:
+                extra["extracted_answer"] = verdict.answer[:EXTRACTED_ANSWER_CHARS]
             if verdict.status == "timeout":
                 status = "timeout"
         info = make_info(

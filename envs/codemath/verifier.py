@@ -1,9 +1,12 @@
-"""The CodeMath reward: the last ``\\boxed{}`` of the trajectory checked by math-verify,
-server-side, in worker processes that can be killed.
+"""The CodeMath reward: the answer of the trajectory checked by math-verify, server-side, in
+worker processes that can be killed.
 
-Rule (PAPERS.md §3, SimpleTIR's ``hf_math_verify.py``): both the gold and the extracted answer
-are wrapped in ``\\boxed{}`` when they are not already, parsed with ``math_verify.parse``, and
-compared with ``math_verify.verify(gold, target)``; anything that fails to parse scores 0.
+Rule (SimpleTIR's ``recipe/simpletir/utils/reward_score/hf_math_verify.py``): the answer is
+extracted from the trajectory (``verify_solution``: SimpleTIR's extraction, ``extract.py``,
+run inside the worker; or, in ``boxed`` mode, the caller passes the last complete
+``\\boxed{}`` to ``verify``), then both the gold and the answer are wrapped in ``\\boxed{}``
+when they are not already, parsed with ``math_verify.parse``, and compared with
+``math_verify.verify(gold, target)``; anything that fails to parse scores 0.
 
 Why processes (DESIGN.md): math-verify's timeouts use ``SIGALRM``, which raises outside the
 main thread, and hostile LaTeX can hang sympy in C code. Each ``VerifierPool`` worker is a
@@ -36,7 +39,7 @@ from toolgym.errors import Unavailable
 __all__ = ["Verdict", "VerdictStatus", "VerifierPool", "default_pool", "wrap_boxed"]
 
 VerdictStatus = Literal["ok", "no_answer", "unparsable", "gold_unparsable", "timeout", "error"]
-"""``ok``: compared (``correct`` says how it went); ``no_answer``: no ``\\boxed{}`` to read;
+"""``ok``: compared (``correct`` says how it went); ``no_answer``: no answer to read;
 ``unparsable`` / ``gold_unparsable``: math-verify got nothing out of it; ``timeout``: the
 check overran and was stopped; ``error``: the check raised or its worker crashed."""
 
@@ -45,8 +48,12 @@ WORKER_SCRIPT = Path(__file__).with_name("_verify_worker.py")
 
 @dataclass(frozen=True)
 class Verdict:
+    """One check's outcome. ``answer`` is the text that was judged when the worker extracted
+    it (``verify_solution``), so a caller can show why a reward is 0."""
+
     correct: bool
     status: VerdictStatus
+    answer: str | None = None
 
 
 def wrap_boxed(text: str) -> str:
@@ -183,6 +190,16 @@ class VerifierPool:
             return Verdict(False, "timeout")
         return Verdict(bool(reply.get("correct")), _status(reply))
 
+    def verify_solution(self, gold: str, solution: str) -> Verdict:
+        """Judge a whole trajectory as SimpleTIR's reward does: the worker extracts the answer
+        (``extract.simpletir_answer``: ``\\boxed``, "the answer is", "答案是", the last
+        number ...) and compares it with ``gold``; ``no_answer`` when it extracted nothing."""
+        reply = self._call({"op": "solution", "gold": wrap_boxed(gold), "text": solution})
+        if reply is None:
+            return Verdict(False, "timeout")
+        answer = reply.get("answer")
+        return Verdict(bool(reply.get("correct")), _status(reply), answer if isinstance(answer, str) else None)
+
     def check_gold(self, gold: str) -> Verdict:
         """Does math-verify parse ``gold`` at all? (``correct`` is True when it does.)"""
         reply = self._call({"op": "parse", "text": wrap_boxed(gold)})
@@ -255,6 +272,7 @@ class VerifierPool:
 
 _STATUSES: dict[str, VerdictStatus] = {
     "ok": "ok",
+    "no_answer": "no_answer",
     "unparsable": "unparsable",
     "gold_unparsable": "gold_unparsable",
     "timeout": "timeout",

@@ -41,15 +41,26 @@ from toolgym.errors import EpisodeFinished
 __all__ = ["FunctionCallEpisode", "FunctionCallFamily", "FunctionCallOptions", "Verifier", "score"]
 
 Verifier = Literal["looptool", "bfcl"]
+ParseMode = Literal["exact", "lenient"]
 
 
 @dataclass(frozen=True)
 class FunctionCallOptions:
+    """Reset options of ``toolgym/FunctionCall-v0``."""
+
     verifier: Verifier = field(
         default="looptool",
         metadata={
             "doc": "looptool: LoopTool's rule (same number of calls, same set of calls, lists as sets); "
             "bfcl: BFCL's AST checker (types, required/optional parameters, allowed values)."
+        },
+    )
+    parse: ParseMode = field(
+        default="exact",
+        metadata={
+            "doc": "exact (default): a call is a '<tool_call>\\n{json}\\n</tool_call>' block, newlines "
+            "required, as LoopTool's regex reads it; tags it does not read are ignored and counted in "
+            "info.unparsed_tool_call_tags. lenient: any whitespace (or none) around the JSON is accepted."
         },
     )
 
@@ -106,7 +117,7 @@ class FunctionCallEpisode(Episode):
         if self._turn >= 1:
             # The server refuses a step after the end first; this guards direct use.
             raise EpisodeFinished("", "answered")
-        parsed = parse_response(action)
+        parsed = parse_response(action, lenient=self._options.parse == "lenient")
         result = score(parsed, self._record, self._options.verifier)
         self._turn = 1
         reward = 1.0 if result.match else 0.0
@@ -122,7 +133,8 @@ class FunctionCallEpisode(Episode):
             errors=list(result.errors),
         )
         if parsed.unread_tags:
-            info["unread_tool_call_tags"] = parsed.unread_tags
+            info["unparsed_tool_call_tags"] = parsed.unread_tags
+            info["parse_note"] = parsed.parse_note
         return Step(Observation(messages=[]), reward, True, False, info)
 
 

@@ -14,7 +14,9 @@ and say where we add to them:
    Qwen handler of their BFCL evaluation (``bfcl/qwentool.py``). LoopTool keeps a body that is
    not JSON as a raw string, which can never equal a gold call; we report it as a problem
    instead (same reward, 0, and the reason is visible). A tag that the pattern does not read
-   is ignored, as theirs ignores it; we count such tags in ``unread_tags``.
+   is ignored, as theirs ignores it; we count such tags in ``unread_tags`` and say why in
+   ``parse_note``. ``lenient=True`` (the env's ``parse: "lenient"`` option, ours) reads a
+   ``<tool_call>...</tool_call>`` block whatever whitespace surrounds its body.
 4. BFCL-style Python call lists ``[get_weather(city="Paris"), add(a=1, b=2)]``: LoopTool's
    ``ast_parse``/``default_decode_execute_prompting`` (copied from BFCL) wrap the text in
    ``[...]`` and read it with ``ast``. Theirs evaluates ``BinOp`` and ``Lambda`` nodes with
@@ -84,6 +86,8 @@ class ParsedResponse:
     problems: tuple[str, ...] = ()
     has_tool_call_tag: bool = False
     unread_tags: int = 0
+    parse_note: str | None = None
+    """Why ``unread_tags`` tags were not read, and what would read them (None when all were)."""
 
     @property
     def valid(self) -> bool:
@@ -124,29 +128,47 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a finite number")
 
 
-def tag_blocks(response: str) -> list[str]:
+def tag_blocks(response: str, lenient: bool = False) -> list[str]:
     """What ``re.findall(r"<tool_call>\\n(.*?)\\n</tool_call>", response, re.DOTALL)`` returns
     (LoopTool's pattern), found in linear time: the regex takes seconds on 100 KB of unclosed
-    ``<tool_call>\\n``, since it rescans to the end from every one."""
+    ``<tool_call>\\n``, since it rescans to the end from every one. ``lenient``: the body of
+    every ``<tool_call>...</tool_call>`` pair instead, surrounding whitespace stripped."""
+    opening, closing = (TAG_OPEN, TAG_CLOSE) if lenient else (_BLOCK_OPEN, _BLOCK_CLOSE)
     bodies: list[str] = []
     pos = 0
     while True:
-        start = response.find(_BLOCK_OPEN, pos)
+        start = response.find(opening, pos)
         if start < 0:
             return bodies
-        end = response.find(_BLOCK_CLOSE, start + len(_BLOCK_OPEN))
+        end = response.find(closing, start + len(opening))
         if end < 0:  # no later opening can find a close either
             return bodies
-        bodies.append(response[start + len(_BLOCK_OPEN) : end])
-        pos = end + len(_BLOCK_CLOSE)
+        body = response[start + len(opening) : end]
+        bodies.append(body.strip() if lenient else body)
+        pos = end + len(closing)
 
 
-def parse_tag_calls(response: str) -> tuple[list[ParsedCall], list[str], int]:
-    """Calls in ``<tool_call>\\n{json}\\n</tool_call>`` blocks: (calls, problems, unread tags)."""
+def _unread_note(unread: int, lenient: bool) -> str | None:
+    if not unread:
+        return None
+    if lenient:
+        return f"{unread} <tool_call> tag(s) had no closing </tool_call> after them and were not read"
+    return (
+        f"{unread} <tool_call> tag(s) were not in LoopTool's exact form '<tool_call>\\n{{json}}\\n</tool_call>' "
+        "(a newline right after <tool_call> and right before </tool_call>) and were not read, as "
+        "LoopTool does not read them; the reset option parse='lenient' reads them"
+    )
+
+
+def parse_tag_calls(response: str, lenient: bool = False) -> tuple[list[ParsedCall], list[str], int]:
+    """Calls in ``<tool_call>\\n{json}\\n</tool_call>`` blocks (any whitespace if ``lenient``):
+    (calls, problems, unread tags)."""
     out = _Calls()
-    bodies = tag_blocks(response)
+    bodies = tag_blocks(response, lenient)
     unread = max(0, response.count(TAG_OPEN) - len(bodies))
-    if not bodies:
+    if not bodies and lenient:
+        out.problems.append("found <tool_call> tags but no complete <tool_call>...</tool_call> block")
+    elif not bodies:
         out.problems.append(
             "found <tool_call> tags but no block of the form '<tool_call>\\n{json}\\n</tool_call>' "
             "(the newlines are required, as in LoopTool)"
@@ -305,7 +327,7 @@ def parse_python_calls(response: str) -> tuple[list[ParsedCall], list[str]]:
 # --- one entry point ------------------------------------------------------------------------
 
 
-def _parse_text(text: str) -> ParsedResponse:
+def _parse_text(text: str, lenient: bool) -> ParsedResponse:
     text = strip_end_tokens(text.split("<|im_end|>")[0])
     response = remove_reasoning(text)
     has_tag = TAG_OPEN in response or TAG_CLOSE in response
@@ -317,7 +339,7 @@ def _parse_text(text: str) -> ParsedResponse:
             has_tool_call_tag=has_tag,
         )
     if has_tag:
-        calls, problems, unread = parse_tag_calls(response)
+        calls, problems, unread = parse_tag_calls(response, lenient)
         return ParsedResponse(
             form="tags",
             response=response,
@@ -325,6 +347,7 @@ def _parse_text(text: str) -> ParsedResponse:
             problems=tuple(problems),
             has_tool_call_tag=True,
             unread_tags=unread,
+            parse_note=_unread_note(unread, lenient),
         )
     if looks_like_call_list(response):
         calls, problems = parse_python_calls(response)
@@ -332,17 +355,18 @@ def _parse_text(text: str) -> ParsedResponse:
     return ParsedResponse(form="text", response=response)
 
 
-def parse_response(action: object) -> ParsedResponse:
-    """Read one action (a raw turn, or an ``AssistantMessage``); never raises, never evaluates."""
+def parse_response(action: object, lenient: bool = False) -> ParsedResponse:
+    """Read one action (a raw turn, or an ``AssistantMessage``); never raises, never evaluates.
+    ``lenient`` reads tag blocks whatever whitespace surrounds their JSON (module doc, step 3)."""
     if isinstance(action, str):
-        return _parse_text(action)
+        return _parse_text(action, lenient)
     if not isinstance(action, AssistantMessage):
         return ParsedResponse(
             form="text",
             response="",
             problems=(f"an action must be a string or an assistant message, got {type(action).__name__}",),
         )
-    content = _parse_text(action.content or "")
+    content = _parse_text(action.content or "", lenient)
     if not action.tool_calls:
         return content
     structured = parse_action(AssistantMessage(content=None, tool_calls=action.tool_calls))
@@ -363,4 +387,5 @@ def parse_response(action: object) -> ParsedResponse:
         problems=tuple(out.problems) + content.problems,
         has_tool_call_tag=content.has_tool_call_tag,
         unread_tags=content.unread_tags,
+        parse_note=content.parse_note,
     )

@@ -76,7 +76,7 @@ def test_unknown_option_is_rejected(family: CodeMathFamily) -> None:
 
 def test_options_schema_documents_every_option() -> None:
     schema = options_schema(CodeMathOptions)
-    assert set(schema) == {"max_turns", "stateful", "timeout_s"}
+    assert set(schema) == {"max_turns", "stateful", "timeout_s", "answer_extraction"}
     assert all(entry["doc"] for entry in schema.values())
     assert schema["timeout_s"]["default"] == 3.0 and schema["stateful"]["default"] is False
 
@@ -124,7 +124,8 @@ def test_void_turn_stops_with_newline_and_flag(family: CodeMathFamily) -> None:
     assert step.info["reason"] == "void_turn"
     assert step.info["status"] == "invalid_action"
     assert step.info["reward_components"] == {"correct": 0.0}
-    assert step.info["verifier_status"] == "no_answer"
+    # SimpleTIR's extraction reads "one half" after "the answer is" as the number word "one".
+    assert step.info["verifier_status"] == "ok" and step.info["extracted_answer"] == "1"
     with pytest.raises(EpisodeFinished):
         episode.step("\\boxed{1/2}")
 
@@ -197,6 +198,9 @@ def test_unparsable_answer_scores_zero(family: CodeMathFamily) -> None:
     episode = start(family)
     episode.reset()
     step = episode.step("\\boxed{}")
+    assert step.reward == 0.0 and step.info["verifier_status"] == "no_answer"
+    boxed = start(family, answer_extraction="boxed")
+    step = boxed.step("\\boxed{}")
     assert step.reward == 0.0 and step.info["verifier_status"] == "unparsable"
 
 

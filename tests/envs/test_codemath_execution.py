@@ -163,9 +163,10 @@ def test_stderr_and_stdout_at_once_shows_stderr_but_boxed_stdout_still_ends(
     family: CodeMathFamily, runner: Runner
 ) -> None:
     # SimpleTIR: stderr replaces stdout in the observation, while "\boxed{" in stdout still
-    # ends the episode; the answer was not shown, so it is not in the trajectory: reward 0.
+    # ends the episode; the answer was not shown, so it is not in the trajectory: reward 0
+    # with boxed-only extraction (SimpleTIR's own reads the last number, the 42 in the code).
     source = "import sys\nfinal_answer(42)\nprint('careful', file=sys.stderr)"
-    step = start(family, runner).step(code(source))
+    step = start(family, runner, answer_extraction="boxed").step(code(source))
     assert obs(step) == "\nCode execution result: careful\n"
     assert step.terminated and step.info["reason"] == "answered"
     assert step.reward == 0.0 and step.info["verifier_status"] == "no_answer"
@@ -299,8 +300,9 @@ def test_empty_observation_gets_no_final_newline(family: CodeMathFamily, runner:
 
 def test_last_turn_output_is_not_scored(family: CodeMathFamily, runner: Runner) -> None:
     # SimpleTIR appends an observation only for step < max_turns - 1: final_answer() on the
-    # last turn runs, but its \boxed{} is not in the trajectory.
-    episode = start(family, runner, max_turns=2)
+    # last turn runs, but its \boxed{} is not in the trajectory. (Boxed-only extraction: the
+    # default, SimpleTIR's, would read the last number, the 42 in "final_answer(42)".)
+    episode = start(family, runner, max_turns=2, answer_extraction="boxed")
     first = episode.step(code("print(6 * 7)"))
     assert first.info["observation_scored"] is True
     step = episode.step(code("final_answer(42)"))

@@ -1,16 +1,20 @@
-"""The CodeMath reward check: math-verify (``parse`` both sides wrapped in ``\\boxed{}``,
-``verify(gold, target)``; PAPERS.md §3) in killable worker processes (DESIGN.md)."""
+"""The CodeMath reward check: SimpleTIR's answer extraction, then math-verify (``parse`` both
+sides wrapped in ``\\boxed{}``, ``verify(gold, target)``), in killable worker processes."""
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
+from toolgym.envs.base import Task, options_schema
+from toolgym.envs.codemath import CodeMathEpisode, CodeMathFamily, CodeMathOptions
 from toolgym.envs.codemath.verifier import Verdict, VerifierPool, wrap_boxed
-from toolgym.errors import Unavailable
+from toolgym.envs.runner import RunRequest, RunResult
+from toolgym.errors import Unavailable, ValidationFailed
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +133,78 @@ def test_closed_pool_refuses_and_close_is_idempotent() -> None:
     assert p.live_workers == 0
     with pytest.raises(Unavailable):
         p.verify("1", "1")
+
+
+# --- SimpleTIR's answer extraction, judged in the worker (verify_solution) ----------------
+
+
+@pytest.mark.parametrize(
+    ("solution", "answer"),
+    [
+        ("Let me add them up. 答案是 24", "24"),
+        ("So the answer is 24.", "24"),
+        ("The answer is $\\frac{48}{2}$ apples.", "\\frac{48}{2}"),
+        ("\nCode execution result: 24\n", "24"),  # the last number of the trajectory
+        ("First \\boxed{3}, then \\boxed{24}", "24"),
+        ("The final answer is twenty four", "24"),  # word2number adds twenty + four
+    ],
+)
+def test_verify_solution_reads_answers_without_a_box(pool: VerifierPool, solution: str, answer: str) -> None:
+    verdict = pool.verify_solution("24", solution)
+    assert verdict == Verdict(True, "ok", answer)
+
+
+def test_verify_solution_without_an_answer(pool: VerifierPool) -> None:
+    assert pool.verify_solution("24", "I do not know.") == Verdict(False, "no_answer", "")
+    assert pool.verify_solution("24", "答案是 25") == Verdict(False, "ok", "25")
+
+
+def test_verify_solution_is_bounded_on_pathological_text(short_pool: VerifierPool) -> None:
+    # strip_string's "(\d+)\.0*([^\d])" is quadratic on a long digit run; the worker's
+    # deadline ends it and the pool carries on.
+    start = time.monotonic()
+    verdict = short_pool.verify_solution("5", "the answer is " + "1" * 200_000)
+    assert verdict.correct is False
+    assert time.monotonic() - start < short_pool.timeout_s + 2.0
+    assert short_pool.verify_solution("5", "答案是 5").correct
+
+
+# --- the env: SimpleTIR's extraction by default, boxed-only as an option -------------------
+
+
+@pytest.fixture(scope="module")
+def family(pool: VerifierPool) -> CodeMathFamily:
+    return CodeMathFamily(verifier=pool)
+
+
+def _no_code(request: RunRequest) -> RunResult:
+    raise AssertionError("these turns have no code block")
+
+
+def _episode(family: CodeMathFamily, **options: object) -> CodeMathEpisode:
+    task = Task(env_id=family.env_id, id="t", split="test", record={"question": "4! = ?", "answer": "24"})
+    return family.start(task, family.parse_options(options, "test"), _no_code, random.Random(0))
+
+
+def test_chinese_answer_phrase_scores_one_by_default(family: CodeMathFamily) -> None:
+    # SimpleTIR's reward reads "答案是 24" (a void turn: no code, no \boxed{}) and scores 1.
+    step = _episode(family).step("4! = 4 * 3 * 2 * 1。答案是 24")
+    assert step.terminated and step.info["reason"] == "void_turn"
+    assert step.reward == 1.0
+    assert step.info["verifier_status"] == "ok"
+    assert step.info["extracted_answer"] == "24"
+
+
+def test_boxed_mode_scores_only_a_complete_box(family: CodeMathFamily) -> None:
+    step = _episode(family, answer_extraction="boxed").step("4! = 4 * 3 * 2 * 1。答案是 24")
+    assert step.reward == 0.0 and step.info["verifier_status"] == "no_answer"
+    assert "extracted_answer" not in step.info
+    assert _episode(family, answer_extraction="boxed").step("\\boxed{24}").reward == 1.0
+
+
+def test_answer_extraction_option_is_checked_and_documented(family: CodeMathFamily) -> None:
+    assert family.parse_options({}, "train").answer_extraction == "simpletir"
+    with pytest.raises(ValidationFailed) as err:
+        family.parse_options({"answer_extraction": "last_number"}, "test")
+    assert err.value.details["option"] == "answer_extraction"
+    assert "simpletir" in options_schema(CodeMathOptions)["answer_extraction"]["doc"]

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from toolgym.envs.base import Task
+from toolgym.envs.base import Task, options_schema
 from toolgym.envs.functioncall import FunctionCallFamily, FunctionCallOptions, looptool_calls_match
 from toolgym.envs.functioncall.verify_looptool import hashable
+from toolgym.errors import ValidationFailed
 
 
 def c(name: str, **arguments: Any) -> dict[str, Any]:
@@ -158,5 +159,63 @@ def test_unread_tag_is_ignored_as_in_looptool() -> None:
     action = tags(A) + '\n<tool_call>{"name": "roll", "arguments": {}}</tool_call>'
     reward, info = run(CALL_GOLD, action)
     assert reward == 1.0
-    assert info["unread_tool_call_tags"] == 1
+    assert info["unparsed_tool_call_tags"] == 1
+    assert "parse" in info["parse_note"] and "lenient" in info["parse_note"]
     assert info["parsed_calls"] == [A]
+
+
+def run_with(record: dict[str, Any], action: Any, **options: Any) -> tuple[float, dict[str, Any]]:
+    family = FunctionCallFamily()
+    task = Task(env_id=family.env_id, id="t", split="train", record=family.validate_record(record))
+    episode = family.start(task, family.parse_options(options, "train"), None, random.Random(0))
+    episode.reset()
+    step = episode.step(action)
+    return step.reward, step.info
+
+
+ONE_LINE = '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
+
+
+def test_tags_without_newlines_score_zero_and_say_why() -> None:
+    # Exact mode (default): LoopTool's regex reads no call here, so the reward is 0; info says
+    # which tags were not read and what would read them.
+    reward, info = run_with(CALL_GOLD, ONE_LINE)
+    assert reward == 0.0 and info["parsed_calls"] == []
+    assert info["unparsed_tool_call_tags"] == 1
+    assert "newline" in info["parse_note"] and "parse='lenient'" in info["parse_note"]
+    assert run_with(CALL_GOLD, ONE_LINE)[1] == info  # deterministic
+
+
+def test_no_parse_note_when_every_tag_was_read() -> None:
+    _, info = run_with(CALL_GOLD, tags(A))
+    assert "unparsed_tool_call_tags" not in info and "parse_note" not in info
+
+
+@pytest.mark.parametrize(
+    ("action", "reward"),
+    [
+        (ONE_LINE, 1.0),
+        ('<tool_call> {"name": "get_weather", "arguments": {"city": "Paris"}}\n\n</tool_call>', 1.0),
+        (tags(A), 1.0),
+        (ONE_LINE + "\n" + ONE_LINE, 0.0),  # two calls, one expected
+    ],
+)
+def test_lenient_mode_reads_tags_with_any_whitespace(action: str, reward: float) -> None:
+    got, info = run_with(CALL_GOLD, action, parse="lenient")
+    assert got == reward
+    assert "unparsed_tool_call_tags" not in info
+
+
+def test_lenient_mode_still_reports_an_unclosed_tag() -> None:
+    reward, info = run_with(CALL_GOLD, tags(A) + "\n<tool_call>\n{", parse="lenient")
+    assert reward == 1.0
+    assert info["unparsed_tool_call_tags"] == 1 and "closing" in info["parse_note"]
+
+
+def test_parse_option() -> None:
+    family = FunctionCallFamily()
+    assert family.parse_options({}, "train").parse == "exact"
+    with pytest.raises(ValidationFailed) as err:
+        family.parse_options({"parse": "loose"}, "train")
+    assert err.value.details["option"] == "parse"
+    assert "lenient" in options_schema(FunctionCallOptions)["parse"]["doc"]

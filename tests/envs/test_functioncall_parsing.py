@@ -262,6 +262,25 @@ def test_tag_scanner_equals_looptool_pattern() -> None:
         assert tag_blocks(text) == pattern.findall(text), repr(text)
 
 
+def test_lenient_tag_scanner_reads_any_whitespace() -> None:
+    """``lenient``: every ``<tool_call>...</tool_call>`` pair, its body stripped."""
+    pattern = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
+    rng = random.Random(1)
+    pieces = ["<tool_call>", "</tool_call>", "\n", "x", "{}", " ", "<tool_call>\n", "\n</tool_call>"]
+    for _ in range(20_000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        assert tag_blocks(text, lenient=True) == [m.strip() for m in pattern.findall(text)], repr(text)
+
+
+def test_exact_and_lenient_reading_of_a_one_line_tag() -> None:
+    text = f"<tool_call>{json.dumps(W)}</tool_call>"
+    exact = parse_response(text)
+    assert exact.calls == () and exact.unread_tags == 1
+    assert exact.parse_note is not None and "lenient" in exact.parse_note
+    lenient = parse_response(text, lenient=True)
+    assert lenient.calls_as_dicts() == [W] and lenient.unread_tags == 0 and lenient.parse_note is None
+
+
 def test_unclosed_tags_are_fast() -> None:
     text = "<tool_call>\n" * (MAX_RESPONSE_CHARS // 12)
     start = time.monotonic()
