@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from toolgym.errors import PayloadTooLarge, ToolGymError, Unauthorized, http_status
+from toolgym.server.deps import OwnerDep
 from toolgym.server.episodes import EpisodeManager
 from toolgym.server.errors import error_response, internal_error, validation_error
 from toolgym.server.models import EpisodeState, ResetRequest, StepRequest
@@ -104,9 +105,10 @@ no episode: resend with the same `idempotency_key` to get the stored result."""
     openapi_extra={"x-websocket-request-frame": WsRequest.model_json_schema(),
                    "x-websocket-answer-frame": WsAnswer.model_json_schema()},
 )
-async def ws_without_upgrade() -> None:
-    """Documents the session in the OpenAPI document (FastAPI lists no WebSocket routes) and
-    tells a plain GET what to do instead."""
+async def ws_without_upgrade(owner: OwnerDep) -> None:
+    """Documents the session in the OpenAPI document (FastAPI lists no WebSocket routes, and
+    the key check declares the bearer scheme as the handshake needs it) and tells a plain GET
+    what to do instead."""
     raise StarletteHTTPException(426, "GET /v1/ws takes a WebSocket upgrade (Upgrade: websocket)")
 
 
