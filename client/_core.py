@@ -1,6 +1,7 @@
 """The client's I/O-free half, shared by ``EnvClient`` and ``AsyncEnvClient``: what each method
 sends (a ``Call``), how its answer is read, and the retry loop (``Exchange``). Neither client
-duplicates any of it; each only moves bytes and sleeps."""
+duplicates any of it; each only moves bytes and sleeps. The WebSocket transport reuses it too:
+``ws_frame`` frames a ``Call`` and ``ws_response`` reads the answer as the HTTP response."""
 
 from __future__ import annotations
 

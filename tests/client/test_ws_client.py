@@ -193,3 +193,23 @@ async def test_a_dropped_socket_is_reopened_and_the_step_acts_once(process_serve
         again = await client.step(reset.episode_id, SLOW_STEP.replace("1.0", "0.1"))
         assert again.info["status"] == "ok" and (await client.episode(reset.episode_id))["turn"] == 2
         await client.close(reset.episode_id)
+
+
+@pytest.mark.docker
+async def test_twenty_tooluse_episodes_in_docker_over_one_socket(server_factory: Server) -> None:
+    server = server_factory("docker", warm_pool_size=4)
+    task_ids = [sorted(TOOLUSE_TASKS)[i % len(TOOLUSE_TASKS)] for i in range(20)]
+
+    async def rollout(client: AsyncEnvClient, task_id: str, seed: int) -> list[float]:
+        reset = await client.reset(TOOLUSE, task_id, seed=seed)
+        rewards = []
+        for turn, action in enumerate(reference_actions(task_id)):
+            step = await client.step(reset.episode_id, action, expected_turn=turn)
+            rewards.append(step.reward)
+        await client.close(reset.episode_id)
+        return rewards
+
+    async with AsyncEnvClient(server.base_url, protocol="ws") as client:
+        results = await asyncio.gather(*(rollout(client, t, i) for i, t in enumerate(task_ids)))
+        assert list(results) == [reference_rewards(t) for t in task_ids]
+        assert (await client.episodes(status="live"))["total"] == 0
