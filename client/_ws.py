@@ -80,7 +80,7 @@ class WsTransport:
             raise httpx.WriteError(f"the WebSocket to {self.url} closed while sending: {exc!r}") from exc
         try:
             status, body = await asyncio.wait_for(answer, self._timeout_s)
-        except TimeoutError as exc:
+        except asyncio.TimeoutError as exc:  # not yet the builtin TimeoutError on Python 3.10
             link.pending.pop(frame_id, None)
             raise httpx.ReadTimeout(f"no answer on {self.url} within {self._timeout_s} s (timeout_s)") from exc
         return _core.ws_response(status, body)
@@ -115,7 +115,7 @@ class WsTransport:
                 response = exc.response
                 return httpx.Response(response.status_code, content=bytes(response.body or b""),
                                       headers=list(response.headers.raw_items()))
-            except (OSError, TimeoutError, ValueError, Exception) as exc:
+            except Exception as exc:  # refused connection, timeout, bad handshake, bad URL
                 raise httpx.ConnectError(f"cannot open a WebSocket to {self.url}: {exc!r}") from exc
             link = _Link(conn)
             link.reader = asyncio.create_task(self._read(link))
