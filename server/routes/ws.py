@@ -143,6 +143,7 @@ class _Session:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def serve(self) -> None:
+        """Read frames until the socket closes, at most ``MAX_IN_FLIGHT`` running at once."""
         try:
             while True:
                 await self._slots.acquire()

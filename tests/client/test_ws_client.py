@@ -166,6 +166,24 @@ async def test_wrong_key_is_unauthorized(server_factory: Server) -> None:
         await right.close(reset.episode_id)
 
 
+
+async def test_capacity_is_retried_then_raised_with_its_retry_after(server_factory: Server) -> None:
+    server = server_factory("process", max_live_episodes=1)
+    patient = RetryPolicy(max_retries=50, backoff_s=0.05, max_backoff_s=0.1)
+    async with AsyncEnvClient(server.base_url, protocol="ws", retry=patient) as client:
+        first = await client.reset(FUNCTIONCALL)
+
+        async def free_the_slot() -> None:
+            await asyncio.sleep(0.5)
+            await client.close(first.episode_id)
+
+        second, _ = await asyncio.gather(client.reset(FUNCTIONCALL), free_the_slot())
+        async with AsyncEnvClient(server.base_url, protocol="ws", retry=QUICK) as impatient:
+            with pytest.raises(errors.AtCapacity) as full:
+                await impatient.reset(FUNCTIONCALL)
+        assert full.value.retry_after_s == 2.0  # from the answer's body: a frame has no headers
+        await client.close(second.episode_id)
+
 async def test_no_server_is_unavailable() -> None:
     from toolgym.server.embedded import free_port
 
