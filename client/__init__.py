@@ -1,5 +1,6 @@
 """The ToolGym client: ``EnvClient`` (blocking), ``AsyncEnvClient`` (asyncio) and
-``RemoteEnv`` (a ``gymnasium.Env``). Needs only httpx, gymnasium and pydantic."""
+``RemoteEnv`` (a ``gymnasium.Env``). Needs only httpx, gymnasium and pydantic (and
+``websockets`` for ``AsyncEnvClient(protocol="ws")``)."""
 
 from toolgym.client._async import AsyncEnvClient
 from toolgym.client._core import ResetResult, RetryPolicy, StepResult

@@ -1,18 +1,20 @@
 """``AsyncEnvClient``: the asyncio client, for trainers that run many rollouts at once.
 
 It shares every request, response and retry rule with ``EnvClient`` (``_core``); only the
-sending loop is its own.
+sending loop is its own. With ``protocol="ws"`` resets, steps, closes and gets travel over one
+WebSocket (``_ws``) instead of the HTTP pool: the same calls, another transport.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
 from toolgym.client import _core
 from toolgym.client._core import Call, ResetResult, RetryPolicy, StepResult
+from toolgym.client._ws import WsTransport
 from toolgym.errors import ToolGymError
 
 __all__ = ["AsyncEnvClient"]
@@ -20,7 +22,15 @@ __all__ = ["AsyncEnvClient"]
 
 class AsyncEnvClient:
     """The async twin of ``EnvClient``: same methods, awaited; ``aclose`` (or ``async with``)
-    releases the connection pool."""
+    releases the connection pool (and the WebSocket).
+
+    ``protocol="ws"`` sends ``reset``, ``step``, ``close`` and ``episode`` over one WebSocket
+    session (``/v1/ws``, needs the ``websockets`` package) rather than one HTTP request each:
+    the choice for many concurrent episodes, where the HTTP pool's cost per request grows
+    with the pool (``bench/client_scaling.py``). The answers, errors and retries are the same;
+    a dropped socket is reopened and its requests resent with their idempotency keys. Other
+    methods use HTTP either way; episodes are the key's, so both transports reach them.
+    """
 
     def __init__(
         self,
@@ -31,10 +41,14 @@ class AsyncEnvClient:
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 1024,
+        protocol: Literal["http", "ws"] = "http",
     ) -> None:
+        if protocol not in ("http", "ws"):
+            raise ValueError(f"protocol is 'http' or 'ws', not {protocol!r}")
         options = _core.http_client_options(base_url, api_key, timeout_s, max_connections)
         self._http = httpx.AsyncClient(transport=transport, **options)
         self._retry = retry or RetryPolicy()
+        self._ws = WsTransport(base_url, options["headers"], timeout_s) if protocol == "ws" else None
 
     async def __aenter__(self) -> AsyncEnvClient:
         return self
@@ -43,7 +57,10 @@ class AsyncEnvClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool (idempotent). Open episodes stay open on the server."""
+        """Close the connection pool and the WebSocket (idempotent). Open episodes stay open
+        on the server."""
+        if self._ws is not None:
+            await self._ws.aclose()
         await self._http.aclose()
 
     async def _json(self, call: Call) -> Any:
@@ -52,13 +69,21 @@ class AsyncEnvClient:
         while True:
             outcome: httpx.Response | httpx.TransportError
             try:
-                outcome = await self._http.request(call.method, call.path, **call.request_kwargs())
+                outcome = await self._send(call)
             except httpx.TransportError as exc:
                 outcome = exc
             result = exchange.settle(outcome)
             if not isinstance(result, _core.Retry):
                 return result
             await asyncio.sleep(result.delay_s)
+
+    async def _send(self, call: Call) -> httpx.Response:
+        """One attempt: over the WebSocket when the session has the call's op, else HTTP."""
+        if self._ws is not None:
+            frame = _core.ws_frame(call)
+            if frame is not None:
+                return await self._ws.send(frame)
+        return await self._http.request(call.method, call.path, **call.request_kwargs())
 
     # --- server and envs ------------------------------------------------------------------------
     async def health(self) -> dict[str, Any]:

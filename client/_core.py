@@ -1,11 +1,13 @@
 """The client's I/O-free half, shared by ``EnvClient`` and ``AsyncEnvClient``: what each method
 sends (a ``Call``), how its answer is read, and the retry loop (``Exchange``). Neither client
-duplicates any of it; each only moves bytes and sleeps."""
+duplicates any of it; each only moves bytes and sleeps. The WebSocket transport reuses it too:
+``ws_frame`` frames a ``Call`` and ``ws_response`` reads the answer as the HTTP response."""
 
 from __future__ import annotations
 
 import json
 import random
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +26,9 @@ __all__ = [
     "StepResult",
     "action_to_json",
     "parse_error",
+    "ws_frame",
+    "ws_response",
+    "ws_url",
 ]
 
 
@@ -321,3 +326,51 @@ def fork_call(episode_id: str, turn: int | None) -> Call:
 
 def close_call(episode_id: str) -> Call:
     return Call("DELETE", f"/v1/episodes/{episode_id}", safe_to_repeat=True, read=_nothing)
+
+
+# --- the WebSocket session (/v1/ws): the same calls, framed --------------------------------------
+_WS_OPS: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    ("POST", re.compile(r"/v1/episodes"), "reset"),
+    ("POST", re.compile(r"/v1/episodes/([^/]+)/step"), "step"),
+    ("DELETE", re.compile(r"/v1/episodes/([^/]+)"), "close"),
+    ("GET", re.compile(r"/v1/episodes/([^/]+)"), "get"),
+)
+
+
+def ws_url(base_url: str) -> str:
+    """The session's address on the server at ``base_url`` (``http`` -> ``ws``, ``https`` -> ``wss``)."""
+    url = httpx.URL(base_url)
+    scheme = {"http": "ws", "https": "wss"}.get(url.scheme, url.scheme)
+    return str(url.copy_with(scheme=scheme, path=url.path.rstrip("/") + "/v1/ws"))
+
+
+def ws_frame(call: Call) -> dict[str, Any] | None:
+    """``call`` as a request frame of the WebSocket session (without its ``id``), or None when
+    the session has no such op (listing, tasks, batches, fork ...: those stay on HTTP). The
+    frame carries the call's body and its ``Idempotency-Key``, so a frame sent again after a
+    dropped socket is the same request."""
+    for method, pattern, op in _WS_OPS:
+        if call.method != method:
+            continue
+        match = pattern.fullmatch(call.path)
+        if match is None:
+            continue
+        frame: dict[str, Any] = {"op": op}
+        if match.groups():
+            frame["episode_id"] = match.group(1)
+        if call.json is not None:
+            frame["body"] = call.json
+        key = call.headers.get("Idempotency-Key")
+        if key is not None:
+            frame["idempotency_key"] = key
+        return frame
+    return None
+
+
+def ws_response(status: int, body: Any) -> httpx.Response:
+    """An answer frame as the response the HTTP route would have given, so ``Exchange`` and
+    the readers handle both transports alike (an ``Unavailable`` body carries its
+    ``retry_after_s``, as the header would)."""
+    if body is None:
+        return httpx.Response(status)
+    return httpx.Response(status, json=body)

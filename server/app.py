@@ -25,7 +25,7 @@ from toolgym.server.episodes import EpisodeManager
 from toolgym.server.errors import BodySizeLimit, install_error_handlers
 from toolgym.server.judge import build_judge
 from toolgym.server.metrics import Metrics
-from toolgym.server.routes import batch, dataloop, envs, episodes, health
+from toolgym.server.routes import batch, dataloop, envs, episodes, health, ws
 from toolgym.server.sandbox.base import SandboxBackend
 from toolgym.server.sandbox.pool import SandboxPool
 from toolgym.server.settings import Settings
@@ -125,4 +125,5 @@ def create_app(settings: Settings, *, backend: SandboxBackend | None = None) -> 
     app.include_router(episodes.router)
     app.include_router(batch.router)
     app.include_router(dataloop.router)
+    app.include_router(ws.router)
     return app

@@ -27,7 +27,7 @@ from toolgym.errors import (
     http_status,
 )
 
-__all__ = ["BodySizeLimit", "error_response", "install_error_handlers"]
+__all__ = ["BodySizeLimit", "error_response", "install_error_handlers", "internal_error", "validation_error"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,23 @@ def _clean(errors: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
+def validation_error(errors: list[Any]) -> ToolGymError:
+    """The error of a request that fails its schema (FastAPI's ``RequestValidationError``, or a
+    WebSocket frame): ``BadRequest`` (400) when the body is not JSON, else ``ValidationFailed``
+    (422) naming the first field. One function, so both routes word it alike."""
+    cleaned = _clean(errors)
+    if any(e["type"] == "json_invalid" for e in cleaned):
+        return BadRequest("the request body is not valid JSON", errors=cleaned)
+    first = cleaned[0] if cleaned else {"loc": [], "msg": "invalid request"}
+    where = ".".join(p for p in first["loc"] if p != "body") or "body"
+    return ValidationFailed(f"{where}: {first['msg']}", errors=cleaned)
+
+
+def internal_error(exc: BaseException) -> ToolGymError:
+    """What a caller sees of a bug: the exception's class only (the server log has the rest)."""
+    return ToolGymError(f"internal error ({type(exc).__name__}); the server log has the details")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ToolGymError)
     async def _toolgym(request: Request, exc: ToolGymError) -> JSONResponse:
@@ -60,12 +77,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = _clean(list(exc.errors()))
-        if any(e["type"] == "json_invalid" for e in errors):
-            return error_response(BadRequest("the request body is not valid JSON", errors=errors), request)
-        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
-        where = ".".join(p for p in first["loc"] if p != "body") or "body"
-        return error_response(ValidationFailed(f"{where}: {first['msg']}", errors=errors), request)
+        return error_response(validation_error(list(exc.errors())), request)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -78,14 +90,13 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 400:
             return error_response(BadRequest(str(exc.detail)), request)
         err = ToolGymError(str(exc.detail))
-        err.code = {405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        err.code = {405: "method_not_allowed", 426: "upgrade_required"}.get(exc.status_code, "http_error")
         return JSONResponse(err.to_wire(), status_code=exc.status_code)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        err = ToolGymError(f"internal error ({type(exc).__name__}); the server log has the details")
-        return error_response(err, request)
+        return error_response(internal_error(exc), request)
 
 
 class BodySizeLimit:
