@@ -4,7 +4,7 @@
 The policies read only what a policy sees (the observation) and know the answers of the
 built-in tasks, which the tests import from the env packages: a ToolUse policy plays a task's
 ``reference_solution`` and then answers; a FunctionCall policy emits the gold calls. The
-expected rewards are FTRL's formulas (PAPERS.md §1) computed here, independently of the env's
+expected rewards are FTRL's formulas (docs/methods.md#ftrl) computed here, independently of the env's
 own verifier, so a test comparing the two checks the whole path server -> HTTP -> client.
 """
 

@@ -95,7 +95,7 @@ def test_health_version_and_envs(process_server: Any) -> None:
         for spec in envs.values():
             assert spec["description"] and spec["action_format"] and spec["reward_spec"] and spec["record_format"]
             assert set(spec["tasks"]) == {"train", "validation", "test"}
-        # The reset options of DESIGN.md, documented per family.
+        # The reset options, documented per family (docs/architecture.md).
         assert {"reward", "strict", "max_turns", "tool_timeout_s", "split", "sampler"} <= set(envs[TOOLUSE]["options"])
         assert {"max_turns", "stateful", "timeout_s"} <= set(envs["toolgym/CodeMath-v0"]["options"])
         assert {"verifier"} <= set(envs[FUNCTIONCALL]["options"])
@@ -383,7 +383,7 @@ def test_a_lost_step_answer_is_retried_without_acting_twice(process_server: Any)
 
 
 def test_a_step_after_close_is_episode_finished(process_server: Any) -> None:
-    """409 with the reason, not 404: the episode exists, it has ended (DESIGN.md)."""
+    """409 with the reason, not 404: the episode exists, it has ended (docs/architecture.md)."""
     with EnvClient(process_server.base_url) as client:
         episode = client.reset(FUNCTIONCALL, "fc-math-001")
         client.close(episode.episode_id)

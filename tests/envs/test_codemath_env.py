@@ -1,5 +1,5 @@
 """CodeMath family and episode rules that need no code execution: options, reset, void turns,
-answers given in text, the reward (PAPERS.md §3). Code-running episodes are in
+answers given in text, the reward (docs/methods.md#simpletir). Code-running episodes are in
 ``test_codemath_execution.py``, against a real sandbox."""
 
 from __future__ import annotations

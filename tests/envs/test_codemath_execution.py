@@ -1,5 +1,5 @@
 """CodeMath episodes that run code, against a real sandbox: the ``runner`` fixture
-(tests/conftest.py) runs each request in the backend under test. PAPERS.md §3 (SimpleTIR)
+(tests/conftest.py) runs each request in the backend under test. docs/methods.md#simpletir (SimpleTIR)
 fixes what the policy sees and when the episode ends; hostile code must come back as data."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """CodeMath turn parsing, observation format and boxed extraction: pure string rules of
-SimpleTIR (PAPERS.md §3; ltzheng/SimpleTIR recipe/simpletir/agent_utils.py)."""
+SimpleTIR (docs/methods.md#simpletir; ltzheng/SimpleTIR recipe/simpletir/agent_utils.py)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from toolgym.envs.runner import RunResult
 NOTE = "\n..._This content has been truncated to stay below 512 characters_...\n"
 
 
-# --- the cut after the first code block (PAPERS.md §3, first bullet) --------------------------
+# --- the cut after the first code block (docs/methods.md#simpletir, first bullet) --------------------------
 
 
 def test_turn_is_cut_after_first_code_block_and_glued_without_separator() -> None:

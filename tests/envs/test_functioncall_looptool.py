@@ -1,4 +1,4 @@
-"""LoopTool's reward rule, case by case (PAPERS.md §2; LoopTool ``compare_parsed_content`` and
+"""LoopTool's reward rule, case by case (docs/methods.md#looptool; LoopTool ``compare_parsed_content`` and
 ``toolace.py``'s length check): same number of calls and the same *set* of calls, arguments
 with key order ignored and lists compared as sets, values with Python ``==``."""
 

@@ -1,6 +1,6 @@
 """The generator end to end: determinism, records, verification, splits, FunctionCall tasks.
 
-FTRL semantics cited from PAPERS.md §1 (bytedance/FTRL ``Code/utils/utils.py``):
+FTRL semantics cited from docs/methods.md#ftrl (bytedance/FTRL ``Code/utils/utils.py``):
 ``answer_verify`` splits the gold on ", ", lower-cases and drops commas, and wants every
 piece inside the lower-cased comma-free output; a tool's code is ``exec``'d inside a
 function and the tool is then called with ``**arguments``.

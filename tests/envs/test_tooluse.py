@@ -1,4 +1,4 @@
-"""ToolUse-v0 at the env level: FTRL's parsing, verification and rewards (PAPERS.md §1,
+"""ToolUse-v0 at the env level: FTRL's parsing, verification and rewards (docs/methods.md#ftrl,
 bytedance/FTRL ``Code/utils`` and ``Code/verl/utils/reward_score/tool.py``), with tool code
 run in a real sandbox."""
 

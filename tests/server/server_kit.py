@@ -26,7 +26,7 @@ ENV = "toolgym/ToolUse-v0"
 TASKS_URL = f"/v1/envs/{ENV}/tasks"
 LABEL_EPISODE = "toolgym.episode"
 ERROR_PREFIX = "an error occured when call {name}: "
-"""FTRL's tool error message, their spelling (PAPERS.md §1)."""
+"""FTRL's tool error message, their spelling (docs/methods.md#ftrl)."""
 
 
 # --- live servers ---------------------------------------------------------------------------------
@@ -151,7 +151,7 @@ def episode_containers(episode_id: str, *, running_only: bool = False) -> list[d
 
 # --- HTTP shorthands ----------------------------------------------------------------------------------
 def expect_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """Assert the one error shape of DESIGN.md and return its ``error`` object."""
+    """Assert the one error shape of docs/architecture.md and return its ``error`` object."""
     assert response.status_code == status, f"expected {status} {code}, got {response.status_code}: {response.text}"
     body = response.json()
     assert set(body) == {"error"}, body

@@ -1,4 +1,4 @@
-"""Bad input over real HTTP: each answer is the one error shape of DESIGN.md with the right
+"""Bad input over real HTTP: each answer is the one error shape of docs/architecture.md with the right
 status and code (or, for a bad tool call, FTRL's tool-error message), and afterwards the
 server is healthy, a second live episode still steps correctly, and no container is left.
 

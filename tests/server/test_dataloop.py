@@ -1,4 +1,4 @@
-"""The served data loop (LoopTool, PAPERS.md §2) against live servers on loopback.
+"""The served data loop (LoopTool, docs/methods.md#looptool) against live servers on loopback.
 
 A scripted policy trains against a real server: it always solves some FunctionCall tasks and
 reports a high mean log-probability, sometimes solves others with a low one, never solves a

@@ -229,7 +229,7 @@ def test_long_output_is_capped_for_the_policy_but_verified_whole(
     server: Server, client: httpx.Client, witness: str
 ) -> None:
     """``max_output_chars`` cuts what the policy sees (with ``output_truncated``); the gold at
-    the end of the full output still earns its credit (DESIGN.md)."""
+    the end of the full output still earns its credit (docs/architecture.md)."""
     source = "def report():\n    return 'filler ' * 2000 + 'the code is QUOKKA-5521'\n"
     record = tooluse_record({"report": source}, golds={"report": ["QUOKKA-5521"]}, answer="QUOKKA-5521")
     (task_id,) = register(client, record)

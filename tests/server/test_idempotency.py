@@ -1,4 +1,4 @@
-"""Idempotent steps over real HTTP with Docker (DESIGN.md: a retried step returns the stored
+"""Idempotent steps over real HTTP with Docker (docs/architecture.md: a retried step returns the stored
 result instead of acting twice).
 
 The action used solves a gold the first time (reward 1.0) and nothing the second (0.0), so a

@@ -1,5 +1,5 @@
 """The published contract: ``openapi/openapi.json`` matches what the app serves, and names
-every route of DESIGN.md."""
+every route the README lists."""
 
 from __future__ import annotations
 

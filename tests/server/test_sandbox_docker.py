@@ -1,4 +1,4 @@
-"""The Docker backend directly: the limits of DESIGN.md "Sandboxes" as seen from inside a
+"""The Docker backend directly: the limits of docs/architecture.md "Sandboxes" as seen from inside a
 real container and from the engine, runs that time out, output caps, and teardown."""
 
 from __future__ import annotations

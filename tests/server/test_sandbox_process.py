@@ -1,5 +1,5 @@
 """The process backend directly (the embedded fallback without Docker). It gives limits,
-not isolation; run as root it still never runs code as root (DESIGN.md: the kernel does not
+not isolation; run as root it still never runs code as root (docs/architecture.md: the kernel does not
 apply RLIMIT_NPROC to root) and gives each sandbox its own uid and no network."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""FTRL's rewards (PAPERS.md §1), exactly, over HTTP with Docker sandboxes.
+"""FTRL's rewards (docs/methods.md#ftrl), exactly, over HTTP with Docker sandboxes.
 
-The expected numbers are written out here from PAPERS.md, not taken from the env's own
+The expected numbers are written out here from docs/methods.md, not taken from the env's own
 verifier: per turn with calls (k golds solved, n valid calls) solve_f1 2k/(n+1),
 solve_precision k/n, solve_rate k, solve_pr k^2/n; a turn without a valid call, first match
 wins: empty -0.5, leftover tags -0.3, the gold answer 1/(1+u), all golds solved 0.5, else 0;
