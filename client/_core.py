@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import httpx
 
-from toolgym.envs.actions import action_from_wire, action_to_wire
+from toolgym.actions import action_from_wire, action_to_wire
 from toolgym.errors import ToolGymError, Unavailable, error_from_wire
 
 __all__ = [
@@ -173,7 +173,7 @@ def action_to_json(action: Any) -> Any:
     """The JSON a step sends for ``action``: a string, an assistant message dict
     (``content``/``tool_calls``; ``role``, ``reasoning_content`` and ``refusal`` are dropped) or
     an ``AssistantMessage``. Any other shape raises ``ValidationFailed`` here, as the server's
-    422 would, before anything is sent: the one converter is ``toolgym.envs.actions``."""
+    422 would, before anything is sent: the one converter is ``toolgym.actions``."""
     return action_to_wire(action_from_wire(action))
 
 

@@ -23,15 +23,14 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from toolgym._gym import register_envs
+from toolgym.actions import action_from_wire, action_to_wire
 from toolgym.client._core import RetryPolicy
 from toolgym.client._sync import EnvClient
-from toolgym.envs.actions import action_from_wire, action_to_wire
-from toolgym.envs.base import make_info
 from toolgym.errors import EpisodeNotFound, ValidationFailed
 
 __all__ = ["ChatAction", "ChatObservation", "RemoteEnv", "register_envs"]
 
-REMOTE_ENV_IDS = ("toolgym/ToolUse-v0", "toolgym/CodeMath-v0", "toolgym/FunctionCall-v0")
 _ALPHABET = np.array(list("abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,?"))
 
 
@@ -163,7 +162,9 @@ class RemoteEnv(gym.Env[dict[str, Any], Any]):
         try:
             wire = action_to_wire(action_from_wire(action))
         except ValidationFailed as exc:
-            return {"messages": []}, 0.0, False, False, make_info(status="invalid_action", message=exc.message)
+            info = {"status": "invalid_action", "retryable": False, "reward_components": {}, "metrics": {},
+                    "output_truncated": False, "message": exc.message}  # a step's info keys
+            return {"messages": []}, 0.0, False, False, info
         return self.client.step(self.episode_id, wire).as_tuple()
 
     def close(self) -> None:
@@ -173,13 +174,3 @@ class RemoteEnv(gym.Env[dict[str, Any], Any]):
             if self._owns_client:
                 self.client.close_client()
         super().close()
-
-
-def register_envs() -> None:
-    """Register the remote envs with gymnasium (idempotent)."""
-    for env_id in (*REMOTE_ENV_IDS, "toolgym/Remote-v0"):
-        if env_id in gym.registry:
-            continue
-        kwargs = {} if env_id == "toolgym/Remote-v0" else {"env_id": env_id}
-        gym.register(id=env_id, entry_point="toolgym.client.gym:RemoteEnv", kwargs=kwargs,
-                     disable_env_checker=False, nondeterministic=False)

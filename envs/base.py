@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from toolgym.actions import Action, AssistantMessage
 from toolgym.envs.runner import Runner
 from toolgym.errors import ValidationFailed
 
@@ -46,19 +47,6 @@ __all__ = [
 SPLITS = ("train", "validation", "test")
 
 StepStatus = Literal["ok", "invalid_action", "timeout", "infra_error"]
-
-
-@dataclass(frozen=True)
-class AssistantMessage:
-    """An OpenAI-style assistant message: ``content`` plus ``tool_calls`` in the
-    ``{"id", "type": "function", "function": {"name", "arguments"}}`` form."""
-
-    content: str | None = None
-    tool_calls: tuple[Mapping[str, Any], ...] = ()
-
-
-Action = str | AssistantMessage
-"""What a policy sends: the raw assistant turn, or a structured assistant message."""
 
 
 @dataclass

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from toolgym.envs.actions import action_from_wire, action_to_wire
+from toolgym.actions import action_from_wire, action_to_wire
 from toolgym.envs.base import Action, EnvFamily, Episode, Task
 from toolgym.envs.runner import RunRequest, RunResult
 from toolgym.errors import (

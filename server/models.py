@@ -22,7 +22,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from toolgym.envs.actions import action_from_wire
+from toolgym.actions import action_from_wire
 from toolgym.errors import ValidationFailed
 
 __all__ = [

@@ -1,10 +1,9 @@
 """The step and judge routes' action intake: the validated request model, converted by the one
-wire converter (``toolgym.envs.actions``), with the ``max_action_chars`` cap."""
+wire converter (``toolgym.actions``), with the ``max_action_chars`` cap."""
 
 from __future__ import annotations
 
-from toolgym.envs.actions import action_chars, action_from_wire
-from toolgym.envs.base import Action
+from toolgym.actions import Action, action_chars, action_from_wire
 from toolgym.errors import PayloadTooLarge
 from toolgym.server.models import AssistantMessageIn
 from toolgym.server.settings import Settings

@@ -1,5 +1,5 @@
 """The clients and ``RemoteEnv`` apply the server's rule for action shapes (one converter,
-``toolgym.envs.actions``): a dict that is not an assistant message is an error for the
+``toolgym.actions``): a dict that is not an assistant message is an error for the
 clients (``ValidationFailed``, as the server's 422) and an ``invalid_action`` step for
 ``RemoteEnv``, and in both cases the episode on the server stays at its turn. It used to be
 sent as an empty reply. Real server on loopback."""
@@ -14,8 +14,8 @@ from scripted_policies import FUNCTIONCALL, FUNCTIONCALL_TASKS, tool_calls_text
 
 import toolgym  # noqa: F401  (registers the envs)
 from toolgym import errors
+from toolgym.actions import ACTION_SHAPE
 from toolgym.client import AsyncEnvClient, EnvClient, StepResult
-from toolgym.envs.actions import ACTION_SHAPE
 
 BAD: list[Any] = [{"foo": "bar"}, {}, {"role": "assistant"}, {"content": 1}, ["x"], 3, None]
 TASK = "fc-math-001"

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from server_kit import WITNESS_ACTION, WITNESS_TASK, expect_error, openai_message, reset, state, step
 
-from toolgym.envs.actions import ACTION_SHAPE
+from toolgym.actions import ACTION_SHAPE
 from toolgym.server.embedded import free_port
 
 BAD_ACTIONS: list[Any] = [
