@@ -14,6 +14,7 @@ import importlib.machinery
 import importlib.util
 import sys
 import threading
+import warnings
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
@@ -47,7 +48,10 @@ class _RegisteringLoader(importlib.abc.Loader):
 
     def exec_module(self, module: ModuleType) -> None:
         self._inner.exec_module(module)
-        register_envs()
+        try:
+            register_envs()
+        except Exception as exc:  # never break `import gymnasium` for the whole process
+            warnings.warn(f"toolgym could not register its envs with gymnasium: {exc!r}", stacklevel=2)
 
     def __getattr__(self, name: str) -> Any:  # get_resource_reader, is_package, ...
         return getattr(self._inner, name)
