@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import httpx
 
+from toolgym.actions import action_from_wire, action_to_wire
 from toolgym.errors import ToolGymError, Unavailable, error_from_wire
 
 __all__ = [
@@ -174,12 +175,11 @@ def parse_error(status: int, body: Any, retry_after: str | None) -> ToolGymError
 
 
 def action_to_json(action: Any) -> Any:
-    """A string, or an assistant message given as a dict (``role``/``content``/``tool_calls``)."""
-    if isinstance(action, str):
-        return action
-    if isinstance(action, dict):
-        return {k: v for k, v in action.items() if k in ("role", "content", "tool_calls", "reasoning_content")}
-    raise TypeError(f"an action is a string or an assistant message dict, not {type(action).__name__}")
+    """The JSON a step sends for ``action``: a string, an assistant message dict
+    (``content``/``tool_calls``; ``role``, ``reasoning_content`` and ``refusal`` are dropped) or
+    an ``AssistantMessage``. Any other shape raises ``ValidationFailed`` here, as the server's
+    422 would, before anything is sent: the one converter is ``toolgym.actions``."""
+    return action_to_wire(action_from_wire(action))
 
 
 # --- readers ----------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ variable-length dicts that gymnasium cannot place in shared memory, so the async
 (``shared_memory=True``) stops at once with gymnasium's ValueError that says so.
 
 Observations are dicts ``{"messages": [...], "tools"?: [...]}`` of new chat messages;
-actions are the raw assistant turn (a string) or an assistant message dict. The server seed of
+actions are the raw assistant turn (a string) or an assistant message dict; any other shape is
+an ``invalid_action`` step that leaves the episode as it was. The server seed of
 every reset is drawn from ``self.np_random``, so ``reset(seed=s)`` and the unseeded resets
 after it replay exactly, as gymnasium's ``check_env`` requires.
 """
@@ -22,15 +23,14 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from toolgym._gym import register_envs
+from toolgym.actions import action_from_wire, action_to_wire
 from toolgym.client._core import RetryPolicy
 from toolgym.client._sync import EnvClient
-from toolgym.env_ids import BUILTIN_ENV_IDS
-from toolgym.errors import EpisodeNotFound
+from toolgym.errors import EpisodeNotFound, ValidationFailed
 
 __all__ = ["ChatAction", "ChatObservation", "RemoteEnv", "register_envs"]
 
-REMOTE_ENV_IDS = BUILTIN_ENV_IDS
-"""The server's built-in envs, registered with gymnasium under the same ids."""
 _ALPHABET = np.array(list("abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,?"))
 
 
@@ -76,9 +76,12 @@ class ChatAction(spaces.Space[Any]):
         return False
 
     def contains(self, x: Any) -> bool:
-        if isinstance(x, str):
-            return True
-        return isinstance(x, dict) and ("content" in x or "tool_calls" in x)
+        """Whether ``x`` is a valid action shape, by the same rule the server applies."""
+        try:
+            action_from_wire(x)
+        except ValidationFailed:
+            return False
+        return True
 
     def sample(self, mask: Any = None, probability: Any = None) -> str:
         length = int(self.np_random.integers(1, self.max_length))
@@ -151,9 +154,18 @@ class RemoteEnv(gym.Env[dict[str, Any], Any]):
         return result.observation, result.info
 
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        """One turn. An action of no valid shape (not a string, not an assistant message) is
+        not sent: the step answers ``info["status"] == "invalid_action"`` with the reason in
+        ``info["message"]``, reward 0, no new messages, and the episode stays at its turn."""
         if self.episode_id is None:
             raise gym.error.ResetNeeded("call reset() before step()")
-        return self.client.step(self.episode_id, action).as_tuple()
+        try:
+            wire = action_to_wire(action_from_wire(action))
+        except ValidationFailed as exc:
+            info = {"status": "invalid_action", "retryable": False, "reward_components": {}, "metrics": {},
+                    "output_truncated": False, "message": exc.message}  # a step's info keys
+            return {"messages": []}, 0.0, False, False, info
+        return self.client.step(self.episode_id, wire).as_tuple()
 
     def close(self) -> None:
         try:
@@ -162,13 +174,3 @@ class RemoteEnv(gym.Env[dict[str, Any], Any]):
             if self._owns_client:
                 self.client.close_client()
         super().close()
-
-
-def register_envs() -> None:
-    """Register the remote envs with gymnasium (idempotent)."""
-    for env_id in (*REMOTE_ENV_IDS, "toolgym/Remote-v0"):
-        if env_id in gym.registry:
-            continue
-        kwargs = {} if env_id == "toolgym/Remote-v0" else {"env_id": env_id}
-        gym.register(id=env_id, entry_point="toolgym.client.gym:RemoteEnv", kwargs=kwargs,
-                     disable_env_checker=False, nondeterministic=False)

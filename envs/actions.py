@@ -1,8 +1,8 @@
 """Turning a policy's action into content and tool calls: one parser for every env family.
 
-Two action forms arrive (DESIGN.md): the raw assistant turn as a string, or an OpenAI-style
-assistant message. The string form follows FTRL's ``parse_qwen`` (bytedance/FTRL
-``Code/utils/parse_output.py``), the Qwen/Hermes convention:
+Two action forms arrive (``toolgym.actions`` converts them from the wire): the raw assistant
+turn as a string, or an OpenAI-style assistant message. The string form follows FTRL's
+``parse_qwen`` (bytedance/FTRL ``Code/utils/parse_output.py``), the Qwen/Hermes convention:
 
 - a trailing ``<|endoftext|>`` / ``<|im_end|>`` is stripped first (FTRL's reward code);
 - the text before the first ``<tool_call>`` is the content; every

@@ -23,14 +23,16 @@ without a server change; a family without a capability gets a 422 that names it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 import types
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from toolgym.actions import Action, AssistantMessage, action_from_wire
 from toolgym.envs.runner import Runner
 from toolgym.errors import ValidationFailed
 
@@ -58,19 +60,6 @@ __all__ = [
 SPLITS = ("train", "validation", "test")
 
 StepStatus = Literal["ok", "invalid_action", "timeout", "infra_error"]
-
-
-@dataclass(frozen=True)
-class AssistantMessage:
-    """An OpenAI-style assistant message: ``content`` plus ``tool_calls`` in the
-    ``{"id", "type": "function", "function": {"name", "arguments"}}`` form."""
-
-    content: str | None = None
-    tool_calls: tuple[Mapping[str, Any], ...] = ()
-
-
-Action = str | AssistantMessage
-"""What a policy sends: the raw assistant turn, or a structured assistant message."""
 
 
 @dataclass
@@ -131,8 +120,37 @@ class Task:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
+def _checked_step(step: Callable[[Any, Action], Step]) -> Callable[[Any, Any], Step]:
+    """``step`` behind the action-shape check: an action of no valid shape becomes an
+    ``invalid_action`` step (reward 0, no messages) and never reaches the family, so the episode
+    stays at its turn; an assistant message given as a dict is converted, as on the wire."""
+
+    @functools.wraps(step)
+    def checked(self: Any, action: Any) -> Step:
+        if not isinstance(action, str | AssistantMessage):
+            try:
+                action = action_from_wire(action)
+            except ValidationFailed as exc:
+                return Step(Observation(messages=[]), 0.0, False, False,
+                            make_info(status="invalid_action", message=exc.message))
+        return step(self, action)
+
+    checked.__toolgym_checked__ = True  # type: ignore[attr-defined]
+    return checked
+
+
 class Episode(ABC):
-    """One rollout's state. Not thread-safe: the server serializes calls per episode."""
+    """One rollout's state. Not thread-safe: the server serializes calls per episode.
+
+    Every subclass's ``step`` is wrapped (``__init_subclass__``) so that a Python caller's
+    malformed action is an ``invalid_action`` step rather than a crash deep in a parser: the
+    families only ever see a ``str`` or an ``AssistantMessage``."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        step = cls.__dict__.get("step")
+        if callable(step) and not getattr(step, "__toolgym_checked__", False):
+            cls.step = _checked_step(step)  # type: ignore[method-assign,assignment]
 
     @abstractmethod
     def reset(self) -> tuple[Observation, dict[str, Any]]:

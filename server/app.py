@@ -1,8 +1,10 @@
 """The app factory: ``create_app(settings)`` wires settings, store, tasks, sandboxes and routes.
 
-Startup removes sandboxes a previous run of this instance left behind, loads tasks (built-in,
-persisted, and ``task_files``), and starts the warm pool and the reaper. Shutdown (SIGTERM
-under uvicorn) refuses new resets, lets in-flight steps finish, and removes every sandbox.
+Startup takes this instance's lock and removes only provably orphaned sandboxes (its own
+id's leftovers, and those of instances whose server is gone: ``toolgym.server.instance``),
+loads tasks (built-in, persisted, and ``task_files``), and starts the warm pool and the
+reaper. Shutdown (SIGTERM under uvicorn) refuses new resets, lets in-flight steps finish,
+and removes every sandbox.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from toolgym.server.auth import Authenticator
 from toolgym.server.dataloop import apply_retirements
 from toolgym.server.episodes import EpisodeManager
 from toolgym.server.errors import BodySizeLimit, install_error_handlers
+from toolgym.server.instance import claim_instance
 from toolgym.server.judge import build_judge
 from toolgym.server.metrics import Metrics
 from toolgym.server.routes import batch, dataloop, envs, episodes, health, ws
@@ -68,9 +71,12 @@ def create_app(settings: Settings, *, backend: SandboxBackend | None = None) -> 
                 " local process with resource limits only. Use the docker backend for untrusted code.",
                 chosen.name,
             )
-        removed = chosen.remove_owned(settings.instance)
-        if removed:
-            log.info("removed %d sandboxes left by a previous run of instance %s", removed, settings.instance)
+        try:
+            instance_lock = claim_instance(chosen, settings)  # before any container is made or removed
+        except BaseException:
+            if backend is None:
+                chosen.close()
+            raise
         store = Store(settings.db_path)
         interrupted = store.interrupt_live()
         if interrupted:
@@ -106,6 +112,7 @@ def create_app(settings: Settings, *, backend: SandboxBackend | None = None) -> 
             if backend is None:
                 chosen.close()
             store.close()
+            instance_lock.release()
 
     app = FastAPI(
         title="ToolGym",

@@ -27,7 +27,8 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from toolgym.envs.base import Action, AssistantMessage, EnvFamily, Episode, Task
+from toolgym.actions import action_from_wire, action_to_wire
+from toolgym.envs.base import Action, EnvFamily, Episode, Task
 from toolgym.envs.runner import RunRequest, RunResult
 from toolgym.errors import (
     AtCapacity,
@@ -95,18 +96,6 @@ class LiveEpisode:
     @property
     def turn(self) -> int:
         return len(self.steps)
-
-
-def action_to_wire(action: Action) -> Any:
-    if isinstance(action, AssistantMessage):
-        return {"content": action.content, "tool_calls": [dict(c) for c in action.tool_calls]}
-    return action
-
-
-def action_from_wire(raw: Any) -> Action:
-    if isinstance(raw, dict):
-        return AssistantMessage(content=raw.get("content"), tool_calls=tuple(raw.get("tool_calls") or ()))
-    return str(raw)
 
 
 class EpisodeManager:

@@ -15,10 +15,15 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
+
+from toolgym.actions import action_from_wire
+from toolgym.errors import ValidationFailed
 
 __all__ = [
     "AssistantMessageIn",
@@ -92,6 +97,16 @@ class AssistantMessageIn(_In):
     refusal: str | None = Field(default=None, description="Ignored.")
 
 
+def _action_shape(value: Any, info: ValidationInfo) -> Any:
+    """Refuse a bad action shape with the wire converter's own message, before pydantic tries
+    the ``str | AssistantMessageIn`` arms (whose errors would only say neither arm fits)."""
+    try:
+        action_from_wire(value, info.field_name or "action")
+    except ValidationFailed as exc:
+        raise PydanticCustomError("invalid_action", exc.message) from None
+    return value
+
+
 class ResetRequest(_In):
     env_id: str = Field(description="An env id, e.g. 'toolgym/ToolUse-v0'.", examples=["toolgym/ToolUse-v0"])
     task_id: str | None = Field(default=None, description="Reset this task; without it a task is drawn.")
@@ -107,7 +122,8 @@ class ResetRequest(_In):
 
 class StepRequest(_In):
     action: str | AssistantMessageIn = Field(
-        description="The raw assistant turn (parsed by the env), or an OpenAI-style assistant message."
+        description="The raw assistant turn (parsed by the env), or an OpenAI-style assistant message"
+        " with content and/or tool_calls; any other shape is a 422."
     )
     expected_turn: int | None = Field(
         default=None, ge=0,
@@ -116,6 +132,8 @@ class StepRequest(_In):
     mean_logprob: float | None = Field(
         default=None, description="The policy's mean token log-probability for this turn (task statistics)."
     )
+
+    _action = field_validator("action", mode="before")(_action_shape)
 
     @field_validator("mean_logprob")
     @classmethod
@@ -380,6 +398,8 @@ class JudgeRequest(_In):
     response: str | AssistantMessageIn = Field(
         description="The policy's answer to the task: the raw assistant turn, or an OpenAI-style message."
     )
+
+    _response = field_validator("response", mode="before")(_action_shape)
 
 
 class JudgeVote(_Out):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import secrets
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,9 @@ from toolgym.server.sandbox.base import SandboxSpec
 __all__ = ["BackendName", "Settings"]
 
 BackendName = Literal["auto", "docker", "process"]
+
+_PROCESS_TOKEN = secrets.token_hex(3)
+"""Makes default instance ids unique even where pids repeat (servers in separate containers)."""
 
 
 def _is_loopback(host: str) -> bool:
@@ -45,8 +49,15 @@ class Settings:
     insecure_no_auth: bool = False
     """Serve without keys on a non-loopback address. Off unless asked for by name."""
     instance_id: str = ""
-    """Names this server's containers (label ``toolgym.instance``); a restarted server with the
-    same id removes its predecessor's leftovers. Default: hostname and port."""
+    """Names this server's containers (label ``toolgym.instance``). Default: unique to this
+    process (hostname, port, pid and a random token), so a second server never takes a live
+    one's name. A fixed id makes a restarted server remove its predecessor's leftovers; a live
+    server holds its id's lock (``instance_dir``), so a second server with the same id on this
+    host refuses to start."""
+    instance_dir: str = ""
+    """Where live servers hold their instance lock files (default: ``toolgym-<uid>/instances``
+    in the system temp dir). Startup removes the containers of instances whose lock is free
+    (their server is gone); servers on one host sharing a Docker engine should share it."""
     sandbox_image: str = "toolgym-sandbox:latest"
     db_path: str = "toolgym.db"
     """SQLite file for tasks and trajectories; ``:memory:`` keeps nothing across restarts."""
@@ -99,7 +110,8 @@ class Settings:
     def instance(self) -> str:
         if self.instance_id:
             return self.instance_id
-        return f"{socket.gethostname()}-{self.port}".lower().replace("_", "-")[:48]
+        host = socket.gethostname().lower().replace("_", "-")[:24]
+        return f"{host}-{self.port}-{os.getpid()}-{_PROCESS_TOKEN}"
 
     def all_api_keys(self) -> tuple[str, ...]:
         keys = [k for k in self.api_keys if k]

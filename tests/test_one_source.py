@@ -56,7 +56,7 @@ def test_the_builtin_env_ids_are_listed_once() -> None:
     ids derive from it, and pyproject's entry points are left to third-party families."""
     import tomllib
 
-    from toolgym.client.gym import REMOTE_ENV_IDS
+    from toolgym._gym import REMOTE_ENV_IDS
     from toolgym.env_ids import BUILTIN_ENV_IDS
     from toolgym.envs import BUILTIN, load_families
 

@@ -51,13 +51,13 @@ def client(script: Script, retry: RetryPolicy = FAST) -> EnvClient:
 
 
 # --- pure helpers -------------------------------------------------------------------------------
-def test_action_to_json_keeps_strings_and_assistant_fields_only() -> None:
+def test_action_to_json_keeps_strings_and_the_two_message_fields() -> None:
     assert _core.action_to_json("<tool_call>{}</tool_call>") == "<tool_call>{}</tool_call>"
-    message = {"role": "assistant", "content": "hi", "tool_calls": [], "reasoning_content": "r", "logprobs": [1]}
-    assert _core.action_to_json(message) == {"role": "assistant", "content": "hi", "tool_calls": [],
-                                             "reasoning_content": "r"}
-    with pytest.raises(TypeError, match="string or an assistant message"):
-        _core.action_to_json(["not", "an", "action"])
+    message = {"role": "assistant", "content": "hi", "tool_calls": [], "reasoning_content": "r", "refusal": None}
+    assert _core.action_to_json(message) == {"content": "hi", "tool_calls": []}
+    for bad in (["not", "an", "action"], {"foo": "bar"}, {"content": "hi", "logprobs": [1]}):
+        with pytest.raises(errors.ValidationFailed, match="not a valid action"):
+            _core.action_to_json(bad)
 
 
 def test_every_step_carries_an_idempotency_key() -> None:

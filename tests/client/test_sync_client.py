@@ -265,7 +265,7 @@ def test_request_errors_come_back_as_their_classes(process_server: Any) -> None:
         with pytest.raises(errors.TurnMismatch) as mismatch:
             client.step(episode.episode_id, gold_action("fc-math-001"), expected_turn=3)
         assert (mismatch.value.turn, mismatch.value.expected_turn) == (0, 3)
-        with pytest.raises(TypeError):
+        with pytest.raises(errors.ValidationFailed, match="not a valid action"):  # as the server's 422
             client.step(episode.episode_id, 42)
         client.close(episode.episode_id)
         assert live_count(client) == 0

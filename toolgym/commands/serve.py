@@ -49,9 +49,13 @@ def ensure_image(image: str, say: Any = print) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM/SIGINT. The port is bound first: a second server on a busy port
+    fails at once, before it touches any sandbox (exit status 1); a start-up that fails later,
+    e.g. on an instance id a live server holds, exits with status 3 as uvicorn does."""
     import uvicorn
 
     from toolgym.server import Settings, create_app
+    from toolgym.server.embedded import listen_socket
     from toolgym.server.sandbox.select import docker_reachable
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -65,9 +69,23 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"toolgym serve: {exc}", file=sys.stderr)
         return 2
-    if settings.backend in ("auto", "docker") and docker_reachable():
-        ensure_image(settings.sandbox_image)
-    app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level.lower(),
-                timeout_graceful_shutdown=int(settings.shutdown_grace_s))
-    return 0
+    try:
+        sock = listen_socket(settings.host, settings.port)
+    except OSError as exc:
+        print(f"toolgym serve: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+              " (is another server running there?); nothing was started or removed", file=sys.stderr)
+        return 1
+    try:
+        if settings.backend in ("auto", "docker") and docker_reachable():
+            ensure_image(settings.sandbox_image)
+        app = create_app(settings)
+        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level.lower(),
+                                timeout_graceful_shutdown=int(settings.shutdown_grace_s))
+        server = uvicorn.Server(config)
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:
+            pass
+    finally:
+        sock.close()
+    return 0 if server.started else 3

@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from toolgym.actions import action_from_wire
 from toolgym.client import AsyncEnvClient
 from toolgym.envs.actions import parse_action
-from toolgym.envs.base import AssistantMessage
 from toolgym.errors import ToolGymError
 from toolgym.eval.model import ModelEndpointError
 from toolgym.eval.policies import Conversation, Policy
@@ -64,9 +64,7 @@ class EpisodeResult:
 def _history_message(action: dict[str, Any], turn: int) -> dict[str, Any]:
     """The assistant turn as the chat history keeps it: the calls the server ran (parsed by
     the env's own parser), with the ids its tool messages answer (``call_<turn>_<i>``)."""
-    parsed = parse_action(
-        AssistantMessage(content=action.get("content"), tool_calls=tuple(action.get("tool_calls") or ())), turn
-    )
+    parsed = parse_action(action_from_wire(action), turn)
     if not parsed.calls:
         return {"role": "assistant", "content": action.get("content") or ""}
     return {"role": "assistant", "content": parsed.content or None,
