@@ -1,5 +1,6 @@
-"""The WebSocket transport of ``AsyncEnvClient(protocol="ws")``: one socket to ``/v1/ws``
-carries every reset, step, close and get, however many episodes are open.
+"""The WebSocket transport of ``AsyncEnvClient(protocol="ws")``: one socket to ``/v1/ws`` for everything.
+
+That one socket carries every reset, step, close and get, however many episodes are open.
 
 Why: with hundreds of concurrent rollouts, an HTTP connection pool costs the client more than
 the server costs (httpcore scans its whole pool on every request; ``bench/client_scaling.py``

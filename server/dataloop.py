@@ -1,5 +1,7 @@
-"""The served data loop (LoopTool, arXiv 2511.09148): grow failing tasks, retire mastered ones,
-and put a task's label before a judge. Nothing here speaks HTTP (``routes/dataloop.py`` does).
+r"""The served data loop (LoopTool, arXiv 2511.09148): grow failing tasks, retire mastered ones, judge labels.
+
+That is: put a task's label before a judge. Nothing here speaks HTTP (``routes/dataloop.py``
+does).
 
 What a family can do here it declares itself, by the capability mixins of
 ``toolgym.envs.base`` (``EnvFamily.capabilities``): ``Expandable`` to grow tasks,
@@ -14,7 +16,7 @@ Each is kept only if it
 1. passes the family's ``validate_record`` (for CodeMath: math-verify parses the gold);
 2. has a gold that earns full reward, for a ``Gradable`` family: ``grade(task,
    gold_answer(record))`` (FunctionCall: the gold calls as Qwen ``<tool_call>`` tags score 1
-   under *every* verifier of the env; CodeMath: ``\\boxed{gold}`` verifies against the gold
+   under *every* verifier of the env; CodeMath: ``\boxed{gold}`` verifies against the gold
    with math-verify). Another family is checked by ``validate_record`` alone;
 3. is new: no task of the env has the same content (the record without its ``metadata`` and
    ``slots``: a variant may well rebuild a sibling task), and its id
@@ -72,8 +74,10 @@ log = logging.getLogger(__name__)
 
 # --- capabilities: what the family says it can do ----------------------------------------------
 def _lacks(family: EnvFamily, doing: str, mixin: type, why: str) -> ValidationFailed:
-    """The 422 for a family without a capability: what it cannot do, why, and how a family
-    gains it (the mixin to inherit), so the message serves a user and a family's author."""
+    """The 422 for a family without a capability: what it cannot do, why, and how a family gains it.
+
+    How is the mixin to inherit, so the message serves a user and a family's author alike.
+    """
     have = sorted(family.capabilities)
     return ValidationFailed(
         f"env {family.env_id} cannot {doing}: {why} (its family does not implement"
@@ -101,12 +105,20 @@ def judgeable(family: EnvFamily) -> Judgeable:
 # --- expansion ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Rejection:
+    """A proposed variant that was not kept: its parent task and why (invalid record, gold not scoring 1, duplicate)."""
+
     parent_id: str
     reason: str
 
 
 @dataclass
 class Expansion:
+    """What one expansion did: the ``seed`` it used, the ids it ``created``, the parents it ``skipped``.
+
+    The seed is the one given, else a random one, reported so the run can be repeated. A skipped
+    parent is one whose family proposed nothing; each variant dropped is in ``rejections``.
+    """
+
     seed: int
     created: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -114,6 +126,7 @@ class Expansion:
 
     @property
     def rejected(self) -> int:
+        """How many proposed variants were dropped."""
         return len(self.rejections)
 
 
@@ -150,9 +163,12 @@ def _select(
 
 
 def _mark(task: Task, set_: Mapping[str, Any] | None = None, drop: Sequence[str] = ()) -> dict[str, Any]:
-    """Change a registered task's public metadata in place and return it. ``Task`` is frozen
-    but its ``metadata`` is the dict the registry built for it (``TaskRegistry`` has no update
-    method); one ``update`` is atomic under the GIL, and the task list copies it."""
+    """Change a registered task's public metadata in place and return it.
+
+    ``Task`` is frozen but its ``metadata`` is the dict the registry built for it
+    (``TaskRegistry`` has no update method); one ``update`` is atomic under the GIL, and the task
+    list copies it.
+    """
     metadata = task.metadata
     if not isinstance(metadata, dict):  # pragma: no cover - the registry always builds a dict
         raise TypeError(f"task {task.id}: metadata is a {type(metadata).__name__}, not a dict")
@@ -167,8 +183,10 @@ def expand(
     statuses: Sequence[str] = ("failing",), splits: Sequence[str] = ("train",), n: int = 3,
     seed: int | None = None,
 ) -> Expansion:
-    """Grow up to ``n`` verified variants of each selected task (module doc). Blocking: a
-    CodeMath check waits on math-verify worker processes; call it from a worker thread."""
+    """Grow up to ``n`` verified variants of each selected task (module doc).
+
+    Blocking: a CodeMath check waits on math-verify worker processes; call it from a worker thread.
+    """
     family = tasks.family(env_id)
     grower = expandable(family)
     parents = _select(tasks, store, family.env_id, task_ids, statuses, splits)
@@ -198,7 +216,9 @@ def _add_variant(
     proposal: Mapping[str, Any], known: set[str], result: Expansion,
 ) -> str | None:
     """Verify and register one proposed variant; the reason it was rejected, or None.
-    ``known`` holds the fingerprints of the env's tasks and grows with each one added."""
+
+    ``known`` holds the fingerprints of the env's tasks and grows with each one added.
+    """
     raw = {k: v for k, v in proposal.items() if k not in ("id", "split")}
     try:
         record = family.validate_record(raw)
@@ -232,8 +252,10 @@ def retire(
     tasks: TaskRegistry, store: Store, env_id: str, *, task_ids: Sequence[str] | None = None,
     status: str | None = None, splits: Sequence[str] = ("train",),
 ) -> tuple[list[str], list[str]]:
-    """Retire tasks by id, or every task of ``splits`` classed ``status``; returns (newly
-    retired, already retired). Unknown ids are a 404 before anything changes."""
+    """Retire tasks by id, or every task of ``splits`` classed ``status``; returns (newly retired, already retired).
+
+    Unknown ids are a 404 before anything changes.
+    """
     family = tasks.family(env_id)
     if (task_ids is None) == (status is None):
         raise ValidationFailed("give exactly one of task_ids and status")
@@ -261,8 +283,10 @@ def unretire(tasks: TaskRegistry, store: Store, env_id: str, task_ids: Sequence[
 
 
 def apply_retirements(tasks: TaskRegistry, store: Store) -> int:
-    """Mark the tasks the store says are retired (at startup, after tasks are loaded);
-    returns how many. Retirements of tasks this server does not have are kept, unused."""
+    """Mark the tasks the store says are retired (at startup, after tasks are loaded); returns how many.
+
+    Retirements of tasks this server does not have are kept, unused.
+    """
     count = 0
     for env_id, task_id in store.retired_pairs():
         try:
@@ -276,7 +300,9 @@ def apply_retirements(tasks: TaskRegistry, store: Store) -> int:
 
 # --- the judge's inputs ------------------------------------------------------------------------
 def judge_case(family: EnvFamily, task: Task, response: Action) -> JudgeCase:
-    """The judge's view of ``task`` and the policy's ``response``, as the family renders it
-    (422 for a family that is not ``Judgeable``)."""
+    """The judge's view of ``task`` and the policy's ``response``, as the family renders it.
+
+    A family that is not ``Judgeable`` gets a 422.
+    """
     view = judgeable(family).judge_view(task, response)
     return JudgeCase(messages=view.messages, tools=view.tools, label=view.label, response=view.response)

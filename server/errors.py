@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 
 
 def error_response(exc: ToolGymError, request: Request | None = None) -> JSONResponse:
+    """The JSON response of ``exc``: its status from ``HTTP_STATUS``, and ``Retry-After`` on a 503.
+
+    With ``request``, the error is also counted in the app's metrics by its code.
+    """
     headers = {}
     if isinstance(exc, Unavailable):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
@@ -52,9 +56,11 @@ def _clean(errors: list[Any]) -> list[dict[str, Any]]:
 
 
 def validation_error(errors: list[Any]) -> ToolGymError:
-    """The error of a request that fails its schema (FastAPI's ``RequestValidationError``, or a
-    WebSocket frame): ``BadRequest`` (400) when the body is not JSON, else ``ValidationFailed``
-    (422) naming the first field. One function, so both routes word it alike."""
+    """The error of a request that fails its schema (FastAPI's ``RequestValidationError``, or a WebSocket frame).
+
+    ``BadRequest`` (400) when the body is not JSON, else ``ValidationFailed`` (422) naming the
+    first field. One function, so both routes word it alike.
+    """
     cleaned = _clean(errors)
     if any(e["type"] == "json_invalid" for e in cleaned):
         return BadRequest("the request body is not valid JSON", errors=cleaned)
@@ -69,6 +75,7 @@ def internal_error(exc: BaseException) -> ToolGymError:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """Route every error the app can raise, ours or FastAPI's, through ``error_response``: one JSON shape."""
     @app.exception_handler(ToolGymError)
     async def _toolgym(request: Request, exc: ToolGymError) -> JSONResponse:
         if http_status(exc) >= 500:
@@ -100,14 +107,21 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 class BodySizeLimit:
-    """Refuse request bodies over ``max_bytes`` with 413, whether or not they declare a
-    Content-Length, before the app reads them whole."""
+    """Refuse request bodies over ``max_bytes`` with 413 before the app reads them whole.
+
+    This holds whether or not they declare a Content-Length.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry: refuse a declared Content-Length over the cap at once, else count the body as it streams.
+
+        A streamed body that crosses the cap stops the app; the 413 is sent only if the app has not
+        started its response yet.
+        """
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -1,6 +1,6 @@
 """Which tasks matter now: LoopTool's Greedy Capability Probing, served from real rewards.
 
-LoopTool (PAPERS.md §2) decodes each sample greedily and sorts it: correct with low
+LoopTool (docs/methods.md#looptool) decodes each sample greedily and sorts it: correct with low
 perplexity -> *mastered* (drop it), correct with high perplexity -> *fragile* (keep it),
 wrong -> *failing* (verify its label, grow variants). The server sees every reward it hands
 out, and a step may carry the policy's mean token log-probability, so it classes each task
@@ -50,6 +50,7 @@ WEIGHTS = {"failing": 3.0, "fragile": 3.0, "unseen": 1.0, "mastered": 0.0}
 
 
 def classify(row: TaskStatsRow | None) -> str:
+    """A task's class from its served episodes: ``unseen``, ``failing``, ``mastered`` or ``fragile`` (module doc)."""
     if row is None or row.finished == 0:
         return "unseen"
     rate = row.successes / row.finished
@@ -62,6 +63,10 @@ def classify(row: TaskStatsRow | None) -> str:
 
 
 def task_stats(tasks: TaskRegistry, store: Store, env_id: str) -> list[TaskStat]:
+    """One ``TaskStat`` per registered task of ``env_id``, split by split, retired ones included.
+
+    A task with no episode yet is listed too, as ``unseen`` with zero counts.
+    """
     rows = {r.task_id: r for r in store.task_stats(env_id)}
     out = []
     for split in SPLITS:
@@ -96,16 +101,20 @@ def _active_or_raise(tasks: TaskRegistry, store: Store, env_id: str, split: str,
 
 
 def uniform_sample(tasks: TaskRegistry, store: Store, env_id: str, split: str, rng: random.Random) -> Task:
-    """A uniform draw from the tasks of ``split`` that are not retired; with none retired it
-    is the same draw as ``TaskRegistry.sample`` for the same ``rng``."""
+    """A uniform draw from the tasks of ``split`` that are not retired.
+
+    With none retired it is the same draw as ``TaskRegistry.sample`` for the same ``rng``.
+    """
     ids = _active_or_raise(tasks, store, env_id, split, rng)
     return tasks.get(env_id, rng.choice(ids))
 
 
 def frontier_sample(tasks: TaskRegistry, store: Store, env_id: str, split: str, rng: random.Random) -> Task:
-    """Draw from ``split`` by ``WEIGHTS`` of each task's class, retired tasks left out; when
-    every task left is mastered, fall back on a uniform draw among them (there is nothing
-    left to learn from, but reset still works)."""
+    """Draw from ``split`` by ``WEIGHTS`` of each task's class, retired tasks left out.
+
+    When every task left is mastered, fall back on a uniform draw among them (there is nothing
+    left to learn from, but reset still works).
+    """
     ids = _active_or_raise(tasks, store, env_id, split, rng)
     rows = {r.task_id: r for r in store.task_stats(env_id)}
     weights = [WEIGHTS[classify(rows.get(tid))] for tid in ids]

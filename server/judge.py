@@ -76,8 +76,11 @@ MAX_REPLY_EXCERPT = 300
 
 @dataclass(frozen=True)
 class JudgeCase:
-    """What the judge sees: the conversation the policy was given, its tools (OpenAI
-    schemas, may be empty), the task's label and the policy's answer, both as text."""
+    """What the judge sees: the conversation the policy was given, its tools, the label and the answer.
+
+    The tools are OpenAI schemas and may be empty; the task's label and the policy's answer are
+    both text.
+    """
 
     messages: Sequence[Mapping[str, Any]]
     label: str
@@ -87,8 +90,10 @@ class JudgeCase:
 
 @dataclass(frozen=True)
 class Vote:
-    """One judge call: its ``verdict``, or ``error`` (``timeout``, ``unreachable``,
-    ``http_<status>``, ``bad_response``, ``unparsable``) when it gave none."""
+    """One judge call: its ``verdict``, or the ``error`` that kept it from giving one.
+
+    ``error`` is ``timeout``, ``unreachable``, ``http_<status>``, ``bad_response`` or ``unparsable``.
+    """
 
     verdict: Verdict | None
     error: str | None = None
@@ -112,8 +117,10 @@ class Judgement:
 
 
 class Judge(Protocol):
-    """Anything that compares a policy's answer with a task's label. Raise
-    ``JudgeUnavailable`` when no verdict can be reached for reasons of the judge's own."""
+    """Anything that compares a policy's answer with a task's label.
+
+    Raise ``JudgeUnavailable`` when no verdict can be reached for reasons of the judge's own.
+    """
 
     async def judge(self, case: JudgeCase) -> Judgement:
         """The verdict on ``case``; raises ``JudgeUnavailable`` when none can be reached."""
@@ -129,10 +136,12 @@ def _strip_reasoning(text: str) -> str:
 
 
 def parse_verdict(text: str) -> Verdict | None:
-    """The verdict a judge's reply states, or None. Reasoning up to ``</think>`` is dropped;
-    the first non-empty line must name exactly one verdict (a line naming several, like an
-    echoed ``[RESPONSE1_INCORRECT/RESPONSE2_INCORRECT/...]``, names none); a reply whose first
-    line names none may still name exactly one anywhere."""
+    """The verdict a judge's reply states, or None.
+
+    Reasoning up to ``</think>`` is dropped; the first non-empty line must name exactly one
+    verdict (a line naming several, like an echoed ``[RESPONSE1_INCORRECT/RESPONSE2_INCORRECT/...]``,
+    names none); a reply whose first line names none may still name exactly one anywhere.
+    """
     body = _strip_reasoning(text)
     lines = [line for line in body.splitlines() if line.strip()]
     if not lines:
@@ -148,8 +157,10 @@ def parse_verdict(text: str) -> Verdict | None:
 
 
 def majority(votes: Sequence[Vote], asked: int) -> Judgement:
-    """One verdict from ``votes`` (module doc): a verdict with more than ``asked / 2`` votes;
-    else ``no_consensus`` if every vote gave a verdict; else ``JudgeUnavailable``."""
+    """One verdict from ``votes`` (module doc): a verdict with more than ``asked / 2`` votes.
+
+    Else ``no_consensus`` if every vote gave a verdict; else ``JudgeUnavailable``.
+    """
     counts = Counter(v.verdict for v in votes if v.verdict is not None)
     if counts:
         verdict, count = counts.most_common(1)[0]
@@ -224,15 +235,17 @@ def judge_messages(case: JudgeCase) -> list[dict[str, str]]:
 
 # --- an OpenAI-compatible endpoint ------------------------------------------------------------
 class OpenAIJudge:
-    """Asks ``{base_url}/chat/completions`` ``votes`` times, concurrently, and takes the
-    majority. ``model`` may name several models separated by commas: vote ``i`` asks model
+    """Asks ``{base_url}/chat/completions`` ``votes`` times, concurrently, and takes the majority.
+
+    ``model`` may name several models separated by commas: vote ``i`` asks model
     ``i mod len(models)`` (LoopTool's consensus across judge models). ``temperature`` is 0.7
     by default so that votes of a single model can differ (LoopTool asks several models at
     0); ``max_tokens`` leaves room for a reasoning model's thinking, which is dropped before
     the verdict is read. Each vote is one request (``toolgym.chat``), bounded by
     ``timeout_s`` in total and never retried: a failed vote is reported, and the caller
     retries the judgement. A client is opened per judgement, so a judge holds no connection
-    and needs no closing."""
+    and needs no closing.
+    """
 
     def __init__(
         self, base_url: str, model: str, *, api_key: str | None = None, votes: int = 3,
@@ -283,10 +296,12 @@ class OpenAIJudge:
 
 
 def build_judge(settings: Settings) -> Judge | None:
-    """The judge ``settings`` configure (``judge_base_url``, ``judge_api_key``,
-    ``judge_model``, ``judge_votes``, ``judge_timeout_s``), or None when ``judge_base_url`` is
-    unset. The key is a setting like the others (``Settings.from_env`` reads it from
-    ``TOOLGYM_JUDGE_API_KEY``): nothing here reads the environment."""
+    """The judge ``settings`` configure, or None when ``judge_base_url`` is unset.
+
+    The settings read are ``judge_base_url``, ``judge_api_key``, ``judge_model``, ``judge_votes``
+    and ``judge_timeout_s``. The key is a setting like the others (``Settings.from_env`` reads it
+    from ``TOOLGYM_JUDGE_API_KEY``): nothing here reads the environment.
+    """
     if not settings.judge_base_url:
         return None
     return OpenAIJudge(

@@ -17,6 +17,7 @@ DEFAULT_PATH = Path(__file__).resolve().parent.parent / "openapi" / "openapi.jso
 
 
 def spec() -> dict[str, Any]:
+    """The OpenAPI document of an app built with default settings and an in-memory database."""
     from toolgym.server import Settings, create_app
 
     app = create_app(Settings(db_path=":memory:"))
@@ -24,6 +25,7 @@ def spec() -> dict[str, Any]:
 
 
 def render() -> str:
+    """The document as the committed file holds it: sorted keys and a final newline, so diffs stay small."""
     return json.dumps(spec(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 

@@ -108,12 +108,17 @@ class Settings:
 
     @property
     def instance(self) -> str:
+        """The name this server's containers are labelled with: ``instance_id``, else hostname and port.
+
+        A restarted server with the same name removes its predecessor's leftovers.
+        """
         if self.instance_id:
             return self.instance_id
         host = socket.gethostname().lower().replace("_", "-")[:24]
         return f"{host}-{self.port}-{os.getpid()}-{_PROCESS_TOKEN}"
 
     def all_api_keys(self) -> tuple[str, ...]:
+        """The API keys from ``api_keys`` and ``api_keys_file`` together, blanks dropped, each once, in order."""
         keys = [k for k in self.api_keys if k]
         if self.api_keys_file:
             for line in Path(self.api_keys_file).read_text(encoding="utf-8").splitlines():
@@ -123,9 +128,11 @@ class Settings:
         return tuple(dict.fromkeys(keys))
 
     def sandbox_spec(self, labels: dict[str, str]) -> SandboxSpec:
-        """The spec of a sandbox started under these settings: ``labels`` and the configured
-        limits. The server's pool and ``toolgym generate`` both start theirs from it, so a
-        sandbox is the same wherever it was made."""
+        """The spec of a sandbox started under these settings: ``labels`` and the configured limits.
+
+        The server's pool and ``toolgym generate`` both start theirs from it, so a sandbox is the
+        same wherever it was made.
+        """
         return SandboxSpec(
             labels=labels, memory_bytes=self.sandbox_memory_bytes,
             max_processes=self.sandbox_max_processes, cpus=self.sandbox_cpus,
@@ -133,6 +140,7 @@ class Settings:
 
     @property
     def auth_enabled(self) -> bool:
+        """Whether any API key is configured (read from ``api_keys_file`` too, so it is read again each call)."""
         return bool(self.all_api_keys())
 
     def validate(self) -> None:
@@ -159,8 +167,10 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
-        """Read ``TOOLGYM_<FIELD>`` variables (``TOOLGYM_API_KEYS`` comma-separated), then
-        apply ``overrides`` (e.g. from the command line; None values are ignored)."""
+        """Read ``TOOLGYM_<FIELD>`` variables (``TOOLGYM_API_KEYS`` comma-separated), then apply ``overrides``.
+
+        ``overrides`` come e.g. from the command line; None values among them are ignored.
+        """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):

@@ -25,11 +25,21 @@ MAX_TASK_ID_CHARS = 128
 
 
 def content_id(record: Mapping[str, Any]) -> str:
+    """The id a record without one gets: a hash of its canonical JSON.
+
+    The same content always gets the same id, so registering a task twice is a 409, not a copy.
+    """
     blob = json.dumps(record, sort_keys=True, ensure_ascii=False, default=str)
     return "t-" + hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
 class TaskRegistry:
+    """Every env family's tasks by id and split, in registration order; thread-safe.
+
+    Gold stays in the records here: the routes expose ids and public metadata only. Tasks from
+    ``register`` go to the store as well (unless ``persist`` is off), so they survive a restart.
+    """
+
     def __init__(self, families: dict[str, EnvFamily], store: Store | None) -> None:
         self._families = families
         self._store = store
@@ -40,6 +50,7 @@ class TaskRegistry:
         self._lock = threading.Lock()
 
     def family(self, env_id: str) -> EnvFamily:
+        """The family for ``env_id``; raises ``EnvNotFound`` with the closest id as a suggestion."""
         return lookup(self._families, env_id)
 
     def _prepare(self, family: EnvFamily, index: int, raw: Any) -> Task:
@@ -93,6 +104,7 @@ class TaskRegistry:
             self._by_split[task.env_id][task.split].append(task.id)
 
     def load_builtins(self) -> int:
+        """Register every family's built-in tasks (not persisted: they come back with the code); returns how many."""
         count = 0
         for env_id, family in self._families.items():
             records = []
@@ -102,6 +114,10 @@ class TaskRegistry:
         return count
 
     def load_persisted(self) -> int:
+        """Load the tasks the store kept from earlier runs; returns how many were added.
+
+        A task already registered (e.g. a built-in with the same id) is skipped, not a conflict.
+        """
         if self._store is None:
             return 0
         count = 0
@@ -114,6 +130,7 @@ class TaskRegistry:
         return count
 
     def get(self, env_id: str, task_id: str) -> Task:
+        """The task ``task_id`` of the env; raises ``TaskNotFound`` (or ``EnvNotFound``)."""
         family = self.family(env_id)
         task = self._tasks[family.env_id].get(task_id)
         if task is None:
@@ -121,6 +138,10 @@ class TaskRegistry:
         return task
 
     def page(self, env_id: str, split: str | None, offset: int, limit: int) -> tuple[list[Task], int]:
+        """A page of the env's tasks in registration order and the total they are a page of.
+
+        With no ``split``, the splits follow one another in ``SPLITS`` order.
+        """
         family = self.family(env_id)
         if split is not None and split not in SPLITS:
             raise ValidationFailed(f"split must be one of {list(SPLITS)}, got {split!r}")
@@ -133,6 +154,7 @@ class TaskRegistry:
         return [tasks[tid] for tid in ids[offset : offset + limit]], len(ids)
 
     def ids(self, env_id: str, split: str) -> list[str]:
+        """A copy of the task ids of ``split``; ``env_id`` must be the canonical id (no lookup here)."""
         with self._lock:
             return list(self._by_split[env_id][split])
 
@@ -146,5 +168,6 @@ class TaskRegistry:
         return self._tasks[env_id][rng.choice(ids)]
 
     def counts(self, env_id: str) -> dict[str, int]:
+        """The number of tasks per split; ``env_id`` must be the canonical id (no lookup here)."""
         with self._lock:
             return {s: len(v) for s, v in self._by_split[env_id].items()}

@@ -71,9 +71,11 @@ def completions_url(base_url: str) -> str:
 
 # --- errors -------------------------------------------------------------------------------------
 class ChatError(Exception):
-    """A request to a chat endpoint got no chat completion. ``retryable`` says whether the
-    same request may succeed later (after ``retry_after_s`` when the endpoint said so);
-    ``attempts`` how many requests ``complete`` made."""
+    """A request to a chat endpoint got no chat completion.
+
+    ``retryable`` says whether the same request may succeed later (after ``retry_after_s`` when
+    the endpoint said so); ``attempts`` how many requests ``complete`` made.
+    """
 
     transient = False
 
@@ -102,9 +104,12 @@ class ChatUnreachable(ChatError):
 
 
 class ChatHTTPError(ChatError):
-    """The endpoint answered HTTP >= 400. 429 and 5xx are worth retrying (after
-    ``retry_after_s`` when the endpoint said so); any other status means the request itself
-    is refused (URL, model, key, body), and asking again changes nothing."""
+    """The endpoint answered HTTP >= 400.
+
+    429 and 5xx are worth retrying (after ``retry_after_s`` when the endpoint said so); any other
+    status means the request itself is refused (URL, model, key, body), and asking again changes
+    nothing.
+    """
 
     def __init__(self, message: str, *, url: str, status: int, text: str,
                  retry_after_s: float | None = None) -> None:
@@ -159,8 +164,11 @@ class ChatEndpoint:
     @classmethod
     def from_env(cls, base_url: str, key_env: str, environ: Mapping[str, str] | None = None,
                  **options: Any) -> ChatEndpoint:
-        """An endpoint whose key comes from the variable ``key_env`` (keys never travel on a
-        command line, where ``ps`` would show them); ``environ`` defaults to ``os.environ``."""
+        """An endpoint whose key comes from the environment variable ``key_env``.
+
+        Keys never travel on a command line, where ``ps`` would show them; ``environ`` defaults to
+        ``os.environ``.
+        """
         env = os.environ if environ is None else environ
         return cls(base_url, api_key=env.get(key_env) or None, **options)
 
@@ -177,10 +185,11 @@ class ChatEndpoint:
         return headers
 
     def backoff(self, retry: int, retry_after_s: float | None = None) -> float:
-        """Seconds to wait before retry number ``retry`` (0 for the first): what the
-        endpoint's ``Retry-After`` asked, else ``backoff_s * 2**retry`` less up to half (so
-        that clients that failed together do not come back together); at most
-        ``max_backoff_s``."""
+        """Seconds to wait before retry number ``retry`` (0 for the first), at most ``max_backoff_s``.
+
+        What the endpoint's ``Retry-After`` asked, else ``backoff_s * 2**retry`` less up to half (so
+        that clients that failed together do not come back together).
+        """
         if retry_after_s is not None:
             return min(max(retry_after_s, 0.0), self.max_backoff_s)
         return min(self.backoff_s * 2.0**retry, self.max_backoff_s) * (0.5 + random.random() / 2)
@@ -258,8 +267,10 @@ def _unreachable(endpoint: ChatEndpoint, exc: Exception) -> ChatUnreachable:
 
 # --- the clients ----------------------------------------------------------------------------------
 class SyncChat:
-    """A blocking client of one endpoint, safe to share between threads. A context manager;
-    ``close`` is idempotent. ``requests`` counts the requests sent."""
+    """A blocking client of one endpoint, safe to share between threads.
+
+    A context manager; ``close`` is idempotent. ``requests`` counts the requests sent.
+    """
 
     def __init__(self, endpoint: ChatEndpoint, *, transport: httpx.BaseTransport | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
@@ -281,9 +292,11 @@ class SyncChat:
         self._http.close()
 
     def post(self, body: Mapping[str, Any]) -> ChatCompletion:
-        """One request (``body`` is the OpenAI request: model, messages...), read in full
-        under the size cap. The total deadline is checked as each chunk arrives; an endpoint
-        that goes silent meets httpx's read timeout, of the same length. Raises a ``ChatError``."""
+        """One request (``body`` is the OpenAI request: model, messages...), read in full under the size cap.
+
+        The total deadline is checked as each chunk arrives; an endpoint that goes silent meets
+        httpx's read timeout, of the same length. Raises a ``ChatError``.
+        """
         with self._lock:
             self.requests += 1
         endpoint = self.endpoint
@@ -307,8 +320,10 @@ class SyncChat:
         return _read(endpoint, status, retry_after, b"".join(chunks))
 
     def complete(self, body: Mapping[str, Any]) -> ChatCompletion:
-        """``post``, retried ``max_retries`` times after a retryable failure (waits per
-        ``ChatEndpoint.backoff``). Raises the last ``ChatError``, ``attempts`` set."""
+        """``post``, retried ``max_retries`` times after a retryable failure (waits per ``ChatEndpoint.backoff``).
+
+        Raises the last ``ChatError``, ``attempts`` set.
+        """
         for retry in range(self.endpoint.max_retries + 1):
             try:
                 return self.post(body)
@@ -321,8 +336,10 @@ class SyncChat:
 
 
 class AsyncChat:
-    """An asyncio client of one endpoint (the same rules as ``SyncChat``); ``post`` may run
-    concurrently. An async context manager; ``aclose`` is idempotent."""
+    """An asyncio client of one endpoint (the same rules as ``SyncChat``); ``post`` may run concurrently.
+
+    An async context manager; ``aclose`` is idempotent.
+    """
 
     def __init__(self, endpoint: ChatEndpoint, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.endpoint = endpoint
@@ -342,7 +359,9 @@ class AsyncChat:
 
     async def post(self, body: Mapping[str, Any]) -> ChatCompletion:
         """One request, read in full within ``request_timeout_s`` in total and the size cap.
-        Raises a ``ChatError``."""
+
+        Raises a ``ChatError``.
+        """
         self.requests += 1
         endpoint = self.endpoint
         try:
@@ -363,8 +382,10 @@ class AsyncChat:
         return _read(endpoint, status, retry_after, b"".join(chunks))
 
     async def complete(self, body: Mapping[str, Any]) -> ChatCompletion:
-        """``post``, retried ``max_retries`` times after a retryable failure (waits per
-        ``ChatEndpoint.backoff``). Raises the last ``ChatError``, ``attempts`` set."""
+        """``post``, retried ``max_retries`` times after a retryable failure (waits per ``ChatEndpoint.backoff``).
+
+        Raises the last ``ChatError``, ``attempts`` set.
+        """
         for retry in range(self.endpoint.max_retries + 1):
             try:
                 return await self.post(body)

@@ -74,6 +74,7 @@ class ToolGymError(Exception):
         self.details: dict[str, Any] = details
 
     def to_wire(self) -> dict[str, Any]:
+        """The JSON error body the server sends; ``error_from_wire`` is its inverse."""
         body: dict[str, Any] = {"code": self.code, "message": self.message, "retryable": self.retryable}
         if self.details:
             body["details"] = self.details
@@ -81,18 +82,26 @@ class ToolGymError(Exception):
 
 
 class BadRequest(ToolGymError):
+    """The request could not be read (malformed JSON, unreadable body), before any validation."""
+
     code = "bad_request"
 
 
 class Unauthorized(ToolGymError):
+    """No API key, or one the server does not know."""
+
     code = "unauthorized"
 
 
 class NotFound(ToolGymError):
+    """Base of the 404s; catch it to handle any missing env, task or episode alike."""
+
     code = "not_found"
 
 
 class EnvNotFound(NotFound):
+    """No env with this id; ``suggestion`` is the nearest known id, if any is close."""
+
     code = "env_not_found"
 
     def __init__(self, env_id: str, suggestion: str | None = None) -> None:
@@ -103,6 +112,8 @@ class EnvNotFound(NotFound):
 
 
 class TaskNotFound(NotFound):
+    """The env exists but has no task with this id."""
+
     code = "task_not_found"
 
     def __init__(self, env_id: str, task_id: str) -> None:
@@ -112,6 +123,8 @@ class TaskNotFound(NotFound):
 
 
 class EpisodeNotFound(NotFound):
+    """No such episode for this API key: another key's episode is reported the same way, so ids do not leak."""
+
     code = "episode_not_found"
 
     def __init__(self, episode_id: str) -> None:
@@ -120,10 +133,14 @@ class EpisodeNotFound(NotFound):
 
 
 class Conflict(ToolGymError):
+    """Base of the 409s: the request is well formed but clashes with the current state."""
+
     code = "conflict"
 
 
 class EpisodeFinished(Conflict):
+    """A step on an episode that has already ended; ``reason`` says how it ended."""
+
     code = "episode_finished"
 
     def __init__(self, episode_id: str, reason: str | None) -> None:
@@ -137,6 +154,8 @@ class EpisodeFinished(Conflict):
 
 
 class TurnMismatch(Conflict):
+    """The step's ``expected_turn`` is ahead of the episode; one already played replays its result instead."""
+
     code = "turn_mismatch"
 
     def __init__(self, episode_id: str, expected_turn: int, turn: int) -> None:
@@ -152,6 +171,8 @@ class TurnMismatch(Conflict):
 
 
 class DuplicateTask(Conflict):
+    """A task with this id is already registered for the env."""
+
     code = "duplicate_task"
 
     def __init__(self, env_id: str, task_id: str) -> None:
@@ -161,10 +182,14 @@ class DuplicateTask(Conflict):
 
 
 class PayloadTooLarge(ToolGymError):
+    """The request body is over the server's size limit."""
+
     code = "payload_too_large"
 
 
 class ValidationFailed(ToolGymError):
+    """The request was read but is not valid: schema, a bad record, bad options."""
+
     code = "validation_failed"
 
 
@@ -175,6 +200,8 @@ class JudgeNotConfigured(ValidationFailed):
 
 
 class QuotaExceeded(ToolGymError):
+    """This API key holds as many open episodes as it may; close some, since retrying alone will not help."""
+
     code = "quota_exceeded"
 
 
@@ -190,10 +217,14 @@ class Unavailable(ToolGymError):
 
 
 class AtCapacity(Unavailable):
+    """The server holds as many live episodes as it may; retry once some have closed."""
+
     code = "at_capacity"
 
 
 class ShuttingDown(Unavailable):
+    """The server is draining and takes no new work; retry against it once restarted."""
+
     code = "shutting_down"
 
 
@@ -210,6 +241,8 @@ class SandboxError(Unavailable):
 
 
 class SandboxTimeout(SandboxError):
+    """The sandbox stopped answering within its deadline: the sandbox's fault, not the policy's."""
+
     code = "sandbox_timeout"
 
 

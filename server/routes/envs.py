@@ -29,6 +29,7 @@ NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/x-json
 
 @router.get("", response_model=EnvList, summary="Env families: formats, reward spec, reset options")
 async def list_envs(manager: ManagerDep, owner: OwnerDep) -> EnvList:
+    """Every env family the server serves: its formats, reward spec, reset options and task counts."""
     envs = []
     for env_id, family in sorted(manager.families.items()):
         options = options_schema(family.options_type)
@@ -45,6 +46,10 @@ async def list_envs(manager: ManagerDep, owner: OwnerDep) -> EnvList:
 @router.get("/{env_id:path}/tasks/stats", response_model=TaskStatsResponse,
             summary="Per-task reward statistics from the episodes served")
 async def task_stats(env_id: str, manager: ManagerDep, owner: OwnerDep) -> TaskStatsResponse:
+    """Per-task reward statistics from the episodes this server has served for the env.
+
+    These classify tasks (e.g. the ones a policy still gets wrong) for ``POST .../expand``.
+    """
     from toolgym.server.frontier import task_stats as compute
 
     family = manager.tasks.family(env_id)
@@ -58,6 +63,7 @@ async def list_tasks(
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> TaskPage:
+    """A page of the env's task ids and public metadata, optionally of one split; the gold never leaves the server."""
     tasks, total = manager.tasks.page(env_id, split, offset, limit)
     return TaskPage(
         tasks=[TaskInfo(id=t.id, split=t.split, metadata=dict(t.metadata)) for t in tasks],
@@ -86,6 +92,10 @@ def _parse_ndjson(body: bytes) -> list[Any]:
     }}},
 )
 async def register_tasks(env_id: str, request: Request, manager: ManagerDep, owner: OwnerDep) -> RegisterTasksResponse:
+    """Register tasks sent as JSON (``{"tasks": [...]}``) or as a JSONL body, one record per line.
+
+    All or nothing: a bad record or an id already registered fails the whole request.
+    """
     manager.tasks.family(env_id)  # 404 with a suggestion before reading a large body
     body = await request.body()
     ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()

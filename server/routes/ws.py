@@ -1,6 +1,7 @@
-"""The WebSocket session, ``/v1/ws``: one connection carries reset, step, close and get for
-many episodes, so a trainer driving hundreds of rollouts needs neither a connection pool nor a
-request's headers per step.
+"""The WebSocket session, ``/v1/ws``: one connection carries reset, step, close and get for many episodes.
+
+A trainer driving hundreds of rollouts so needs neither a connection pool nor a request's
+headers per step.
 
 Each text frame is one request, ``{"id", "op", "episode_id"?, "body"?, "idempotency_key"?}``;
 each answer is ``{"id", "status", "body"}``: the status and JSON body the HTTP route would have
@@ -106,9 +107,11 @@ no episode: resend with the same `idempotency_key` to get the stored result."""
                    "x-websocket-answer-frame": WsAnswer.model_json_schema()},
 )
 async def ws_without_upgrade(owner: OwnerDep) -> None:
-    """Documents the session in the OpenAPI document (FastAPI lists no WebSocket routes, and
-    the key check declares the bearer scheme as the handshake needs it) and tells a plain GET
-    what to do instead."""
+    """Documents the session in the OpenAPI document and tells a plain GET what to do instead.
+
+    FastAPI lists no WebSocket routes, and the key check declares the bearer scheme as the
+    handshake needs it.
+    """
     raise StarletteHTTPException(426, "GET /v1/ws takes a WebSocket upgrade (Upgrade: websocket)")
 
 
@@ -249,8 +252,10 @@ class _FrameError(Exception):
 
 
 def _body(model: type[ResetRequest] | type[StepRequest], request: WsRequest) -> Any:
-    """The frame's ``body`` as the HTTP route's request model (its errors located under ``body``,
-    as FastAPI locates them)."""
+    """The frame's ``body`` as the HTTP route's request model.
+
+    Its errors are located under ``body``, as FastAPI locates them.
+    """
     if request.body is None:
         raise _FrameError(request.id, validation_error([{"loc": ["body"], "msg": "Field required", "type": "missing"}]))
     try:

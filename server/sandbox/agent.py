@@ -76,10 +76,13 @@ def _prctl(option, value):
 
 
 def _set_dumpable(on):
-    """Sandboxed code runs as the agent's uid. A non-dumpable agent is out of its reach:
-    /proc/<agent>/fd (its protocol stream: forged or garbled replies) and ptrace need a
-    capability the sandbox does not have. Each child is made dumpable again, so the clean-up
-    still finds it by uid in /proc. Best effort: without ctypes, nothing changes."""
+    """Make the agent (un)dumpable: a non-dumpable agent is out of reach of the code it runs.
+
+    Sandboxed code runs as the agent's uid. /proc/<agent>/fd (its protocol stream: forged or
+    garbled replies) and ptrace of a non-dumpable agent need a capability the sandbox does not
+    have. Each child is made dumpable again, so the clean-up still finds it by uid in /proc. Best
+    effort: without ctypes, nothing changes.
+    """
     _prctl(PR_SET_DUMPABLE, 1 if on else 0)
 
 
@@ -178,11 +181,13 @@ def _child(request, workdir, fds, nproc):
 
 
 def _run_main(code, workdir):
-    """Run ``code`` as ``python3 main.py`` runs a script, in this (child) process; return the
-    exit status. The source is written to ``main.py`` in the work dir (where SimpleTIR's
-    sandbox writes it) so linecache finds it: a warning's last stderr line is its source line
-    and traceback frames show theirs. ``__file__`` is absolute and ``sys.path[0]`` is the
-    script's directory, as for ``python3 main.py`` since Python 3.9."""
+    """Run ``code`` as ``python3 main.py`` runs a script, in this (child) process; return the exit status.
+
+    The source is written to ``main.py`` in the work dir (where SimpleTIR's sandbox writes it) so
+    linecache finds it: a warning's last stderr line is its source line and traceback frames show
+    theirs. ``__file__`` is absolute and ``sys.path[0]`` is the script's directory, as for
+    ``python3 main.py`` since Python 3.9.
+    """
     path = os.path.join(workdir, MAIN_FILE)
     try:
         with open(path, "w", encoding="utf-8") as fh:
@@ -297,9 +302,11 @@ def _cleanup(child_pid, kill_all):
 
 
 class _Stream(object):
-    """One stream's bytes within ``limit``: the first half, then a rolling last half, so a
-    long output keeps its real end (SimpleTIR shows the first and last 256 characters of the
-    whole output). ``total`` counts every byte read."""
+    """One stream's bytes within ``limit``: the first half, then a rolling last half.
+
+    So a long output keeps its real end (SimpleTIR shows the first and last 256 characters of the
+    whole output). ``total`` counts every byte read.
+    """
 
     def __init__(self, limit, keep_tail=True):
         self.head_cap = limit - limit // 2 if keep_tail else limit
@@ -332,8 +339,10 @@ class _Stream(object):
 
 
 def _poll_children(pid):
-    """Reap every child that has exited, orphans the agent adopted included (a zombie still
-    counts against the process limits); the run's wait status when it was among them."""
+    """Reap every child that has exited, orphans the agent adopted included; the run's wait status if among them.
+
+    Orphans are reaped too because a zombie still counts against the process limits.
+    """
     found = None
     while True:
         try:
@@ -347,6 +356,12 @@ def _poll_children(pid):
 
 
 def run(request, workdir, kill_all, nproc):
+    """Serve one ``run`` request in a forked child; return the reply (without its id).
+
+    Never raises for anything the code does: a timeout, a signal, a non-zero exit or a missing
+    or oversized return value is a ``status`` and an ``error`` in the reply. Whatever the run left
+    behind is killed before the reply is built.
+    """
     limit = max(0, int(request.get("max_output_bytes", 1024 * 1024)))
     value_limit = max(0, int(request.get("max_value_bytes", 16 * 1024 * 1024)))
     timeout_s = max(0.001, float(request.get("timeout_s", 10.0)))
@@ -473,6 +488,10 @@ def run(request, workdir, kill_all, nproc):
 
 
 def main(argv):
+    """Parse ``--workdir``, ``--kill-all`` and ``--nproc``, say hello, then serve requests until stdin closes.
+
+    Returns the exit status (0 at end of input).
+    """
     workdir = "/work"
     kill_all = False
     nproc = 0

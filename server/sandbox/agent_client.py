@@ -53,8 +53,10 @@ class Channel(ABC):
 
     @abstractmethod
     def read_chunk(self, timeout_s: float) -> bytes:
-        """Up to some bytes of the agent's stdout; ``b""`` at end of stream; raise
-        ``TimeoutError`` if nothing came within ``timeout_s``."""
+        """Up to some bytes of the agent's stdout; ``b""`` at end of stream.
+
+        Raises ``TimeoutError`` if nothing came within ``timeout_s``.
+        """
 
     @abstractmethod
     def close(self) -> None:
@@ -95,6 +97,7 @@ class AgentSandbox:
 
     @property
     def id(self) -> str:
+        """The backend's name for this box (a container name, or the process backend's id); errors and logs use it."""
         return self._id
 
     def _read_line(self, deadline: float, max_bytes: int = MAX_REPLY_BYTES) -> bytes:
@@ -132,9 +135,11 @@ class AgentSandbox:
         *,
         set_process_limit: Callable[[int | None], None] | None = None,
     ) -> AgentSandbox:
-        """A sandbox whose agent has said hello within ``timeout_s``; on failure the box is
-        destroyed and ``SandboxError`` raised. ``set_process_limit`` (module doc) is for
-        backends whose agent cannot bound a run's processes itself."""
+        """A sandbox whose agent has said hello within ``timeout_s``.
+
+        On failure the box is destroyed and ``SandboxError`` raised. ``set_process_limit`` (module doc)
+        is for backends whose agent cannot bound a run's processes itself.
+        """
         sandbox = cls(sandbox_id, channel, destroy, set_process_limit=set_process_limit)
         try:
             sandbox.wait_ready(timeout_s)
@@ -194,8 +199,11 @@ class AgentSandbox:
             return reply
 
     def ping(self, timeout_s: float = 5.0) -> bool:
-        """Whether the agent answers within ``timeout_s``; a failure marks the box unusable
-        and answers False instead of raising (the pool discards such a box)."""
+        """Whether the agent answers within ``timeout_s``.
+
+        A failure marks the box unusable and answers False instead of raising (the pool discards such
+        a box).
+        """
         try:
             return bool(self._request({"op": "ping"}, timeout_s).get("pong"))
         except SandboxError:
@@ -244,8 +252,10 @@ class AgentSandbox:
         )
 
     def close(self) -> bool:
-        """Destroy the sandbox, even while a run is in flight (its caller gets
-        ``SandboxError``). Idempotent: False when it was already closed."""
+        """Destroy the sandbox, even while a run is in flight (its caller gets ``SandboxError``).
+
+        Idempotent: False when it was already closed.
+        """
         with self._close_lock:
             if self._closed:
                 return False

@@ -30,16 +30,22 @@ __all__ = [
 
 @runtime_checkable
 class Sandbox(Protocol):
-    """One episode's box. Each ``run`` is a fresh process: nothing leaks between runs except
-    files the code leaves in the work dir."""
+    """One episode's box.
+
+    Each ``run`` is a fresh process: nothing leaks between runs except files the code leaves in
+    the work dir.
+    """
 
     @property
-    def id(self) -> str: ...
+    def id(self) -> str:
+        """The backend's name for this box; errors and logs use it."""
+        ...
 
     def run(self, request: RunRequest) -> RunResult:
         """Run code; blocks up to ``limits.timeout_s`` plus a small grace.
 
-        Raises ``SandboxError`` when the sandbox itself fails (then it is unusable)."""
+        Raises ``SandboxError`` when the sandbox itself fails (then it is unusable).
+        """
         ...
 
     def ping(self, timeout_s: float = 5.0) -> bool:
@@ -74,8 +80,10 @@ class SandboxBackend(Protocol):
         ...
 
     def remove_owned(self, instance: str | None = None) -> int:
-        """Remove the sandboxes this backend made (all instances' when ``instance`` is None,
-        i.e. orphans of dead servers too); returns how many were removed."""
+        """Remove the sandboxes this backend made; returns how many were removed.
+
+        With ``instance`` None, all instances' are removed, i.e. orphans of dead servers too.
+        """
         ...
 
     def check(self) -> None:

@@ -96,9 +96,11 @@ def ensure_local_base(client: Any, say: Callable[[str], None], *, rebuild: bool 
 
 
 def context_hash(dockerfile: bytes, base_id: str) -> str:
-    """The hash of what goes into the sandbox image: the Dockerfile's bytes and the id of the
-    base image it starts FROM (an id, not a name: a rebuilt base under the same tag is a new
-    base). Equal hashes mean a rebuild would make the same image."""
+    """The hash of what goes into the sandbox image: the Dockerfile's bytes and the id of its base image.
+
+    The base is the one it starts FROM, by id, not name: a rebuilt base under the same tag is a
+    new base. Equal hashes mean a rebuild would make the same image.
+    """
     digest = hashlib.sha256()
     for part in (b"toolgym-sandbox-image/1", dockerfile, base_id.encode()):
         digest.update(len(part).to_bytes(8, "big"))
@@ -119,9 +121,12 @@ def image_context_hash(client: Any, ref: str) -> str | None:
 
 
 def _resolve_base(client: Any, base: str | None, say: Callable[[str], None]) -> str:
-    """The base to build FROM, present locally afterwards. Without ``base``: a base already
-    here (``python:3.11-slim``, else the local Debian one), so a current image is recognised
-    without touching the network; else a pull, else a new local Debian rootfs."""
+    """The base to build FROM, present locally afterwards.
+
+    Without ``base``: a base already here (``python:3.11-slim``, else the local Debian one), so a
+    current image is recognised without touching the network; else a pull, else a new local
+    Debian rootfs.
+    """
     if base is None:
         for ref in (REGISTRY_BASE, LOCAL_BASE):
             if _has_image(client, ref):
@@ -140,9 +145,11 @@ def build_sandbox_image(
     say: Callable[[str], None] = print,
     force: bool = False,
 ) -> str:
-    """Build the sandbox image and tag it ``tag`` and ``toolgym-sandbox:<version>``, unless
-    ``tag`` is already current (same context hash) and ``force`` is false: then only the
-    version tag is made sure of, in about a second, so callers may run this every time."""
+    """Build the sandbox image and tag it ``tag`` and ``toolgym-sandbox:<version>``, unless ``tag`` is current.
+
+    Current means the same context hash, and ``force`` false: then only the version tag is made
+    sure of, in about a second, so callers may run this every time.
+    """
     base = _resolve_base(client, base, say)
     dockerfile = DOCKERFILE.read_bytes()
     wanted = context_hash(dockerfile, client.images.get(base).id)

@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 
 
 def docker_reachable() -> bool:
+    """Whether a Docker engine answers a ping within 5 s; never raises, so callers can use it to pick a backend."""
     try:
         from toolgym.server.sandbox.docker import docker_client
 
@@ -28,8 +29,10 @@ def docker_reachable() -> bool:
 
 
 def docker_problem(image: str) -> str | None:
-    """None when Docker sandboxes can run here (an engine answers and ``image`` exists), else
-    why not, naming the fix."""
+    """None when Docker sandboxes can run here (an engine answers and ``image`` exists).
+
+    Else the reason why not, naming the fix.
+    """
     if not docker_reachable():
         return "no Docker engine is reachable"
     from toolgym.server.sandbox.docker import docker_client

@@ -1,5 +1,8 @@
-"""``toolgym build-image``: build the sandbox image, offline if no registry answers, and only
-when it is missing or stale (its content hash label differs), so scripts may call it every time."""
+"""``toolgym build-image``: build the sandbox image, and only when it is missing or stale.
+
+Stale means its content hash label differs; the build works offline if no registry answers, so
+scripts may call it every time.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub: Any) -> None:
+    """Register the ``build-image`` subcommand and its options on the CLI's subparsers."""
     p: argparse.ArgumentParser = sub.add_parser(
         "build-image", help="build the sandbox image (python3 + numpy + sympy, non-root)")
     p.add_argument("--tag", default="toolgym-sandbox:latest",
@@ -24,6 +28,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Build the image unless it is current; exit status 1 when no Docker engine answers, else 0."""
     from toolgym.server.sandbox.docker import docker_client
     from toolgym.server.sandbox.image import build_sandbox_image
     from toolgym.server.sandbox.select import docker_reachable

@@ -23,6 +23,7 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub: Any) -> None:
+    """Register the ``demo`` subcommand and its options on the CLI's subparsers."""
     p: argparse.ArgumentParser = sub.add_parser(
         "demo", help="start a server and run real episodes of every env family with scripted policies")
     p.add_argument("--backend", choices=["auto", "docker", "process"], default="auto",
@@ -174,9 +175,11 @@ _NOT_ISOLATED = "NOT isolated: code runs on this host with resource limits only"
 
 
 def _choose_backend(asked: str, reachable: Callable[[], bool]) -> tuple[str | None, str]:
-    """The backend to use and the sentence that says why, true to what happened: a backend the
-    user named is "as asked", a fallback is called one. ``None`` when the named backend cannot
-    run (the sentence then says why)."""
+    """The backend to use and the sentence that says why, true to what happened.
+
+    A backend the user named is "as asked", a fallback is called one. ``None`` when the named
+    backend cannot run (the sentence then says why).
+    """
     if asked == "process":
         return "process", f"using the process backend, as asked (--backend process; {_NOT_ISOLATED})"
     if reachable():

@@ -1,7 +1,8 @@
-"""``toolgym eval``: run a policy over a split's tasks through the HTTP API and print
-FTRL's Solve-P/R/F1 per question type (the policies and the table: ``toolgym.eval``).
+r"""``toolgym eval``: run a policy over a split's tasks via the HTTP API, print Solve-P/R/F1 per question type.
 
-    toolgym eval --base-url http://127.0.0.1:8000 --env toolgym/ToolUse-v0 --split test \\
+The metrics are FTRL's; the policies and the table live in ``toolgym.eval``.
+
+    toolgym eval --base-url http://127.0.0.1:8000 --env toolgym/ToolUse-v0 --split test \
         --tasks tasks.jsonl --policy reference --out trajectories.jsonl
 
 With ``--tasks``, the file's tasks are registered first (ids the server already has are
@@ -26,6 +27,7 @@ from toolgym.errors import ToolGymError
 
 
 def add_parser(subparsers: Any) -> None:
+    """Register the ``eval`` subcommand; its ``--help`` shows this module's docstring."""
     p = subparsers.add_parser(
         "eval", help="evaluate a policy on a split: Solve-P/R/F1 per question type",
         description=(__doc__ or "").replace("``", ""), formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -58,6 +60,7 @@ def _fail(message: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Check the options that argparse cannot, then evaluate; returns the exit status the module docstring lists."""
     if args.policy == "model" and not (args.model_url and args.model):
         return _fail("--policy model needs --model-url and --model")
     if args.policy == "reference" and not args.tasks:

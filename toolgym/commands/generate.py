@@ -1,9 +1,9 @@
-"""``toolgym generate``: make tool-use tasks with FTRL's five-stage pipeline, as JSONL.
+r"""``toolgym generate``: make tool-use tasks with FTRL's five-stage pipeline, as JSONL.
 
     toolgym generate --seed 1 --count 10000 --out tasks.jsonl
     toolgym generate --seed 1 --count 5000 --function-call --out fc.jsonl
     toolgym generate --seed 1 --count 1000 --verify-sandbox auto --out tasks.jsonl
-    TOOLGYM_LLM_API_KEY=... toolgym generate --llm-base-url http://host:8001/v1 --llm-model NAME \\
+    TOOLGYM_LLM_API_KEY=... toolgym generate --llm-base-url http://host:8001/v1 --llm-model NAME \
         --count 100 --out llm.jsonl
 
 The default is the deterministic procedural generator (``toolgym.taskgen``): the same
@@ -39,6 +39,7 @@ _VERIFY_CHOICES = ("none", "process", "docker", "auto")
 
 
 def add_parser(sub: Any) -> None:
+    """Register the ``generate`` subcommand and its options on the CLI's subparsers."""
     p: argparse.ArgumentParser = sub.add_parser(
         "generate", help="generate verified tool-use tasks (FTRL's pipeline) as JSONL",
         description="Generate verified tool-use tasks with FTRL's five-stage pipeline.")
@@ -71,14 +72,16 @@ def _fail(message: str, code: int = 2) -> int:
 # --- sandboxes -------------------------------------------------------------------------------
 
 class _Sandboxes:
-    """A few sandboxes of one backend, shared as one ``Runner``: a call takes any free
-    sandbox (each call is a fresh process in it, so any sandbox will do).
+    """A few sandboxes of one backend, shared as one ``Runner``: a call takes any free sandbox.
+
+    Each call is a fresh process in its sandbox, so any sandbox will do.
 
     They come from the server's own ``SandboxPool`` (no warm fill: all are made at once), so
     they carry the server's labels (an episode id each, owner ``generate``, this run's
     instance) and limits (``Settings.sandbox_spec``), and are cleaned up the same way. A
     sandbox that fails is replaced under its episode id and the call retried once; a second
-    failure propagates."""
+    failure propagates.
+    """
 
     OWNER = "generate"
 
@@ -130,8 +133,10 @@ class _Sandboxes:
             self._free.put((episode_id, box))
 
     def close(self) -> None:
-        """Close every sandbox, then remove whatever this run's instance still owns (as the
-        server does at shutdown), then the backend."""
+        """Close every sandbox, then remove whatever this run's instance still owns, then the backend.
+
+        Removing by instance is what the server does at shutdown.
+        """
         self._pool.stop()
         with self._lock:
             boxes, self._all = list(self._all.values()), {}
@@ -144,9 +149,11 @@ class _Sandboxes:
 def _verified(source: Iterator[dict[str, Any]], count: int, sandboxes: _Sandboxes, tally: dict[str, Any],
               batch_size: int = 40) -> Iterator[dict[str, Any]]:
     """``source``'s records that pass ``verify_in_sandbox``, in order, until ``count``.
+
     Batches are verified in parallel threads while the main thread generates the next;
     no more records are drawn than could still be needed, so a run without sandbox
-    rejections draws exactly ``count``."""
+    rejections draws exactly ``count``.
+    """
     from toolgym.taskgen.verify import verify_in_sandbox
 
     def check(batch: list[dict[str, Any]]) -> Any:
@@ -202,6 +209,11 @@ def _rejections(counts: dict[str, int], attempted: int) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Check the options, then generate, verify and write the tasks; returns the exit status.
+
+    0 on success, 1 when a sandbox or the output file failed, 2 on a usage error; the output file
+    is written whole or not at all.
+    """
     from toolgym.errors import SandboxError
 
     if args.count < 1:
@@ -263,8 +275,10 @@ class _RunFailed(Exception):
 
 def _write(args: argparse.Namespace, use_llm: bool, sandboxes: _Sandboxes | None, out: IO[str],
            bar: Any, started: float) -> list[str]:
-    """Generate, verify and write; returns the summary lines. The rate counts from
-    ``started``, sandbox start-up included."""
+    """Generate, verify and write; returns the summary lines.
+
+    The rate counts from ``started``, sandbox start-up included.
+    """
     import json
 
     from toolgym.envs.base import SPLITS

@@ -21,16 +21,21 @@ __all__ = ["ModelEndpointError", "ModelPolicy"]
 
 
 class ModelEndpointError(Exception):
-    """The model endpoint failed (after retries) or answered something unreadable; the
-    episode is counted as an error, never scored."""
+    """The model endpoint failed (after retries) or answered something unreadable.
+
+    The episode is then counted as an error, never scored.
+    """
 
 
 class ModelPolicy:
-    """An OpenAI-compatible chat endpoint as the policy. ``base_url`` is the API root (e.g.
-    ``http://127.0.0.1:8001/v1``) or the full ``.../chat/completions`` URL. 429s, 5xx,
-    timeouts and transport errors are retried ``max_retries`` times with backoff; each
-    request may take ``timeout_s`` in total. With ``seed``, each request carries a seed
-    drawn from it, the task and the turn, so that a rerun asks the same thing."""
+    """An OpenAI-compatible chat endpoint as the policy.
+
+    ``base_url`` is the API root (e.g. ``http://127.0.0.1:8001/v1``) or the full
+    ``.../chat/completions`` URL. 429s, 5xx, timeouts and transport errors are retried
+    ``max_retries`` times with backoff; each request may take ``timeout_s`` in total. With
+    ``seed``, each request carries a seed drawn from it, the task and the turn, so that a rerun
+    asks the same thing.
+    """
 
     name = "model"
 
@@ -65,8 +70,10 @@ class ModelPolicy:
         return body
 
     async def act(self, conversation: Conversation) -> dict[str, Any]:
-        """The endpoint's reply as the action: its tool calls (normalized to OpenAI's shape)
-        and its text. Raises ``ModelEndpointError``."""
+        """The endpoint's reply as the action: its tool calls (normalized to OpenAI's shape) and its text.
+
+        Raises ``ModelEndpointError``.
+        """
         try:
             completion = await self._chat.complete(self.request_body(conversation))
         except ChatError as exc:

@@ -23,8 +23,11 @@ __all__ = ["Conversation", "Policy", "RandomPolicy", "ReferencePolicy", "assista
 
 @dataclass
 class Conversation:
-    """What a policy sees of one episode: the chat so far (system, user, then assistant and
-    tool messages, tool-call ids as the server numbers them), the tools, and the turn."""
+    """What a policy sees of one episode: the chat so far, the tools, and the turn.
+
+    The chat is the system and user messages, then assistant and tool messages, with tool-call
+    ids as the server numbers them.
+    """
 
     task: EvalTask
     messages: list[dict[str, Any]]
@@ -55,14 +58,18 @@ def assistant_message(content: str | None = None, tool_calls: Sequence[dict[str,
 
 
 class ReferencePolicy:
-    """Replays ``reference_solution`` (a list of turns, each a list of ``{name, arguments}``),
-    then answers with the gold ``answer``; both from the task's file record."""
+    """Replays ``reference_solution``, then answers with the gold ``answer``; both from the task's file record.
+
+    ``reference_solution`` is a list of turns, each a list of ``{name, arguments}``.
+    """
 
     name = "reference"
 
     async def act(self, conversation: Conversation) -> dict[str, Any]:
-        """This turn's reference calls, or the gold answer once they are played. Raises
-        ``ValueError`` for a task without its record."""
+        """This turn's reference calls, or the gold answer once they are played.
+
+        Raises ``ValueError`` for a task without its record.
+        """
         record = conversation.task.record
         if record is None:
             raise ValueError(f"task {conversation.task.id!r}: the reference policy needs its record (--tasks)")
@@ -107,9 +114,12 @@ def _random_value(schema: Mapping[str, Any], rng: random.Random, depth: int = 0)
 
 
 class RandomPolicy:
-    """Each turn: answer nonsense with probability ``p_answer`` (ending the episode), else call
-    1 to ``max_calls`` random tools of the task, each argument random or left out. Seeded by
-    the conversation's ``rng`` (one per task)."""
+    """Random turns, the floor of the table: nonsense answers and random calls.
+
+    Each turn: answer nonsense with probability ``p_answer`` (ending the episode), else call 1 to
+    ``max_calls`` random tools of the task, each argument random or left out. Seeded by the
+    conversation's ``rng`` (one per task).
+    """
 
     name = "random"
 

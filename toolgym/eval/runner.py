@@ -62,8 +62,11 @@ class EpisodeResult:
 
 
 def _history_message(action: dict[str, Any], turn: int) -> dict[str, Any]:
-    """The assistant turn as the chat history keeps it: the calls the server ran (parsed by
-    the env's own parser), with the ids its tool messages answer (``call_<turn>_<i>``)."""
+    """The assistant turn as the chat history keeps it: the calls the server ran, with their ids.
+
+    The calls are parsed by the env's own parser; the ids are the ones its tool messages answer
+    (``call_<turn>_<i>``).
+    """
     parsed = parse_action(action_from_wire(action), turn)
     if not parsed.calls:
         return {"role": "assistant", "content": action.get("content") or ""}
@@ -73,8 +76,10 @@ def _history_message(action: dict[str, Any], turn: int) -> dict[str, Any]:
 
 async def run_episode(client: AsyncEnvClient, env_id: str, task: EvalTask, policy: Policy, *, seed: int,
                       max_turns: int, options: Mapping[str, Any] | None = None) -> EpisodeResult:
-    """One episode of ``task`` played by ``policy``, until the env ends it (or ``max_turns``
-    steps, a guard: the env enforces its own turn limit)."""
+    """One episode of ``task`` played by ``policy``, until the env ends it.
+
+    ``max_turns`` steps is only a guard: the env enforces its own turn limit.
+    """
     result = EpisodeResult(task_id=task.id, split=task.split, question_type=task.question_type)
     done = False
     try:
@@ -121,7 +126,9 @@ async def evaluate(client: AsyncEnvClient, env_id: str, tasks: Sequence[EvalTask
                    on_result: Callable[[EpisodeResult], Awaitable[None] | None] | None = None,
                    ) -> list[EpisodeResult]:
     """One episode per task, at most ``concurrency`` at once; results in task order.
-    ``on_result`` is called as each episode ends (e.g. to write it and advance a progress bar)."""
+
+    ``on_result`` is called as each episode ends (e.g. to write it and advance a progress bar).
+    """
     results: list[EpisodeResult | None] = [None] * len(tasks)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(len(tasks)):

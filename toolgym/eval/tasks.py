@@ -26,8 +26,11 @@ REGISTER_CHUNK_BYTES = 4 * 1024 * 1024
 
 @dataclass(frozen=True)
 class EvalTask:
-    """One task to evaluate: its id and split on the server, its question type, and (when it
-    came from a task file) the full record, gold included, for the reference policy."""
+    """One task to evaluate: its id and split on the server, its question type, and maybe its record.
+
+    The full record, gold included, is there when the task came from a task file; the reference
+    policy needs it.
+    """
 
     id: str
     split: str
@@ -44,8 +47,10 @@ def record_id(record: Mapping[str, Any]) -> str:
 
 
 def load_task_file(path: str) -> list[dict[str, Any]]:
-    """The records of a JSONL task file, each given its ``id`` (see ``record_id``); a repeated
-    id keeps its first record. Raises ``ValueError`` naming the bad line."""
+    """The records of a JSONL task file, each given its ``id`` (see ``record_id``).
+
+    A repeated id keeps its first record. Raises ``ValueError`` naming the bad line.
+    """
     records: dict[str, dict[str, Any]] = {}
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -63,8 +68,10 @@ def load_task_file(path: str) -> list[dict[str, Any]]:
 
 
 async def list_tasks(client: AsyncEnvClient, env_id: str, split: str | None = None) -> list[dict[str, Any]]:
-    """Every task of ``env_id`` on the server (``GET /v1/envs/{env_id}/tasks``, paged):
-    ``{id, split, metadata}`` each."""
+    """Every task of ``env_id`` on the server (``GET /v1/envs/{env_id}/tasks``, paged).
+
+    Each is ``{id, split, metadata}``; ``split`` narrows the listing to one split.
+    """
     out: list[dict[str, Any]] = []
     while True:
         page = await client.tasks(env_id, split, offset=len(out), limit=1000)
@@ -89,13 +96,15 @@ def _chunks(records: Sequence[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]
 
 async def register_tasks(client: AsyncEnvClient, env_id: str, records: Sequence[dict[str, Any]],
                          known: Iterable[str] = ()) -> tuple[list[str], list[str]]:
-    """Register ``records`` (each with an ``id``) in chunks, skipping ids the server already
-    has. Returns ``(registered ids, skipped ids)``.
+    """Register ``records`` (each with an ``id``) in chunks, skipping ids the server already has.
+
+    Returns ``(registered ids, skipped ids)``.
 
     ``known`` are ids already listed on the server. A chunk that still meets a duplicate (a
     409 names the first one, e.g. when another client registered it meanwhile) is sent again
     without that record: registration is all-or-nothing per request, so duplicates are
-    handled one record at a time."""
+    handled one record at a time.
+    """
     known_ids = set(known)
     skipped = [r["id"] for r in records if r["id"] in known_ids]
     todo = [r for r in records if r["id"] not in known_ids]
@@ -117,12 +126,14 @@ async def register_tasks(client: AsyncEnvClient, env_id: str, records: Sequence[
 async def select_tasks(client: AsyncEnvClient, env_id: str, split: str,
                        records: Sequence[dict[str, Any]] | None = None,
                        say: Callable[[str], None] | None = None) -> list[EvalTask]:
-    """The tasks to evaluate. With ``records`` (a task file's, see ``load_task_file``): they
-    are registered where missing, and exactly those in ``split`` are returned (a record without
-    ``split`` is ``train``, as the server reads it). Without: every task the server lists in
-    ``split``. Question types come from the records, else from the server's task metadata.
-    Raises ``ValueError`` when a file task sits in another split on the server (an earlier
-    record with the same id was kept)."""
+    """The tasks to evaluate, registering a task file's records where missing.
+
+    With ``records`` (a task file's, see ``load_task_file``): they are registered where missing,
+    and exactly those in ``split`` are returned (a record without ``split`` is ``train``, as the
+    server reads it). Without: every task the server lists in ``split``. Question types come from
+    the records, else from the server's task metadata. Raises ``ValueError`` when a file task
+    sits in another split on the server (an earlier record with the same id was kept).
+    """
     listed = {t["id"]: t for t in await list_tasks(client, env_id)}
     if records is None:
         return [EvalTask(t["id"], t["split"], (t.get("metadata") or {}).get("question_type"))
