@@ -1,5 +1,7 @@
-"""``toolgym/CodeMath-v0``: math with a Python interpreter over several turns, as SimpleTIR
-trains it (PAPERS.md §3; checked against ltzheng/SimpleTIR ``recipe/simpletir/agent_utils.py``).
+r"""``toolgym/CodeMath-v0``: math with a Python interpreter over several turns, as SimpleTIR trains it.
+
+See docs/methods.md#simpletir; checked against ltzheng/SimpleTIR
+``recipe/simpletir/agent_utils.py``.
 
 One step is one assistant turn:
 
@@ -9,18 +11,18 @@ One step is one assistant turn:
    ``final_answer`` defined (``program.build_program``), as ``python3 main.py``, limits
    ``timeout_s``, 512 MB and 50 processes (SimpleTIR's sandbox).
 3. The observation is SimpleTIR's string (``parsing.format_observation``): ``""``,
-   ``"\\nCode execution result: ...\\n"``, or ``"\\n"`` for a void turn. On the turn before the
-   last allowed one, a non-empty observation gets one more ``"\\n"`` (their ``final_prompt``,
+   ``"\nCode execution result: ...\n"``, or ``"\n"`` for a void turn. On the turn before the
+   last allowed one, a non-empty observation gets one more ``"\n"`` (their ``final_prompt``,
    applied at ``step == max_turns - 2`` to every non-empty observation, the void turn's too).
-4. The episode ends (``terminated``) when the cut text contains ``\\boxed{`` (reason
-   ``answered``), when the code printed ``\\boxed{`` (``answered``), or on a void turn — no
-   code block and no ``\\boxed{`` — (``void_turn``; ``info["void_turn"]`` is the flag SimpleTIR
+4. The episode ends (``terminated``) when the cut text contains ``\boxed{`` (reason
+   ``answered``), when the code printed ``\boxed{`` (``answered``), or on a void turn — no
+   code block and no ``\boxed{`` — (``void_turn``; ``info["void_turn"]`` is the flag SimpleTIR
    masks out of the loss). Otherwise it is ``truncated`` at ``max_turns`` (``max_turns``).
 5. The reward, 0 until the end, then 1 or 0: the answer in the assistant side of the
    trajectory (cut turns and observations), judged by math-verify against the gold in a
    killable worker process (``verifier``). The answer is read as SimpleTIR's reward reads it
    (``extract``: the last ``boxed``, else "the answer is", "答案是", the last number), or,
-   with ``answer_extraction="boxed"``, only from the last complete ``\\boxed{}``.
+   with ``answer_extraction="boxed"``, only from the last complete ``\boxed{}``.
 
 Exactly as SimpleTIR: the observation of the *last allowed turn* is not part of the
 trajectory (their loop appends observations only for ``step < max_turns - 1``), so a
@@ -132,8 +134,11 @@ class CodeMathOptions:
 
 
 def system_prompt(options: CodeMathOptions) -> str:
-    """The protocol, told to the policy at reset. (SimpleTIR's own prompt, in its trainer
-    config, says the same things; ours is shorter and names the turn rules.)"""
+    """The protocol, told to the policy at reset.
+
+    SimpleTIR's own prompt, in its trainer config, says the same things; ours is shorter and
+    names the turn rules.
+    """
     state = (
         "Variables, functions and imports from your earlier blocks that ran without errors are kept."
         if options.stateful
@@ -193,8 +198,10 @@ class CodeMathFamily(EnvFamily, Judgeable, Expandable):
         return self._verifier
 
     def validate_record(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        """Shape check, then the gold must parse with math-verify (else no answer could ever
-        score): ``ValidationFailed`` names ``answer``."""
+        """Shape check, then the gold must parse with math-verify (else no answer could ever score).
+
+        A failure is a ``ValidationFailed`` naming ``answer``.
+        """
         out = tasks.normalize_record(record)
         verdict = self.verifier.check_gold(out["answer"])
         if not verdict.correct:
@@ -221,12 +228,14 @@ class CodeMathFamily(EnvFamily, Judgeable, Expandable):
         return tasks.variants(record, n, rng)
 
     def gold_answer(self, record: Mapping[str, Any]) -> Action:
-        """The gold as the policy is asked to give it: ``\\boxed{answer}``."""
+        r"""The gold as the policy is asked to give it: ``\boxed{answer}``."""
         return f"\\boxed{{{record['answer']}}}"
 
     def grade(self, task: Task, action: Action) -> bool:
-        """The reward rule on one final turn: its last ``\\boxed{}`` equals the gold for
-        math-verify (in a worker process; blocks up to the verifier's timeout)."""
+        r"""The reward rule on one final turn: its last ``\boxed{}`` equals the gold for math-verify.
+
+        The check runs in a worker process and blocks up to the verifier's timeout.
+        """
         verdict = self.verifier.verify(str(task.record["answer"]), find_last_boxed(turn_text(action)))
         return bool(verdict.correct)
 

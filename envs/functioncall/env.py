@@ -75,7 +75,8 @@ def score(parsed: ParsedResponse, record: Mapping[str, Any], verifier: Verifier)
     """Whether a parsed response earns reward 1 on a validated record.
 
     An invalid action scores 0 under both verifiers (BFCL's irrelevance scoring would count an
-    undecodable answer as "no call"; here a broken call is never a right answer)."""
+    undecodable answer as "no call"; here a broken call is never a right answer).
+    """
     if not parsed.valid:
         return Score(False, parsed.problems)
     if record.get("gold_text"):
@@ -182,8 +183,11 @@ class FunctionCallFamily(EnvFamily, Judgeable, Expandable):
         return FunctionCallEpisode(task.record, options)
 
     def variants(self, record: Mapping[str, Any], n: int, rng: random.Random) -> list[dict[str, Any]]:
-        """Up to ``n`` new verified tasks from ``record``, a value substituted consistently in
-        the query and the gold (LoopTool's EDDE without an LLM; see ``variants.py``)."""
+        """Up to ``n`` new verified tasks from ``record``, a value substituted in the query and the gold.
+
+        The substitution is consistent across both (LoopTool's EDDE without an LLM; see
+        ``variants.py``).
+        """
         return make_variants(record, n, rng)
 
     def gold_answer(self, record: Mapping[str, Any]) -> Action:
@@ -191,8 +195,10 @@ class FunctionCallFamily(EnvFamily, Judgeable, Expandable):
         return grading.gold_answer(record)
 
     def grade(self, task: Task, action: Action) -> bool:
-        """Scores 1 under *every* verifier (``looptool`` and ``bfcl``): a grown variant
-        must be right whichever one a trainer picks."""
+        """Scores 1 under *every* verifier (``looptool`` and ``bfcl``).
+
+        A grown variant must be right whichever one a trainer picks.
+        """
         parsed = parse_response(action)
         return all(score(parsed, task.record, v).match for v in typing.get_args(Verifier))
 
