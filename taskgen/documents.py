@@ -55,8 +55,11 @@ def key_param(kind: str, rng: random.Random) -> Param:
 
 
 def field_param(kind: str, fields: Sequence[str], rng: random.Random, name: str | None = None) -> Param:
-    """A ``field`` argument choosing one of ``fields``; a plain string whose allowed values
-    the description names (stage 4 may turn it into an enum or a list)."""
+    """A ``field`` argument choosing one of ``fields``.
+
+    A plain string whose allowed values the description names (stage 4 may turn it into an enum
+    or a list).
+    """
     spec = KINDS[kind]
     listing = "; ".join(f"{f} ({spec.attr(f).gloss})" for f in fields)
     return Param(
@@ -74,8 +77,10 @@ def collides(world: World, name: str, golds: Iterable[str]) -> bool:
 
 def pick_rows(world: World, kind: str, needed: Sequence[str], golds: Sequence[str], extra: int,
               rng: random.Random) -> tuple[str, ...]:
-    """``needed`` plus up to ``extra`` other entities of ``kind`` none of whose attributes
-    contains a gold: only the record the question is about may produce its answer."""
+    """``needed`` plus up to ``extra`` other entities of ``kind`` none of whose attributes contains a gold.
+
+    Only the record the question is about may produce its answer.
+    """
     needed_list = list(dict.fromkeys(needed))
     pool = [e.name for e in world.of(kind)
             if e.name not in needed_list and not collides(world, e.name, golds)]
@@ -117,8 +122,9 @@ def _document(sq: SubQuestion, world: World, rng: random.Random, knobs: ScalingK
 
 def write_documents(scenario: Scenario, world: World, rng: random.Random,
                     knobs: ScalingKnobs) -> list[ToolSpec]:
-    """One document per sub-question, in sub-question order (the ``DocumentWriter``
-    protocol). Two sub-questions about the same attribute get two documents here; stage 3
-    merges them."""
+    """One document per sub-question, in sub-question order (the ``DocumentWriter`` protocol).
+
+    Two sub-questions about the same attribute get two documents here; stage 3 merges them.
+    """
     taken: set[str] = set()
     return [_document(sq, world, rng, knobs, taken) for sq in scenario.sub_questions]

@@ -25,8 +25,11 @@ __all__ = ["answer_verify", "error_text", "format_result", "normalize", "solve_g
 
 def solve_greedily(unsolved_set: Mapping[str, Sequence[str]],
                    calls: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
-    """Run FTRL's bookkeeping over ``(tool name, output)`` pairs in call order; returns the
-    golds left unsolved per tool (an empty list everywhere means everything was solved)."""
+    """Run FTRL's bookkeeping over ``(tool name, output)`` pairs in call order.
+
+    Returns the golds left unsolved per tool (an empty list everywhere means everything was
+    solved).
+    """
     left = {name: list(golds) for name, golds in unsolved_set.items()}
     for name, output in calls:
         golds = left.get(name, [])

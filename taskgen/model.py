@@ -66,8 +66,11 @@ class SubQuestion:
 
 @dataclass(frozen=True)
 class Scenario:
-    """Stage 1's output. ``sub_questions`` are in reference order: turn by turn (hop 0 of
-    every chain, then hop 1, ...), chains in question order within a turn."""
+    """Stage 1's output.
+
+    ``sub_questions`` are in reference order: turn by turn (hop 0 of every chain, then hop 1,
+    ...), chains in question order within a turn.
+    """
 
     question_type: QuestionType
     question: str
@@ -157,8 +160,11 @@ class Param:
 
 @dataclass(frozen=True)
 class ToolSpec:
-    """A tool: what it looks up (``kind``, ``fields``), how it is called (``params``), how it
-    answers (``output``), and which entities' records its code embeds (``rows``)."""
+    """A tool: what it looks up, how it is called, how it answers, and which records its code embeds.
+
+    In that order: ``kind`` and ``fields``; ``params``; ``output``; ``rows`` (the entities whose
+    records the code embeds).
+    """
 
     name: str
     description: str
@@ -214,9 +220,11 @@ class ToolSpec:
 
 @dataclass(frozen=True)
 class Toolset:
-    """Stages 3 and 4's output: the task's tools, which tool answers each sub-question
-    (``assignment[i]`` is the tool name for sub-question ``i``), and the scaling operations
-    applied so far."""
+    """Stages 3 and 4's output: the task's tools, which tool answers each sub-question, and the scaling.
+
+    ``assignment[i]`` is the tool name for sub-question ``i``; the scaling operations are those
+    applied so far.
+    """
 
     tools: tuple[ToolSpec, ...]
     assignment: tuple[str, ...]

@@ -30,8 +30,10 @@ __all__ = ["Decomposer", "Deployer", "DocumentWriter", "Integrator", "Pipeline",
 
 
 class Decomposer(Protocol):
-    """Stage 1: a question of ``question_type`` about ``world``, split into sub-questions
-    with gold sub-answers. Raises ``NoScenario`` when it cannot."""
+    """Stage 1: a question of ``question_type`` about ``world``, split into sub-questions with gold sub-answers.
+
+    Raises ``NoScenario`` when it cannot.
+    """
 
     def __call__(self, world: World, question_type: QuestionType, rng: random.Random,
                  knobs: ScalingKnobs) -> Scenario: ...
@@ -74,6 +76,8 @@ class Pipeline:
 
     @property
     def writes_own_code(self) -> bool:
-        """True when stage 5 is this package's ``deploy``: only then may the generated code
-        be executed in-process."""
+        """True when stage 5 is this package's ``deploy``.
+
+        Only then may the generated code be executed in-process.
+        """
         return self.deploy is deploy

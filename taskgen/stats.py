@@ -15,9 +15,11 @@ _COLUMNS = (*SCALING_OPS, "none", "tasks")
 
 @dataclass(frozen=True)
 class Stats:
-    """``counts[question_type][column]``: tasks of that type with that operation applied
-    (``none``: no operation; ``tasks``: all tasks of the type). A task with two operations
-    counts in both columns."""
+    """``counts[question_type][column]``: tasks of that type with that operation applied.
+
+    ``none``: no operation; ``tasks``: all tasks of the type. A task with two operations counts
+    in both columns.
+    """
 
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
 

@@ -299,8 +299,11 @@ _LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"
 
 @dataclass(frozen=True)
 class WorldSize:
-    """How many entities of each kind a task's world holds. Small on purpose: a tool embeds
-    only a slice of it, and a fresh world per task is what keeps tasks distinct."""
+    """How many entities of each kind a task's world holds.
+
+    Small on purpose: a tool embeds only a slice of it, and a fresh world per task is what keeps
+    tasks distinct.
+    """
 
     person: int = 28
     city: int = 10
@@ -490,8 +493,11 @@ class World:
         return world
 
     def _check(self) -> None:
-        """Every attribute the kind declares is set, and every relation points at an entity
-        of the declared kind: the invariant the question builder relies on."""
+        """Check the invariant the question builder relies on.
+
+        Every attribute the kind declares is set, and every relation points at an entity of the
+        declared kind.
+        """
         for kind, spec in KINDS.items():
             for entity in self.of(kind):
                 for attr in spec.attrs:
