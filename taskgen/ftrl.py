@@ -1,4 +1,4 @@
-"""FTRL's scoring semantics, as the generator must satisfy them (PAPERS.md §1).
+"""FTRL's scoring semantics, as the generator must satisfy them (docs/methods.md#ftrl).
 
 Checked against the authors' code (bytedance/FTRL ``Code/utils/utils.py``: ``answer_verify``,
 ``call_function``; ``Code/verl/utils/reward_score/tool.py``): re-implemented here, not copied.

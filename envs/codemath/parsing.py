@@ -1,4 +1,4 @@
-r"""Reading a CodeMath turn and writing its observation, as SimpleTIR does (PAPERS.md §3).
+r"""Reading a CodeMath turn and writing its observation, as SimpleTIR does (docs/methods.md#simpletir).
 
 Everything here is pure string work, checked against the authors' code
 (ltzheng/SimpleTIR ``recipe/simpletir/agent_utils.py``: ``_postprocess_responses``,

@@ -1,6 +1,6 @@
 """The program a CodeMath code block becomes before it runs in the episode's sandbox.
 
-Default (SimpleTIR, PAPERS.md §3): the block runs **alone**, no state from earlier turns, with
+Default (SimpleTIR, docs/methods.md#simpletir): the block runs **alone**, no state from earlier turns, with
 ``final_answer`` defined first. ``FINAL_ANSWER_PRELUDE`` is the source text their
 ``execute_predictions`` prepends, character for character, so line numbers in tracebacks match.
 

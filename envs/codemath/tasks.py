@@ -1,6 +1,6 @@
 r"""CodeMath task records: their validation, the built-in set, and new variants of a task.
 
-Record (DESIGN.md): ``{question, answer}``, optional ``id`` and ``source``; ``split`` may ride
+Record (docs/architecture.md): ``{question, answer}``, optional ``id`` and ``source``; ``split`` may ride
 along on the tasks route and is dropped here. The answer is the gold, any text math-verify
 can parse (a number in JSON is accepted and kept as its text).
 

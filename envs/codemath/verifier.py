@@ -7,7 +7,7 @@ run inside the worker; or, in ``boxed`` mode, the caller passes the last complet
 when they are not already, parsed with ``math_verify.parse``, and compared with
 ``math_verify.verify(gold, target)``; anything that fails to parse scores 0.
 
-Why processes (DESIGN.md): math-verify's timeouts use ``SIGALRM``, which raises outside the
+Why processes (docs/architecture.md): math-verify's timeouts use ``SIGALRM``, which raises outside the
 main thread, and hostile LaTeX can hang sympy in C code. Each ``VerifierPool`` worker is a
 small Python process (``_verify_worker.py``) answering one JSON line per request; a request
 that overruns ``timeout_s`` kills its worker (the verdict is ``timeout``, reward 0) and a fresh

@@ -1,4 +1,4 @@
-"""``toolgym/ToolUse-v0``: FTRL's automatically built tool environments (PAPERS.md §1).
+"""``toolgym/ToolUse-v0``: FTRL's automatically built tool environments (docs/methods.md#ftrl).
 
 A task is a question, a set of tools given as OpenAI schemas, and the Python source of every
 tool. The policy answers with tool calls (Qwen/Hermes ``<tool_call>`` tags, several per turn,

@@ -1,4 +1,4 @@
-"""FTRL's verification and rewards (PAPERS.md §1), as pure functions.
+"""FTRL's verification and rewards (docs/methods.md#ftrl), as pure functions.
 
 Checked against the authors' code, bytedance/FTRL: ``answer_verify`` in
 ``Code/utils/utils.py`` and the four ``compute_solve_*`` functions in
