@@ -83,6 +83,7 @@ class Observation:
     tools: list[dict[str, Any]] | None = None
 
     def to_wire(self) -> dict[str, Any]:
+        """The JSON body of an observation; ``tools`` is left out, not null, on steps that show none."""
         out: dict[str, Any] = {"messages": self.messages}
         if self.tools is not None:
             out["tools"] = self.tools
@@ -91,6 +92,11 @@ class Observation:
 
 @dataclass
 class Step:
+    """One transition, as gymnasium's ``step`` returns it.
+
+    ``terminated``: the episode reached an end of its own (an answer, say); ``truncated``: a limit
+    such as ``max_turns`` cut it off.
+    """
     observation: Observation
     reward: float
     terminated: bool

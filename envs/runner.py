@@ -71,6 +71,7 @@ class FunctionCall:
 
 @dataclass(frozen=True)
 class RunRequest:
+    """One run in the sandbox: ``code``, then ``call`` on what it defined if one is given, under ``limits``."""
     code: str
     call: FunctionCall | None = None
     limits: RunLimits = field(default_factory=RunLimits)
@@ -78,6 +79,11 @@ class RunRequest:
 
 @dataclass(frozen=True)
 class RunResult:
+    """What one run produced; ``status`` says how it ended.
+
+    A stream over its limit keeps its head and tail (the ``*_truncated`` flags say so), so the
+    real end of a long output survives.
+    """
     status: RunStatus
     stdout: str = ""
     stderr: str = ""

@@ -193,6 +193,10 @@ class CodeMathFamily(EnvFamily, Judgeable, Expandable):
 
     @property
     def verifier(self) -> VerifierPool:
+        """The math-verify pool: the one given, else the process's default pool on first use.
+
+        Resolved lazily so that a family which never scores starts no worker process.
+        """
         if self._verifier is None:
             self._verifier = default_pool()
         return self._verifier
@@ -212,6 +216,7 @@ class CodeMathFamily(EnvFamily, Judgeable, Expandable):
         return out
 
     def task_metadata(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """The record's ``source`` and reasoning-gym ``family`` when known; never the answer."""
         meta: dict[str, Any] = {}
         if isinstance(record.get("source"), str):
             meta["source"] = record["source"]
@@ -221,6 +226,7 @@ class CodeMathFamily(EnvFamily, Judgeable, Expandable):
         return meta
 
     def builtin_records(self) -> Iterable[tuple[str, dict[str, Any]]]:
+        """The shipped tasks (``tasks.builtin_records``)."""
         return tasks.builtin_records()
 
     def variants(self, record: Mapping[str, Any], n: int, rng: random.Random) -> list[dict[str, Any]]:
@@ -246,11 +252,13 @@ class CodeMathFamily(EnvFamily, Judgeable, Expandable):
                          response=turn_text(response))
 
     def parse_options(self, raw: Mapping[str, Any], split: str) -> CodeMathOptions:
+        """Options for ``split``: ``max_turns`` defaults to 5 on ``train`` and 10 elsewhere (SimpleTIR's settings)."""
         default_turns = TRAIN_MAX_TURNS if split == "train" else EVAL_MAX_TURNS
         options: CodeMathOptions = options_from_mapping(CodeMathOptions, raw, max_turns=default_turns)
         return options
 
     def start(self, task: Task, options: Any, runner: Runner | None, rng: random.Random) -> CodeMathEpisode:
+        """A new episode on ``task``; raises ``ValueError`` without a runner (the code must run in a sandbox)."""
         if runner is None:
             raise ValueError("CodeMath needs a sandbox runner")
         if not isinstance(options, CodeMathOptions):
@@ -291,13 +299,16 @@ class CodeMathEpisode(Episode):
 
     @property
     def turn(self) -> int:
+        """Assistant turns taken so far."""
         return self._turn
 
     @property
     def finished(self) -> bool:
+        """Whether the episode has ended (an answer, a void turn, or ``max_turns``)."""
         return self._reason is not None
 
     def reset(self) -> tuple[Observation, dict[str, Any]]:
+        """The system prompt (the turn protocol) and the question."""
         messages = [
             {"role": "system", "content": system_prompt(self.options)},
             {"role": "user", "content": self.question},
@@ -305,6 +316,11 @@ class CodeMathEpisode(Episode):
         return Observation(messages=messages), make_info(metrics=self._metrics(), void_turn=False)
 
     def step(self, action: Action) -> Step:
+        """One assistant turn, steps 1 to 5 of the module doc.
+
+        Raises ``EpisodeFinished`` after the end. The sandbox and the verifier run before any state
+        changes, so a ``SandboxError`` leaves the episode as it was.
+        """
         if self._reason is not None:
             raise EpisodeFinished("", self._reason)
         turn = parse_turn(action)

@@ -208,7 +208,7 @@ class VerifierPool:
         return Verdict(bool(reply.get("correct")), _status(reply), answer if isinstance(answer, str) else None)
 
     def check_gold(self, gold: str) -> Verdict:
-        """Does math-verify parse ``gold`` at all? (``correct`` is True when it does.)"""
+        """Whether math-verify parses ``gold`` at all: the verdict's ``correct`` is True when it does."""
         reply = self._call({"op": "parse", "text": wrap_boxed(gold)})
         if reply is None:
             return Verdict(False, "timeout")
@@ -231,6 +231,7 @@ class VerifierPool:
 
     @property
     def live_workers(self) -> int:
+        """Worker processes alive now; workers start on first use, and a killed one is replaced only then."""
         with self._lock:
             return sum(1 for w in self._live if w.alive())
 

@@ -92,6 +92,7 @@ class ParsedResponse:
 
     @property
     def valid(self) -> bool:
+        """True when the action has no problems; an invalid action scores 0."""
         return not self.problems
 
     @property
@@ -100,6 +101,7 @@ class ParsedResponse:
         return self.has_tool_call_tag or bool(self.calls)
 
     def calls_as_dicts(self) -> list[dict[str, Any]]:
+        """The calls as ``{"name", "arguments"}`` dicts, the form the verifiers and ``info`` use."""
         return [{"name": c.name, "arguments": c.arguments} for c in self.calls]
 
 

@@ -63,6 +63,7 @@ _STANDARDIZE = re.compile(r"[ ,./\-_*^]")
 
 @dataclass(frozen=True)
 class BfclVerdict:
+    """The BFCL checker's outcome: ``valid``, and otherwise every error it found, for ``info``."""
     valid: bool
     errors: tuple[str, ...] = ()
 
