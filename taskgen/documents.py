@@ -45,6 +45,7 @@ def unique_name(base: str, taken: set[str]) -> str:
 
 
 def key_param(kind: str, rng: random.Random) -> Param:
+    """The parameter that names the entity a tool looks up, with a name drawn from the kind's choices."""
     noun = KINDS[kind].noun
     what = "title" if kind == "book" else "name"
     return Param(
@@ -71,6 +72,10 @@ def field_param(kind: str, fields: Sequence[str], rng: random.Random, name: str 
 
 
 def collides(world: World, name: str, golds: Iterable[str]) -> bool:
+    """Whether any attribute of entity ``name`` contains one of ``golds`` (normalized, as FTRL's check compares).
+
+    Such a record must not sit in a tool: a call on it would be credited with a gold.
+    """
     cells = [normalize(str(v)) for v in world.get(name).attrs.values()]
     return any(normalize(g) in cell for g in golds for cell in cells)
 

@@ -77,12 +77,14 @@ class GenerationReport:
     """The first full reason seen for each code, to debug a stage."""
 
     def reject(self, reason: str) -> None:
+        """Count one dropped attempt under the code of ``reason``, keeping the first full reason as an example."""
         code = reason_code(reason)
         self.rejected[code] = self.rejected.get(code, 0) + 1
         self.examples.setdefault(code, reason)
 
     @property
     def rejected_total(self) -> int:
+        """All dropped attempts, whatever the reason."""
         return sum(self.rejected.values())
 
 
@@ -103,6 +105,7 @@ class BuiltTask:
     own_code: bool
 
     def unsolved_set(self) -> dict[str, list[str]]:
+        """FTRL's ``unsolved_set``: per tool, the gold sub-answers its reference calls produce."""
         out: dict[str, list[str]] = {}
         for turn in self.reference:
             for call in turn:

@@ -80,6 +80,7 @@ class Scenario:
 
     @property
     def turns(self) -> tuple[tuple[int, ...], ...]:
+        """Sub-question indices grouped by hop: the reference solution's turns, in order."""
         depth = max(sq.hop for sq in self.sub_questions) + 1
         return tuple(tuple(sq.index for sq in self.sub_questions if sq.hop == h) for h in range(depth))
 
@@ -99,6 +100,7 @@ bare value."""
 
 @dataclass(frozen=True)
 class Param:
+    """One tool parameter: its ``role`` in the lookup and its ``shape`` on the wire."""
     name: str
     role: ParamRole
     description: str
@@ -180,6 +182,7 @@ class ToolSpec:
     distractor: bool = False
 
     def param(self, role: ParamRole) -> Param | None:
+        """The first parameter with ``role``, or None."""
         for p in self.params:
             if p.role == role:
                 return p
@@ -187,6 +190,7 @@ class ToolSpec:
 
     @property
     def options(self) -> tuple[Param, ...]:
+        """The optional parameters added by parameter expansion (role ``option``)."""
         return tuple(p for p in self.params if p.role == "option")
 
     def schema(self) -> dict[str, Any]:
@@ -231,6 +235,7 @@ class Toolset:
     ops: tuple[str, ...] = ()
 
     def tool(self, name: str) -> ToolSpec:
+        """The tool called ``name``; ``KeyError`` when there is none."""
         for t in self.tools:
             if t.name == name:
                 return t
@@ -238,6 +243,7 @@ class Toolset:
 
     @property
     def core(self) -> tuple[ToolSpec, ...]:
+        """The tools that answer sub-questions, distractors left out."""
         return tuple(t for t in self.tools if not t.distractor)
 
 

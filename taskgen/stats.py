@@ -25,9 +25,11 @@ class Stats:
 
     @property
     def total(self) -> int:
+        """Tasks counted, over all question types."""
         return sum(row["tasks"] for row in self.counts.values())
 
     def format(self) -> str:
+        """The table as text: a row per question type plus a total row, a column per operation."""
         rows = [*QUESTION_TYPES, "total"]
         table: dict[str, dict[str, int]] = {
             qt: self.counts.get(qt, dict.fromkeys(_COLUMNS, 0)) for qt in QUESTION_TYPES

@@ -74,6 +74,7 @@ Executor = Callable[[str, dict[str, Any]], Outcome]
 
 
 def reason_code(reason: str) -> str:
+    """The reason code of ``reason``: its text up to the first colon, the key rejections are counted by."""
     return reason.split(":", 1)[0]
 
 
@@ -316,11 +317,13 @@ def sandbox_executor(runner: Runner, codes: Mapping[str, str], *, timeout_s: flo
 
 @dataclass(frozen=True)
 class Rejection:
+    """A record that failed verification: its ``id`` and every reason, the first one being the one counted."""
     id: str
     reasons: tuple[str, ...]
 
     @property
     def code(self) -> str:
+        """The reason code the rejection is counted under (its first reason's)."""
         return reason_code(self.reasons[0])
 
 
