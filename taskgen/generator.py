@@ -113,9 +113,10 @@ class BuiltTask:
         return out
 
     def record(self, task_id: str) -> dict[str, Any]:
-        """FTRL's record.
+        """FTRL's record, with the fields this project adds.
 
-        Plus ``id``, ``split``, ``question_type``, ``reference_solution`` and ``scaling``.
+        The added fields: ``id``, ``split``, ``question_type``, ``reference_solution`` and
+        ``scaling``.
         """
         question = self.scenario.question
         return {
