@@ -70,6 +70,7 @@ class Observation:
     tools: list[dict[str, Any]] | None = None
 
     def to_wire(self) -> dict[str, Any]:
+        """The JSON body of an observation; ``tools`` is left out, not null, on steps that show none."""
         out: dict[str, Any] = {"messages": self.messages}
         if self.tools is not None:
             out["tools"] = self.tools
@@ -78,6 +79,11 @@ class Observation:
 
 @dataclass
 class Step:
+    """One transition, as gymnasium's ``step`` returns it.
+
+    ``terminated``: the episode reached an end of its own (an answer, say); ``truncated``: a limit
+    such as ``max_turns`` cut it off.
+    """
     observation: Observation
     reward: float
     terminated: bool
@@ -94,8 +100,10 @@ def make_info(
     output_truncated: bool = False,
     **extra: Any,
 ) -> dict[str, Any]:
-    """The ``info`` dict every step returns (DESIGN.md): no timing, no ids, so two seeded
-    runs give equal ``info``."""
+    """The ``info`` dict every step returns (docs/architecture.md).
+
+    It holds no timing and no ids, so two seeded runs give equal ``info``.
+    """
     info: dict[str, Any] = {
         "status": status,
         "retryable": False,
@@ -158,8 +166,11 @@ class Episode(ABC):
 
     @abstractmethod
     def step(self, action: Action) -> Step:
-        """Apply one action. Must leave the episode unchanged if the runner raises
-        ``SandboxError`` (the server retries the step on a fresh sandbox)."""
+        """Apply one action.
+
+        Must leave the episode unchanged if the runner raises ``SandboxError`` (the server retries
+        the step on a fresh sandbox).
+        """
 
     @property
     @abstractmethod
@@ -168,11 +179,13 @@ class Episode(ABC):
 
 
 class EnvFamily(ABC):
-    """One kind of environment. Subclasses set the class attributes and implement
-    ``validate_record`` and ``start`` (the other methods have defaults); ``GET /v1/envs``
-    publishes the attributes and ``options_schema(options_type)``. A family that takes part in
-    the data loop also inherits capability mixins (``Gradable``, ``Judgeable``,
-    ``Expandable``; see ``capabilities``)."""
+    """One kind of environment.
+
+    Subclasses set the class attributes and implement ``validate_record`` and ``start`` (the
+    other methods have defaults); ``GET /v1/envs`` publishes the attributes and
+    ``options_schema(options_type)``. A family that takes part in the data loop also inherits
+    capability mixins (``Gradable``, ``Judgeable``, ``Expandable``; see ``capabilities``).
+    """
 
     env_id: ClassVar[str]
     description: ClassVar[str]
@@ -186,8 +199,10 @@ class EnvFamily(ABC):
 
     @abstractmethod
     def validate_record(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        """Check and normalize one task record (the gold included). Raises
-        ``ValidationFailed`` naming the bad field. May drop ``id`` and ``split``."""
+        """Check and normalize one task record (the gold included).
+
+        Raises ``ValidationFailed`` naming the bad field. May drop ``id`` and ``split``.
+        """
 
     def task_metadata(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """What ``GET .../tasks`` may show of a task: never the gold."""
@@ -202,8 +217,10 @@ class EnvFamily(ABC):
         return options_from_mapping(self.options_type, raw)
 
     def episode_success(self, total_reward: float, last_info: Mapping[str, Any]) -> bool:
-        """Whether a finished episode solved its task (for task statistics and the frontier
-        sampler). Default: a return of at least 1, right for binary rewards."""
+        """Whether a finished episode solved its task (for task statistics and the frontier sampler).
+
+        Default: a return of at least 1, right for binary rewards.
+        """
         return total_reward >= 1.0
 
     @abstractmethod
@@ -212,9 +229,12 @@ class EnvFamily(ABC):
 
     @property
     def capabilities(self) -> frozenset[Capability]:
-        """The data-loop capabilities this family declares by inheriting their mixins
-        (``Gradable``, ``Judgeable``, ``Expandable``); empty for a family that only serves
-        episodes. Derived from the class, so a declaration cannot disagree with the code."""
+        """The data-loop capabilities this family declares by inheriting their mixins.
+
+        The mixins are ``Gradable``, ``Judgeable`` and ``Expandable``; the set is empty for a family
+        that only serves episodes. Derived from the class, so a declaration cannot disagree with the
+        code.
+        """
         found: set[Capability] = set()
         if isinstance(self, Gradable):
             found.add("grade")
@@ -233,9 +253,11 @@ Capability = Literal["grade", "judge", "expand"]
 
 @dataclass(frozen=True)
 class JudgeView:
-    """What a label judge is shown of one task and one policy answer (LoopTool's JGLV): the
-    conversation the policy was given, its tools (OpenAI schemas, may be empty), the task's
-    label as "Response 1" and the policy's answer as "Response 2", both as text."""
+    """What a label judge is shown of one task and one policy answer (LoopTool's JGLV).
+
+    The conversation the policy was given, its tools (OpenAI schemas, may be empty), the task's
+    label as "Response 1" and the policy's answer as "Response 2", both as text.
+    """
 
     messages: Sequence[Mapping[str, Any]]
     tools: Sequence[Mapping[str, Any]]
@@ -244,8 +266,10 @@ class JudgeView:
 
 
 class Gradable(ABC):
-    """Capability ``grade``: every task has one gold answer, and whether an answer earns full
-    reward can be told without a sandbox (it checks a final answer; it does not run one).
+    """Capability ``grade``: every task has one gold answer, and full reward is told without a sandbox.
+
+    Whether an answer earns full reward can be told without a sandbox because the check reads a
+    final answer; it does not run one.
 
     The data loop uses it twice: a proposed variant is kept only if its own gold grades as
     correct (so no task enters the set that no policy could solve), and the judge is not asked
@@ -254,20 +278,26 @@ class Gradable(ABC):
 
     @abstractmethod
     def gold_answer(self, record: Mapping[str, Any]) -> Action:
-        """The gold of a validated ``record`` written as a policy would write it: an action
-        ``grade`` must accept on that record."""
+        """The gold of a validated ``record`` written as a policy would write it.
+
+        It is an action ``grade`` must accept on that record.
+        """
 
     @abstractmethod
     def grade(self, task: Task, action: Action) -> bool:
-        """Whether ``action``, as the policy's whole answer, earns full reward on ``task``
-        under every scoring rule the family offers. May block (a verifier worker process);
-        the server calls it from a worker thread."""
+        """Whether ``action``, as the policy's whole answer, earns full reward on ``task``.
+
+        Full reward under every scoring rule the family offers. May block (a verifier worker
+        process); the server calls it from a worker thread.
+        """
 
 
 class Judgeable(Gradable):
-    """Capability ``judge``: a task's label can be put before a judge next to a policy's
-    answer, to find labels that are wrong (LoopTool's Judgement-Guided Label Verification).
-    Implies ``grade``: an answer that already grades as correct is never sent to a judge."""
+    """Capability ``judge``: a task's label can be put before a judge next to a policy's answer.
+
+    The point is to find labels that are wrong (LoopTool's Judgement-Guided Label Verification).
+    Implies ``grade``: an answer that already grades as correct is never sent to a judge.
+    """
 
     @abstractmethod
     def judge_view(self, task: Task, response: Action) -> JudgeView:
@@ -275,16 +305,20 @@ class Judgeable(Gradable):
 
 
 class Expandable(ABC):
-    """Capability ``expand``: new tasks can be grown from an existing one (LoopTool's
-    Error-Driven Data Expansion). The data loop validates, deduplicates and (for a
-    ``Gradable`` family) grades every proposal before registering it."""
+    """Capability ``expand``: new tasks can be grown from an existing one.
+
+    This is LoopTool's Error-Driven Data Expansion. The data loop validates, deduplicates and
+    (for a ``Gradable`` family) grades every proposal before registering it.
+    """
 
     @abstractmethod
     def variants(self, record: Mapping[str, Any], n: int, rng: random.Random) -> list[dict[str, Any]]:
-        """Up to ``n`` new records like ``record`` (which carries its ``id``), drawn from
-        ``rng`` only, so the same seed proposes the same variants; ``[]`` when this record
-        has none (e.g. it was not made by a generator the family knows). May raise
-        ``ValidationFailed`` for a record it cannot read."""
+        """Up to ``n`` new records like ``record`` (which carries its ``id``), drawn from ``rng`` only.
+
+        Drawing only from ``rng`` means the same seed proposes the same variants; ``[]`` when this
+        record has none (e.g. it was not made by a generator the family knows). May raise
+        ``ValidationFailed`` for a record it cannot read.
+        """
 
 
 # --- options: small dataclasses, validated by their type hints -------------------------------
@@ -332,9 +366,12 @@ def _check_type(name: str, value: Any, hint: Any) -> Any:
 
 
 def options_from_mapping(cls: type, raw: Mapping[str, Any], **defaults: Any) -> Any:
-    """Build the options dataclass ``cls`` from ``raw``: unknown keys and wrong types are a
-    ``ValidationFailed`` naming the option; ``defaults`` override field defaults (e.g. by split).
-    A field with ``metadata["min"]``/``["max"]`` is range-checked."""
+    """Build the options dataclass ``cls`` from ``raw``.
+
+    Unknown keys and wrong types are a ``ValidationFailed`` naming the option; ``defaults``
+    override field defaults (e.g. by split). A field with ``metadata["min"]``/``["max"]`` is
+    range-checked.
+    """
     if not isinstance(raw, Mapping):
         raise ValidationFailed("options must be a JSON object")
     hints = typing.get_type_hints(cls)

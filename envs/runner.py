@@ -32,9 +32,11 @@ run's ``timeout_s``; ``killed``: ended by a signal (e.g. the kernel's OOM killer
 
 @dataclass(frozen=True)
 class RunLimits:
-    """Per-run limits, enforced inside the sandbox on the process that runs the code and
-    everything it starts. An env family sets the ones its method fixes (CodeMath: SimpleTIR's
-    3 s, 512 MB, 50 processes); the sandbox's own limits (``SandboxSpec``) stay a ceiling."""
+    """Per-run limits, enforced inside the sandbox on the process that runs the code and all it starts.
+
+    An env family sets the ones its method fixes (CodeMath: SimpleTIR's 3 s, 512 MB, 50
+    processes); the sandbox's own limits (``SandboxSpec``) stay a ceiling.
+    """
 
     timeout_s: float = 10.0
     memory_bytes: int = 512 * 1024 * 1024
@@ -57,9 +59,11 @@ class RunLimits:
 
 @dataclass(frozen=True)
 class FunctionCall:
-    """Call ``function(**arguments)`` after the code has defined it; the return value comes
-    back as text: ``json.dumps(value, ensure_ascii=False)`` for a dict or list, else ``str``
-    (FTRL's rule)."""
+    """Call ``function(**arguments)`` after the code has defined it; the return value comes back as text.
+
+    The text is ``json.dumps(value, ensure_ascii=False)`` for a dict or list, else ``str``
+    (FTRL's rule).
+    """
 
     function: str
     arguments: dict[str, Any]
@@ -67,6 +71,7 @@ class FunctionCall:
 
 @dataclass(frozen=True)
 class RunRequest:
+    """One run in the sandbox: ``code``, then ``call`` on what it defined if one is given, under ``limits``."""
     code: str
     call: FunctionCall | None = None
     limits: RunLimits = field(default_factory=RunLimits)
@@ -74,6 +79,11 @@ class RunRequest:
 
 @dataclass(frozen=True)
 class RunResult:
+    """What one run produced; ``status`` says how it ended.
+
+    A stream over its limit keeps its head and tail (the ``*_truncated`` flags say so), so the
+    real end of a long output survives.
+    """
     status: RunStatus
     stdout: str = ""
     stderr: str = ""

@@ -3,7 +3,7 @@
 It is not an env family (it serves no episodes); it makes the task records that families load.
 
 A deterministic, offline re-creation of FTRL's five-stage construction pipeline
-(PAPERS.md §1), with procedural stages instead of LLM calls:
+(docs/methods.md#ftrl), with procedural stages instead of LLM calls:
 
 1. ``decompose``: a question of one of four types and its sub-questions with gold answers;
 2. ``write_documents``: one OpenAI tool document per sub-question;

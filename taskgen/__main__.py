@@ -1,4 +1,4 @@
-"""``python -m toolgym.taskgen --seed 0 --count 1000 --out tasks.jsonl``
+"""Generate tasks: ``python -m toolgym.taskgen --seed 0 --count 1000 --out tasks.jsonl``.
 
 Writes JSONL records (ToolUse, or FunctionCall with ``--function-call``) and prints the
 generation rate, the rejections and the question-type x scaling-operation table to stderr.
@@ -17,6 +17,7 @@ from toolgym.taskgen.stats import stats
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line above; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m toolgym.taskgen", description=__doc__)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--count", type=int, default=100)

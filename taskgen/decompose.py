@@ -1,5 +1,6 @@
-"""Stage 1, scenario decomposition: a question of one of FTRL's four types, already split
-into sub-questions with their gold sub-answers.
+"""Stage 1, scenario decomposition: a question of one of FTRL's four types, split into sub-questions.
+
+Each sub-question comes with its gold sub-answer.
 
 The procedural decomposer works backwards from the world: it samples *chains* of lookups
 (entity -> relation -> entity -> ... -> attribute) and phrases them as one question, so the
@@ -65,8 +66,11 @@ def _capitalize(text: str) -> str:
 
 
 def _chain(world: World, rng: random.Random, length: int, taken: set[tuple[str, str]]) -> list[_Hop]:
-    """``length`` lookups, each on the previous lookup's answer; ``taken`` holds the
-    (entity, attribute) pairs other chains of the question already ask about."""
+    """``length`` lookups, each on the previous lookup's answer.
+
+    ``taken`` holds the (entity, attribute) pairs other chains of the question already ask
+    about.
+    """
     for _ in range(40):
         entity = rng.choice(world.of(rng.choice(_KIND_KEYS)))
         visited = [entity.name]
@@ -117,8 +121,10 @@ def _join(parts: list[str], rng: random.Random) -> str:
 
 
 def decompose(world: World, question_type: QuestionType, rng: random.Random, knobs: ScalingKnobs) -> Scenario:
-    """Sample a question of ``question_type`` and its decomposition (the ``Decomposer``
-    protocol). Raises ``NoScenario`` when the world has no fitting chain."""
+    """Sample a question of ``question_type`` and its decomposition (the ``Decomposer`` protocol).
+
+    Raises ``NoScenario`` when the world has no fitting chain.
+    """
     if question_type == "single_hop":
         shape = [1]
     elif question_type == "parallel_single_hop":

@@ -45,6 +45,7 @@ def unique_name(base: str, taken: set[str]) -> str:
 
 
 def key_param(kind: str, rng: random.Random) -> Param:
+    """The parameter that names the entity a tool looks up, with a name drawn from the kind's choices."""
     noun = KINDS[kind].noun
     what = "title" if kind == "book" else "name"
     return Param(
@@ -55,8 +56,11 @@ def key_param(kind: str, rng: random.Random) -> Param:
 
 
 def field_param(kind: str, fields: Sequence[str], rng: random.Random, name: str | None = None) -> Param:
-    """A ``field`` argument choosing one of ``fields``; a plain string whose allowed values
-    the description names (stage 4 may turn it into an enum or a list)."""
+    """A ``field`` argument choosing one of ``fields``.
+
+    A plain string whose allowed values the description names (stage 4 may turn it into an enum
+    or a list).
+    """
     spec = KINDS[kind]
     listing = "; ".join(f"{f} ({spec.attr(f).gloss})" for f in fields)
     return Param(
@@ -68,14 +72,20 @@ def field_param(kind: str, fields: Sequence[str], rng: random.Random, name: str 
 
 
 def collides(world: World, name: str, golds: Iterable[str]) -> bool:
+    """Whether any attribute of entity ``name`` contains one of ``golds`` (normalized, as FTRL's check compares).
+
+    Such a record must not sit in a tool: a call on it would be credited with a gold.
+    """
     cells = [normalize(str(v)) for v in world.get(name).attrs.values()]
     return any(normalize(g) in cell for g in golds for cell in cells)
 
 
 def pick_rows(world: World, kind: str, needed: Sequence[str], golds: Sequence[str], extra: int,
               rng: random.Random) -> tuple[str, ...]:
-    """``needed`` plus up to ``extra`` other entities of ``kind`` none of whose attributes
-    contains a gold: only the record the question is about may produce its answer."""
+    """``needed`` plus up to ``extra`` other entities of ``kind`` none of whose attributes contains a gold.
+
+    Only the record the question is about may produce its answer.
+    """
     needed_list = list(dict.fromkeys(needed))
     pool = [e.name for e in world.of(kind)
             if e.name not in needed_list and not collides(world, e.name, golds)]
@@ -117,8 +127,9 @@ def _document(sq: SubQuestion, world: World, rng: random.Random, knobs: ScalingK
 
 def write_documents(scenario: Scenario, world: World, rng: random.Random,
                     knobs: ScalingKnobs) -> list[ToolSpec]:
-    """One document per sub-question, in sub-question order (the ``DocumentWriter``
-    protocol). Two sub-questions about the same attribute get two documents here; stage 3
-    merges them."""
+    """One document per sub-question, in sub-question order (the ``DocumentWriter`` protocol).
+
+    Two sub-questions about the same attribute get two documents here; stage 3 merges them.
+    """
     taken: set[str] = set()
     return [_document(sq, world, rng, knobs, taken) for sq in scenario.sub_questions]

@@ -1,4 +1,4 @@
-"""FTRL's scoring semantics, as the generator must satisfy them (PAPERS.md §1).
+"""FTRL's scoring semantics, as the generator must satisfy them (docs/methods.md#ftrl).
 
 Checked against the authors' code (bytedance/FTRL ``Code/utils/utils.py``: ``answer_verify``,
 ``call_function``; ``Code/verl/utils/reward_score/tool.py``): re-implemented here, not copied.
@@ -25,8 +25,11 @@ __all__ = ["answer_verify", "error_text", "format_result", "normalize", "solve_g
 
 def solve_greedily(unsolved_set: Mapping[str, Sequence[str]],
                    calls: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
-    """Run FTRL's bookkeeping over ``(tool name, output)`` pairs in call order; returns the
-    golds left unsolved per tool (an empty list everywhere means everything was solved)."""
+    """Run FTRL's bookkeeping over ``(tool name, output)`` pairs in call order.
+
+    Returns the golds left unsolved per tool (an empty list everywhere means everything was
+    solved).
+    """
     left = {name: list(golds) for name, golds in unsolved_set.items()}
     for name, output in calls:
         golds = left.get(name, [])

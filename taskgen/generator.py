@@ -64,8 +64,11 @@ class GenerationError(RuntimeError):
 
 @dataclass
 class GenerationReport:
-    """How a ``generate`` run went. ``rejected`` counts dropped attempts by reason code
-    (see ``verify``), plus ``duplicate_question``, ``no_scenario`` and ``ambiguous_gold``."""
+    """How a ``generate`` run went.
+
+    ``rejected`` counts dropped attempts by reason code (see ``verify``), plus
+    ``duplicate_question``, ``no_scenario`` and ``ambiguous_gold``.
+    """
 
     attempted: int = 0
     kept: int = 0
@@ -74,19 +77,23 @@ class GenerationReport:
     """The first full reason seen for each code, to debug a stage."""
 
     def reject(self, reason: str) -> None:
+        """Count one dropped attempt under the code of ``reason``, keeping the first full reason as an example."""
         code = reason_code(reason)
         self.rejected[code] = self.rejected.get(code, 0) + 1
         self.examples.setdefault(code, reason)
 
     @property
     def rejected_total(self) -> int:
+        """All dropped attempts, whatever the reason."""
         return sum(self.rejected.values())
 
 
 @dataclass(frozen=True)
 class BuiltTask:
-    """One task before it becomes a record: every stage's output, kept for checks that
-    need more than the record (e.g. the world behind each tool)."""
+    """One task before it becomes a record: every stage's output.
+
+    Kept for checks that need more than the record (e.g. the world behind each tool).
+    """
 
     world: World
     scenario: Scenario
@@ -98,6 +105,7 @@ class BuiltTask:
     own_code: bool
 
     def unsolved_set(self) -> dict[str, list[str]]:
+        """FTRL's ``unsolved_set``: per tool, the gold sub-answers its reference calls produce."""
         out: dict[str, list[str]] = {}
         for turn in self.reference:
             for call in turn:
@@ -105,8 +113,11 @@ class BuiltTask:
         return out
 
     def record(self, task_id: str) -> dict[str, Any]:
-        """FTRL's record, plus ``id``, ``split``, ``question_type``, ``reference_solution``
-        and ``scaling``."""
+        """FTRL's record, with the fields this project adds.
+
+        The added fields: ``id``, ``split``, ``question_type``, ``reference_solution`` and
+        ``scaling``.
+        """
         question = self.scenario.question
         return {
             "id": task_id,
@@ -130,8 +141,10 @@ class BuiltTask:
 
 def plan_reference(scenario: Scenario, toolset: Toolset, rng: random.Random,
                    knobs: ScalingKnobs) -> tuple[tuple[Call, ...], ...]:
-    """The reference calls, turn by turn: one call per sub-question, on the tool stage 3/4
-    assigned it; a dependent hop's entity argument is the previous hop's answer."""
+    """The reference calls, turn by turn: one call per sub-question, on the tool stage 3/4 assigned it.
+
+    A dependent hop's entity argument is the previous hop's answer.
+    """
     turns: list[tuple[Call, ...]] = []
     for turn in scenario.turns:
         calls: list[Call] = []
@@ -164,8 +177,10 @@ def build_task(rng: random.Random, knobs: ScalingKnobs, pipeline: Pipeline | Non
 
 
 def _ambiguous_golds(task: BuiltTask) -> list[str]:
-    """Golds that more records (or fields) of their tool's table produce than the reference
-    needs: a wrong call would then be credited. Checked on the data, not by calling."""
+    """Golds that more records (or fields) of their tool's table produce than the reference needs.
+
+    A wrong call would then be credited. Checked on the data, not by calling.
+    """
     reasons: list[str] = []
     for name, golds in task.unsolved_set().items():
         tool: ToolSpec = task.toolset.tool(name)
@@ -179,8 +194,10 @@ def _ambiguous_golds(task: BuiltTask) -> list[str]:
 
 
 def verify_built(task: BuiltTask, record: Mapping[str, Any]) -> list[str]:
-    """The in-process layer: static checks, data checks, and (for this package's own code
-    only) executing the reference solution and the probes."""
+    """The in-process layer: static checks, data checks, and executing the reference solution and probes.
+
+    Execution happens for this package's own code only.
+    """
     reasons = _ambiguous_golds(task)
     if reasons:
         return reasons
@@ -195,7 +212,8 @@ def generate(seed: int, count: int, *, knobs: ScalingKnobs | None = None,
     """Yield ``count`` verified ToolUse records for ``seed`` (ids ``toolgen-<seed>-<n>``).
 
     ``report`` (optional) is filled with attempt and rejection counts as the run goes.
-    Raises ``GenerationError`` when rejections exceed ten times ``count`` plus 100."""
+    Raises ``GenerationError`` when rejections exceed ten times ``count`` plus 100.
+    """
     knobs = knobs or ScalingKnobs()
     pipeline = pipeline or Pipeline()
     report = report if report is not None else GenerationReport()
@@ -235,9 +253,11 @@ def generate(seed: int, count: int, *, knobs: ScalingKnobs | None = None,
 def single_step_tasks(seed: int, count: int, *, knobs: ScalingKnobs | None = None,
                       progress: Progress | None = None,
                       report: GenerationReport | None = None) -> Iterator[dict[str, Any]]:
-    """Yield ``count`` FunctionCall records ``{id, split, messages, tools, gold_calls}``: the
-    question and tools of a single-hop or parallel single-hop task, and its first (only)
-    reference turn as the gold calls. ``knobs`` default to ``FUNCTION_CALL_KNOBS``."""
+    """Yield ``count`` FunctionCall records ``{id, split, messages, tools, gold_calls}``.
+
+    The question and tools of a single-hop or parallel single-hop task, and its first (only)
+    reference turn as the gold calls. ``knobs`` default to ``FUNCTION_CALL_KNOBS``.
+    """
     knobs = knobs or FUNCTION_CALL_KNOBS
     multi = [qt for qt in ("multi_hop", "parallel_multi_hop") if knobs.question_weights.get(qt, 0) > 0]
     if multi:
@@ -247,8 +267,11 @@ def single_step_tasks(seed: int, count: int, *, knobs: ScalingKnobs | None = Non
 
 
 def function_call_record(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The FunctionCall record of a single-turn ToolUse record: its question and tools, a
-    function-calling system prompt, and its one reference turn as ``gold_calls``."""
+    """The FunctionCall record of a single-turn ToolUse record.
+
+    Its question and tools, a function-calling system prompt, and its one reference turn as
+    ``gold_calls``.
+    """
     if len(record["reference_solution"]) != 1:
         raise ValueError("only a task answered in one turn makes a FunctionCall record")
     return {

@@ -29,8 +29,10 @@ _MERGED_SUFFIXES = ("info", "record", "facts", "attributes")
 
 def merged_rows(world: World, parts: Sequence[ToolSpec], golds: Sequence[str], cap: int,
                 rng: random.Random) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(rows, needed) of a tool made of ``parts``: every needed record, then up to ``cap``
-    others that produce none of ``golds``, shuffled."""
+    """(rows, needed) of a tool made of ``parts``.
+
+    Every needed record, then up to ``cap`` others that produce none of ``golds``, shuffled.
+    """
     needed = tuple(dict.fromkeys(n for p in parts for n in p.needed))
     extras = [r for p in parts for r in p.rows if r not in needed]
     extras = [r for r in dict.fromkeys(extras) if not collides(world, r, golds)][:cap]
@@ -71,8 +73,10 @@ def _merge(parts: list[ToolSpec], subs: list[SubQuestion], world: World, rng: ra
 
 def integrate(docs: Sequence[ToolSpec], scenario: Scenario, world: World, rng: random.Random,
               knobs: ScalingKnobs) -> Toolset:
-    """Merge overlapping documents (the ``Integrator`` protocol). ``docs[i]`` is the
-    document of ``scenario.sub_questions[i]``."""
+    """Merge overlapping documents (the ``Integrator`` protocol).
+
+    ``docs[i]`` is the document of ``scenario.sub_questions[i]``.
+    """
     if len(docs) != len(scenario.sub_questions):
         raise ValueError("integrate needs exactly one document per sub-question")
     taken: set[str] = set()

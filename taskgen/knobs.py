@@ -22,6 +22,7 @@ def _even_mix() -> dict[str, float]:
 
 @dataclass(frozen=True)
 class ScalingKnobs:
+    """Every probability and weight the generator draws from; the defaults give an even mix of question types."""
     question_weights: Mapping[str, float] = field(default_factory=_even_mix)
     """Relative weight of each question type (``single_hop``, ``parallel_single_hop``,
     ``multi_hop``, ``parallel_multi_hop``); default an even mix."""

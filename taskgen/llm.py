@@ -112,7 +112,9 @@ class _Outcome:
 
 def _check_distractors(task: BuiltTask, runner: Runner, timeout_s: float) -> tuple[str | None, int]:
     """One rule beyond the shared ones, for model-written code: a distractor must work too.
-    The reference never calls a distractor, so ask each for one of its own records."""
+
+    The reference never calls a distractor, so ask each for one of its own records.
+    """
     execute = sandbox_executor(runner, task.codes, timeout_s=timeout_s)
     calls = 0
     for tool in task.toolset.tools:
@@ -131,13 +133,15 @@ def generate_with_llm(seed: int, count: int, *, client: ChatClient, runner: Runn
                       knobs: ScalingKnobs | None = None, report: GenerationReport | None = None,
                       progress: Progress | None = None, workers: int = 1, max_consecutive_failures: int = 5,
                       tool_timeout_s: float = 10.0) -> Iterator[dict[str, Any]]:
-    """Yield ``count`` ToolUse records (ids ``toolgen-llm-<seed>-<n>``) whose stages an LLM
-    drove and whose reference solutions ran correctly in ``runner``'s sandbox.
+    """Yield ``count`` ToolUse records (ids ``toolgen-llm-<seed>-<n>``) whose stages an LLM drove.
+
+    Their reference solutions ran correctly in ``runner``'s sandbox.
 
     ``workers`` attempts run at once (the model's latency dominates); ``report`` (an
     ``LLMReport`` for the sandbox counts) fills as the run goes. Raises ``LLMConfigError``,
     ``LLMUnavailable`` (see the module doc), ``GenerationError`` after ``10 * count + 100``
-    rejected attempts, and ``SandboxError``."""
+    rejected attempts, and ``SandboxError``.
+    """
     if workers < 1:
         raise ValueError("workers must be >= 1")
     knobs = replace(knobs or ScalingKnobs(), p_optional_in_reference=0.0)

@@ -64,8 +64,10 @@ T = TypeVar("T")
 
 
 class LLMError(Exception):
-    """A stage could not get a usable reply from the model; ``stage``, ``attempts`` and
-    ``failures`` (one line per failed request) say what happened."""
+    """A stage could not get a usable reply from the model.
+
+    ``stage``, ``attempts`` and ``failures`` (one line per failed request) say what happened.
+    """
 
     code = "llm_error"
 
@@ -100,8 +102,10 @@ class ReplyError(ValueError):
 
 @dataclass(frozen=True)
 class LLMConfig:
-    """Where the generator's model is and how to ask it (``endpoint`` is the chat client's
-    view of the same settings)."""
+    """Where the generator's model is and how to ask it.
+
+    ``endpoint`` is the chat client's view of the same settings.
+    """
 
     base_url: str
     """The OpenAI-style base URL, e.g. ``http://127.0.0.1:8001/v1``; requests go to
@@ -171,9 +175,11 @@ def _no_constants(name: str) -> Any:
 
 
 def parse_json_reply(content: str) -> dict[str, Any]:
-    """The JSON object in a model's reply, strictly: the whole reply (or the whole inside of
-    one code fence) must be one JSON object; duplicate keys, ``NaN`` and ``Infinity`` are
-    errors. Raises ``ReplyError`` saying what is wrong."""
+    """The JSON object in a model's reply, strictly.
+
+    The whole reply (or the whole inside of one code fence) must be one JSON object; duplicate
+    keys, ``NaN`` and ``Infinity`` are errors. Raises ``ReplyError`` saying what is wrong.
+    """
     text = content.strip()
     if text.startswith("```"):
         match = _FENCE.fullmatch(text)
@@ -218,8 +224,10 @@ class _Cache:
 
 
 class ChatClient:
-    """Asks an OpenAI-compatible ``/chat/completions`` endpoint for JSON (thread-safe). A
-    context manager; ``close`` is idempotent."""
+    """Asks an OpenAI-compatible ``/chat/completions`` endpoint for JSON (thread-safe).
+
+    A context manager; ``close`` is idempotent.
+    """
 
     def __init__(self, config: LLMConfig, *, transport: httpx.BaseTransport | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
@@ -270,9 +278,11 @@ class ChatClient:
         return self._chat_client.post(self._body(messages, seed))
 
     def _chat(self, messages: list[dict[str, str]], seed: int, stage: str) -> str:
-        """The assistant's text for one request. Raises a retryable ``ChatError`` (a
-        ``ChatBadReply`` counts as one: a proxy's error page is worth another try),
-        ``ReplyError`` or ``LLMConfigError``."""
+        """The assistant's text for one request.
+
+        Raises a retryable ``ChatError`` (a ``ChatBadReply`` counts as one: a proxy's error page is
+        worth another try), ``ReplyError`` or ``LLMConfigError``.
+        """
         try:
             completion = self._send(messages, seed)
         except ChatHTTPError as exc:
@@ -291,8 +301,10 @@ class ChatClient:
 
     def complete_json(self, stage: str, system: str, payload: dict[str, Any],
                       validate: Callable[[dict[str, Any]], T], *, seed: int = 0) -> T:
-        """Ask for a JSON object: ``system`` instructions, ``payload`` as the input; returns
-        ``validate(reply)``. ``validate`` raises ``ReplyError`` to have the model repair it."""
+        """Ask for a JSON object: ``system`` instructions, ``payload`` as the input; returns ``validate(reply)``.
+
+        ``validate`` raises ``ReplyError`` to have the model repair it.
+        """
         base = [
             {"role": "system", "content": system},
             {"role": "user", "content": "INPUT\n" + json.dumps(payload, ensure_ascii=False, indent=1)},

@@ -136,9 +136,11 @@ class Hop:
 
 def parse_scenario(reply: dict[str, Any], shape: Sequence[int], catalog: Mapping[str, Entity]
                    ) -> tuple[str, list[list[Hop]]]:
-    """Stage 1: the question and its chains of hops, ``shape[c]`` hops in chain ``c``, every
-    entity from ``catalog`` (by ``row_key``), each hop after the first on the answer of the
-    one before, no entity visited twice in a chain, no lookup asked twice."""
+    """Stage 1: the question and its chains of hops, ``shape[c]`` hops in chain ``c``.
+
+    Every entity comes from ``catalog`` (by ``row_key``), each hop after the first is on the
+    answer of the one before, no entity is visited twice in a chain, no lookup is asked twice.
+    """
     _object(reply, "the reply", ("question", "chains"))
     question = _text(reply["question"], "question", 1500)
     chains_in = _list(reply["chains"], "chains", len(shape))
@@ -195,8 +197,11 @@ class Group:
 
 
 def parse_groups(reply: dict[str, Any], docs: Sequence[ToolSpec]) -> list[Group]:
-    """Stage 3: a partition of ``docs`` into tools, each of one kind, documents of the same
-    lookup always together, a field parameter exactly when a tool covers several attributes."""
+    """Stage 3: a partition of ``docs`` into tools, each of one kind.
+
+    Documents of the same lookup are always together, and a tool has a field parameter exactly
+    when it covers several attributes.
+    """
     _object(reply, "the reply", ("tools",))
     groups: list[Group] = []
     seen: dict[int, int] = {}
@@ -289,9 +294,11 @@ class Scaling:
 
 def parse_scaling(reply: dict[str, Any], requested: Mapping[str, Any], tools: Mapping[str, ToolSpec],
                   core: Sequence[str], distractors: int) -> Scaling:
-    """Stage 4: one key per operation in ``requested`` (the candidates the code offered),
-    each choice among its candidates, every new name free. ``tools`` by name, ``core`` the
-    non-distractors, ``distractors`` how many distractor documents were asked for."""
+    """Stage 4: one key per operation in ``requested`` (the candidates the code offered).
+
+    Each choice is among its candidates, every new name free. ``tools`` by name, ``core`` the
+    non-distractors, ``distractors`` how many distractor documents were asked for.
+    """
     _object(reply, "the reply", tuple(requested))
     generalize: tuple[str, str, str] | None = None
     retype: tuple[str, str, Shape] | None = None

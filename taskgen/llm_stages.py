@@ -99,8 +99,10 @@ def _shape(question_type: QuestionType, rng: random.Random, knobs: ScalingKnobs)
 
 
 class LLMStages:
-    """The five LLM-driven stages, each matching its protocol; ``pipeline()`` strings them
-    together. Thread-safe: all state is per call."""
+    """The five LLM-driven stages, each matching its protocol; ``pipeline()`` strings them together.
+
+    Thread-safe: all state is per call.
+    """
 
     def __init__(self, client: ChatClient) -> None:
         self.client = client
@@ -118,8 +120,10 @@ class LLMStages:
     # stage 1
     def decompose(self, world: World, question_type: QuestionType, rng: random.Random,
                   knobs: ScalingKnobs) -> Scenario:
-        """Stage 1: the knobs draw the shape, the model writes the question and its hops over
-        a catalog of ``world``. Raises ``NoScenario`` for an empty catalog."""
+        """Stage 1: the knobs draw the shape, the model writes the question and its hops over a catalog of ``world``.
+
+        Raises ``NoScenario`` for an empty catalog.
+        """
         shape = _shape(question_type, rng, knobs)
         entities = _catalog(world, rng, depth=max(shape) - 1)
         catalog = {row_key(e.name): e for e in entities}
@@ -195,8 +199,10 @@ class LLMStages:
     # stage 4
     def scale(self, toolset: Toolset, scenario: Scenario, world: World, rng: random.Random,
               knobs: ScalingKnobs) -> Toolset:
-        """Stage 4: the knobs choose the operations and the code their candidates; the model
-        makes each choice, applied by ``_apply_scaling``."""
+        """Stage 4: the knobs choose the operations and the code their candidates; the model makes each choice.
+
+        The choices are applied by ``_apply_scaling``.
+        """
         tools = list(toolset.tools)
         core = [t.name for t in tools if not t.distractor]
         requested: dict[str, Any] = {}

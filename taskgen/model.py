@@ -66,8 +66,11 @@ class SubQuestion:
 
 @dataclass(frozen=True)
 class Scenario:
-    """Stage 1's output. ``sub_questions`` are in reference order: turn by turn (hop 0 of
-    every chain, then hop 1, ...), chains in question order within a turn."""
+    """Stage 1's output.
+
+    ``sub_questions`` are in reference order: turn by turn (hop 0 of every chain, then hop 1,
+    ...), chains in question order within a turn.
+    """
 
     question_type: QuestionType
     question: str
@@ -77,6 +80,7 @@ class Scenario:
 
     @property
     def turns(self) -> tuple[tuple[int, ...], ...]:
+        """Sub-question indices grouped by hop: the reference solution's turns, in order."""
         depth = max(sq.hop for sq in self.sub_questions) + 1
         return tuple(tuple(sq.index for sq in self.sub_questions if sq.hop == h) for h in range(depth))
 
@@ -96,6 +100,7 @@ bare value."""
 
 @dataclass(frozen=True)
 class Param:
+    """One tool parameter: its ``role`` in the lookup and its ``shape`` on the wire."""
     name: str
     role: ParamRole
     description: str
@@ -157,8 +162,11 @@ class Param:
 
 @dataclass(frozen=True)
 class ToolSpec:
-    """A tool: what it looks up (``kind``, ``fields``), how it is called (``params``), how it
-    answers (``output``), and which entities' records its code embeds (``rows``)."""
+    """A tool: what it looks up, how it is called, how it answers, and which records its code embeds.
+
+    In that order: ``kind`` and ``fields``; ``params``; ``output``; ``rows`` (the entities whose
+    records the code embeds).
+    """
 
     name: str
     description: str
@@ -174,6 +182,7 @@ class ToolSpec:
     distractor: bool = False
 
     def param(self, role: ParamRole) -> Param | None:
+        """The first parameter with ``role``, or None."""
         for p in self.params:
             if p.role == role:
                 return p
@@ -181,6 +190,7 @@ class ToolSpec:
 
     @property
     def options(self) -> tuple[Param, ...]:
+        """The optional parameters added by parameter expansion (role ``option``)."""
         return tuple(p for p in self.params if p.role == "option")
 
     def schema(self) -> dict[str, Any]:
@@ -214,15 +224,18 @@ class ToolSpec:
 
 @dataclass(frozen=True)
 class Toolset:
-    """Stages 3 and 4's output: the task's tools, which tool answers each sub-question
-    (``assignment[i]`` is the tool name for sub-question ``i``), and the scaling operations
-    applied so far."""
+    """Stages 3 and 4's output: the task's tools, which tool answers each sub-question, and the scaling.
+
+    ``assignment[i]`` is the tool name for sub-question ``i``; the scaling operations are those
+    applied so far.
+    """
 
     tools: tuple[ToolSpec, ...]
     assignment: tuple[str, ...]
     ops: tuple[str, ...] = ()
 
     def tool(self, name: str) -> ToolSpec:
+        """The tool called ``name``; ``KeyError`` when there is none."""
         for t in self.tools:
             if t.name == name:
                 return t
@@ -230,6 +243,7 @@ class Toolset:
 
     @property
     def core(self) -> tuple[ToolSpec, ...]:
+        """The tools that answer sub-questions, distractors left out."""
         return tuple(t for t in self.tools if not t.distractor)
 
 

@@ -1,5 +1,6 @@
-"""Stage 4, complexity scaling: FTRL's four operations, each fired with its knob's
-probability (``ScalingKnobs``) once per task, in this order:
+"""Stage 4, complexity scaling: FTRL's four operations.
+
+Each is fired with its knob's probability (``ScalingKnobs``) once per task, in this order:
 
 1. functional generalization: one tool is widened to cover *every* attribute of its kind
    (``get_company_founder(company)`` -> ``get_company_profile(company, field)``);
@@ -57,8 +58,10 @@ def make_option(name: str, tool: ToolSpec) -> Param:
 
 
 def reference_option_value(param: Param, rng: random.Random) -> Any:
-    """A value a reference call may pass for an optional parameter: any of them keeps the
-    gold in the output."""
+    """A value a reference call may pass for an optional parameter.
+
+    Any of them keeps the gold in the output.
+    """
     if param.option == "response_format" or param.option == "language":
         return rng.choice(param.choices)
     if param.option == "include_metadata" or param.option == "strict_match":

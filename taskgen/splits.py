@@ -14,7 +14,7 @@ from toolgym.envs.base import SPLITS as _BASE_SPLITS
 __all__ = ["assign_split"]
 
 SPLITS: tuple[str, str, str] = _BASE_SPLITS
-"""``("train", "validation", "test")``, as DESIGN.md names them."""
+"""``("train", "validation", "test")``, as docs/architecture.md names them."""
 
 
 def assign_split(question: str, *, validation: float = 0.1, test: float = 0.1) -> str:

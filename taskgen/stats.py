@@ -15,17 +15,21 @@ _COLUMNS = (*SCALING_OPS, "none", "tasks")
 
 @dataclass(frozen=True)
 class Stats:
-    """``counts[question_type][column]``: tasks of that type with that operation applied
-    (``none``: no operation; ``tasks``: all tasks of the type). A task with two operations
-    counts in both columns."""
+    """``counts[question_type][column]``: tasks of that type with that operation applied.
+
+    ``none``: no operation; ``tasks``: all tasks of the type. A task with two operations counts
+    in both columns.
+    """
 
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
+        """Tasks counted, over all question types."""
         return sum(row["tasks"] for row in self.counts.values())
 
     def format(self) -> str:
+        """The table as text: a row per question type plus a total row, a column per operation."""
         rows = [*QUESTION_TYPES, "total"]
         table: dict[str, dict[str, int]] = {
             qt: self.counts.get(qt, dict.fromkeys(_COLUMNS, 0)) for qt in QUESTION_TYPES

@@ -74,6 +74,7 @@ Executor = Callable[[str, dict[str, Any]], Outcome]
 
 
 def reason_code(reason: str) -> str:
+    """The reason code of ``reason``: its text up to the first colon, the key rejections are counted by."""
     return reason.split(":", 1)[0]
 
 
@@ -160,8 +161,11 @@ def _parse(record: Mapping[str, Any]) -> _Parsed | str:
 
 
 def check_record(record: Mapping[str, Any], execute: Executor | None, *, probes: bool = True) -> list[str]:
-    """Reasons ``record`` fails verification; empty when it passes. With ``execute=None``
-    only the static rules run (for code that must not run here: verify it in a sandbox)."""
+    """Reasons ``record`` fails verification; empty when it passes.
+
+    With ``execute=None`` only the static rules run (for code that must not run here: verify it
+    in a sandbox).
+    """
     parsed = _parse(record)
     if isinstance(parsed, str):
         return [parsed]
@@ -265,9 +269,11 @@ def _check_execution(parsed: _Parsed, owned: list[list[str | None]], schemas: Ma
 
 
 def own_code_executor(codes: Mapping[str, str]) -> Executor:
-    """Run tool code in *this process*. ONLY for sources this generator wrote itself: each
-    source is compiled and exec'd in a fresh namespace (no state shared between tools or
-    with the caller), but there is no isolation. Anything else goes to ``verify_in_sandbox``."""
+    """Run tool code in *this process*. ONLY for sources this generator wrote itself.
+
+    Each source is compiled and exec'd in a fresh namespace (no state shared between tools or
+    with the caller), but there is no isolation. Anything else goes to ``verify_in_sandbox``.
+    """
     functions: dict[str, Callable[..., Any] | str] = {}
 
     def load(name: str) -> Callable[..., Any] | str:
@@ -295,7 +301,9 @@ def own_code_executor(codes: Mapping[str, str]) -> Executor:
 
 def sandbox_executor(runner: Runner, codes: Mapping[str, str], *, timeout_s: float = 10.0) -> Executor:
     """Run each call through ``runner``: a fresh process per call in the runner's sandbox.
-    A ``SandboxError`` from the runner propagates: a dead sandbox is not a bad task."""
+
+    A ``SandboxError`` from the runner propagates: a dead sandbox is not a bad task.
+    """
     limits = RunLimits(timeout_s=timeout_s)
 
     def execute(name: str, arguments: dict[str, Any]) -> Outcome:
@@ -309,18 +317,22 @@ def sandbox_executor(runner: Runner, codes: Mapping[str, str], *, timeout_s: flo
 
 @dataclass(frozen=True)
 class Rejection:
+    """A record that failed verification: its ``id`` and every reason, the first one being the one counted."""
     id: str
     reasons: tuple[str, ...]
 
     @property
     def code(self) -> str:
+        """The reason code the rejection is counted under (its first reason's)."""
         return reason_code(self.reasons[0])
 
 
 @dataclass
 class SandboxReport:
-    """What ``verify_in_sandbox`` kept and rejected; ``counts`` is rejections per reason code
-    (a record counts once, under its first reason)."""
+    """What ``verify_in_sandbox`` kept and rejected.
+
+    ``counts`` is rejections per reason code (a record counts once, under its first reason).
+    """
 
     kept: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
@@ -330,8 +342,10 @@ class SandboxReport:
 
 def verify_in_sandbox(records: Iterable[Mapping[str, Any]], runner: Runner, *, timeout_s: float = 10.0,
                       probes: bool = True) -> SandboxReport:
-    """Verify ``records`` by running every reference call (and one probe call per tool)
-    through ``runner``. Many tasks share one sandbox; each call is a fresh process in it."""
+    """Verify ``records`` by running every reference call (and one probe call per tool) through ``runner``.
+
+    Many tasks share one sandbox; each call is a fresh process in it.
+    """
     report = SandboxReport()
 
     def counting(inner: Executor) -> Executor:

@@ -51,11 +51,13 @@ class AttrSpec:
 
     @property
     def is_ref(self) -> bool:
+        """Whether the attribute points to another entity (a relation) rather than holding a value."""
         return self.type == "ref"
 
 
 @dataclass(frozen=True)
 class KindSpec:
+    """One kind of entity (person, city, company...): its attributes and the words for it."""
     key: str
     noun: str
     key_params: tuple[str, ...]
@@ -65,6 +67,7 @@ class KindSpec:
     attrs: tuple[AttrSpec, ...]
 
     def attr(self, key: str) -> AttrSpec:
+        """The attribute ``key`` of this kind; ``KeyError`` when the kind has none."""
         for a in self.attrs:
             if a.key == key:
                 return a
@@ -72,6 +75,7 @@ class KindSpec:
 
     @property
     def attr_keys(self) -> tuple[str, ...]:
+        """The keys of this kind's attributes, in declaration order."""
         return tuple(a.key for a in self.attrs)
 
 
@@ -299,8 +303,11 @@ _LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"
 
 @dataclass(frozen=True)
 class WorldSize:
-    """How many entities of each kind a task's world holds. Small on purpose: a tool embeds
-    only a slice of it, and a fresh world per task is what keeps tasks distinct."""
+    """How many entities of each kind a task's world holds.
+
+    Small on purpose: a tool embeds only a slice of it, and a fresh world per task is what keeps
+    tasks distinct.
+    """
 
     person: int = 28
     city: int = 10
@@ -312,6 +319,7 @@ class WorldSize:
     university: int = 6
 
     def of(self, kind: str) -> int:
+        """How many entities of ``kind`` to make."""
         value = getattr(self, kind)
         assert isinstance(value, int)
         return value
@@ -319,6 +327,7 @@ class WorldSize:
 
 @dataclass
 class Entity:
+    """One entity of a world: a unique ``name`` and a value per attribute (a relation holds another's name)."""
     kind: str
     name: str
     attrs: dict[str, Value] = field(default_factory=dict)
@@ -367,9 +376,11 @@ class World:
             self.by_name[e.name] = e
 
     def of(self, kind: str) -> list[Entity]:
+        """Every entity of ``kind``, in creation order."""
         return self.by_kind[kind]
 
     def get(self, name: str) -> Entity:
+        """The entity called ``name``; ``KeyError`` when there is none."""
         return self.by_name[name]
 
     @classmethod
@@ -490,8 +501,11 @@ class World:
         return world
 
     def _check(self) -> None:
-        """Every attribute the kind declares is set, and every relation points at an entity
-        of the declared kind: the invariant the question builder relies on."""
+        """Check the invariant the question builder relies on.
+
+        Every attribute the kind declares is set, and every relation points at an entity of the
+        declared kind.
+        """
         for kind, spec in KINDS.items():
             for entity in self.of(kind):
                 for attr in spec.attrs:

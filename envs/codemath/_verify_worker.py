@@ -1,4 +1,4 @@
-"""A math-verify worker process: one JSON request per line on stdin, one JSON reply per line.
+r"""A math-verify worker process: one JSON request per line on stdin, one JSON reply per line.
 
 Run as a script (``python -I _verify_worker.py``), never imported by the server: it needs only
 the standard library and ``math_verify``. The server kills it when a request overruns, so
@@ -11,7 +11,7 @@ calls run in this process's main thread, so math-verify's alarms work as designe
 parent's hard deadline covers whatever they cannot stop.
 
 Requests: ``{"op": "verify", "gold": str, "target": str}`` and ``{"op": "parse", "text": str}``,
-both texts already wrapped in ``\\boxed{}``; and ``{"op": "solution", "gold": str, "text": str}``:
+both texts already wrapped in ``\boxed{}``; and ``{"op": "solution", "gold": str, "text": str}``:
 the answer is first extracted from the whole trajectory ``text`` the way SimpleTIR's reward
 does (``extract.py``, loaded by path: this script sees no package), then wrapped and judged
 like ``verify``. Extraction runs here, not in the server, because some of its regular
@@ -86,7 +86,7 @@ def _load_extract() -> ModuleType:
 
 
 def _wrap_boxed(text: str) -> str:
-    """SimpleTIR: wrap in ``\\boxed{}`` unless the text already contains ``\\boxed``."""
+    r"""SimpleTIR: wrap in ``\boxed{}`` unless the text already contains ``\boxed``."""
     return text if "\\boxed" in text else f"\\boxed{{{text}}}"
 
 

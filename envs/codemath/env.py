@@ -1,5 +1,7 @@
-"""``toolgym/CodeMath-v0``: math with a Python interpreter over several turns, as SimpleTIR
-trains it (PAPERS.md §3; checked against ltzheng/SimpleTIR ``recipe/simpletir/agent_utils.py``).
+r"""``toolgym/CodeMath-v0``: math with a Python interpreter over several turns, as SimpleTIR trains it.
+
+See docs/methods.md#simpletir; checked against ltzheng/SimpleTIR
+``recipe/simpletir/agent_utils.py``.
 
 One step is one assistant turn:
 
@@ -9,18 +11,18 @@ One step is one assistant turn:
    ``final_answer`` defined (``program.build_program``), as ``python3 main.py``, limits
    ``timeout_s``, 512 MB and 50 processes (SimpleTIR's sandbox).
 3. The observation is SimpleTIR's string (``parsing.format_observation``): ``""``,
-   ``"\\nCode execution result: ...\\n"``, or ``"\\n"`` for a void turn. On the turn before the
-   last allowed one, a non-empty observation gets one more ``"\\n"`` (their ``final_prompt``,
+   ``"\nCode execution result: ...\n"``, or ``"\n"`` for a void turn. On the turn before the
+   last allowed one, a non-empty observation gets one more ``"\n"`` (their ``final_prompt``,
    applied at ``step == max_turns - 2`` to every non-empty observation, the void turn's too).
-4. The episode ends (``terminated``) when the cut text contains ``\\boxed{`` (reason
-   ``answered``), when the code printed ``\\boxed{`` (``answered``), or on a void turn — no
-   code block and no ``\\boxed{`` — (``void_turn``; ``info["void_turn"]`` is the flag SimpleTIR
+4. The episode ends (``terminated``) when the cut text contains ``\boxed{`` (reason
+   ``answered``), when the code printed ``\boxed{`` (``answered``), or on a void turn — no
+   code block and no ``\boxed{`` — (``void_turn``; ``info["void_turn"]`` is the flag SimpleTIR
    masks out of the loss). Otherwise it is ``truncated`` at ``max_turns`` (``max_turns``).
 5. The reward, 0 until the end, then 1 or 0: the answer in the assistant side of the
    trajectory (cut turns and observations), judged by math-verify against the gold in a
    killable worker process (``verifier``). The answer is read as SimpleTIR's reward reads it
    (``extract``: the last ``boxed``, else "the answer is", "答案是", the last number), or,
-   with ``answer_extraction="boxed"``, only from the last complete ``\\boxed{}``.
+   with ``answer_extraction="boxed"``, only from the last complete ``\boxed{}``.
 
 Exactly as SimpleTIR: the observation of the *last allowed turn* is not part of the
 trajectory (their loop appends observations only for ``step < max_turns - 1``), so a
@@ -132,8 +134,11 @@ class CodeMathOptions:
 
 
 def system_prompt(options: CodeMathOptions) -> str:
-    """The protocol, told to the policy at reset. (SimpleTIR's own prompt, in its trainer
-    config, says the same things; ours is shorter and names the turn rules.)"""
+    """The protocol, told to the policy at reset.
+
+    SimpleTIR's own prompt, in its trainer config, says the same things; ours is shorter and
+    names the turn rules.
+    """
     state = (
         "Variables, functions and imports from your earlier blocks that ran without errors are kept."
         if options.stateful
@@ -188,13 +193,19 @@ class CodeMathFamily(EnvFamily, Judgeable, Expandable):
 
     @property
     def verifier(self) -> VerifierPool:
+        """The math-verify pool: the one given, else the process's default pool on first use.
+
+        Resolved lazily so that a family which never scores starts no worker process.
+        """
         if self._verifier is None:
             self._verifier = default_pool()
         return self._verifier
 
     def validate_record(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        """Shape check, then the gold must parse with math-verify (else no answer could ever
-        score): ``ValidationFailed`` names ``answer``."""
+        """Shape check, then the gold must parse with math-verify (else no answer could ever score).
+
+        A failure is a ``ValidationFailed`` naming ``answer``.
+        """
         out = tasks.normalize_record(record)
         verdict = self.verifier.check_gold(out["answer"])
         if not verdict.correct:
@@ -205,6 +216,7 @@ class CodeMathFamily(EnvFamily, Judgeable, Expandable):
         return out
 
     def task_metadata(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """The record's ``source`` and reasoning-gym ``family`` when known; never the answer."""
         meta: dict[str, Any] = {}
         if isinstance(record.get("source"), str):
             meta["source"] = record["source"]
@@ -214,6 +226,7 @@ class CodeMathFamily(EnvFamily, Judgeable, Expandable):
         return meta
 
     def builtin_records(self) -> Iterable[tuple[str, dict[str, Any]]]:
+        """The shipped tasks (``tasks.builtin_records``)."""
         return tasks.builtin_records()
 
     def variants(self, record: Mapping[str, Any], n: int, rng: random.Random) -> list[dict[str, Any]]:
@@ -221,12 +234,14 @@ class CodeMathFamily(EnvFamily, Judgeable, Expandable):
         return tasks.variants(record, n, rng)
 
     def gold_answer(self, record: Mapping[str, Any]) -> Action:
-        """The gold as the policy is asked to give it: ``\\boxed{answer}``."""
+        r"""The gold as the policy is asked to give it: ``\boxed{answer}``."""
         return f"\\boxed{{{record['answer']}}}"
 
     def grade(self, task: Task, action: Action) -> bool:
-        """The reward rule on one final turn: its last ``\\boxed{}`` equals the gold for
-        math-verify (in a worker process; blocks up to the verifier's timeout)."""
+        r"""The reward rule on one final turn: its last ``\boxed{}`` equals the gold for math-verify.
+
+        The check runs in a worker process and blocks up to the verifier's timeout.
+        """
         verdict = self.verifier.verify(str(task.record["answer"]), find_last_boxed(turn_text(action)))
         return bool(verdict.correct)
 
@@ -237,11 +252,13 @@ class CodeMathFamily(EnvFamily, Judgeable, Expandable):
                          response=turn_text(response))
 
     def parse_options(self, raw: Mapping[str, Any], split: str) -> CodeMathOptions:
+        """Options for ``split``: ``max_turns`` defaults to 5 on ``train`` and 10 elsewhere (SimpleTIR's settings)."""
         default_turns = TRAIN_MAX_TURNS if split == "train" else EVAL_MAX_TURNS
         options: CodeMathOptions = options_from_mapping(CodeMathOptions, raw, max_turns=default_turns)
         return options
 
     def start(self, task: Task, options: Any, runner: Runner | None, rng: random.Random) -> CodeMathEpisode:
+        """A new episode on ``task``; raises ``ValueError`` without a runner (the code must run in a sandbox)."""
         if runner is None:
             raise ValueError("CodeMath needs a sandbox runner")
         if not isinstance(options, CodeMathOptions):
@@ -282,13 +299,16 @@ class CodeMathEpisode(Episode):
 
     @property
     def turn(self) -> int:
+        """Assistant turns taken so far."""
         return self._turn
 
     @property
     def finished(self) -> bool:
+        """Whether the episode has ended (an answer, a void turn, or ``max_turns``)."""
         return self._reason is not None
 
     def reset(self) -> tuple[Observation, dict[str, Any]]:
+        """The system prompt (the turn protocol) and the question."""
         messages = [
             {"role": "system", "content": system_prompt(self.options)},
             {"role": "user", "content": self.question},
@@ -296,6 +316,11 @@ class CodeMathEpisode(Episode):
         return Observation(messages=messages), make_info(metrics=self._metrics(), void_turn=False)
 
     def step(self, action: Action) -> Step:
+        """One assistant turn, steps 1 to 5 of the module doc.
+
+        Raises ``EpisodeFinished`` after the end. The sandbox and the verifier run before any state
+        changes, so a ``SandboxError`` leaves the episode as it was.
+        """
         if self._reason is not None:
             raise EpisodeFinished("", self._reason)
         turn = parse_turn(action)

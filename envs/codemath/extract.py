@@ -1,11 +1,11 @@
-"""The answer SimpleTIR's reward reads out of a trajectory, re-implemented to behave the same.
+r"""The answer SimpleTIR's reward reads out of a trajectory, re-implemented to behave the same.
 
 SimpleTIR scores a rollout with ``compute_score`` (ltzheng/SimpleTIR
 ``recipe/simpletir/utils/reward_score/hf_math_verify.py``). Before math-verify sees anything,
 the answer is pulled out of the decoded response by the Qwen2.5-Math evaluation toolkit's
 ``extract_answer(text, data_name="math")`` (their copy:
 ``recipe/simpletir/utils/reward_score/qwen_math_eval_toolkit/parser.py``). That extractor is
-more generous than "the last ``\\boxed{}``":
+more generous than "the last ``\boxed{}``":
 
 1. The text is cut first (their ``extract_solution``): everything before the first
    ``<|im_start|>assistant`` goes, and the text ends at the first of ``</s>``, ``<|im_end|>``,
@@ -17,11 +17,11 @@ more generous than "the last ``\\boxed{}``":
    ``final answer is``; what follows the *first* ``答案是`` up to a blank line; and failing all
    of these the last number in the text (commas removed first).
 3. Line breaks and a leading ``:`` or trailing ``.``/``/`` are dropped, then ``strip_string``
-   normalizes it: units and ``\\text{}`` removed, ``dfrac`` → ``frac``, number words read as
-   numbers (the ``word2number`` package's rules), ``a/b`` → ``\\frac{a}{b}``, and more.
+   normalizes it: units and ``\text{}`` removed, ``dfrac`` → ``frac``, number words read as
+   numbers (the ``word2number`` package's rules), ``a/b`` → ``\frac{a}{b}``, and more.
 
 So a turn ending ``答案是 24``, or ``the answer is 24``, or one that prints ``24`` last, scores
-1 on a gold of 24 in SimpleTIR, with no ``\\boxed{}`` anywhere. This module reproduces that
+1 on a gold of 24 in SimpleTIR, with no ``\boxed{}`` anywhere. This module reproduces that
 behaviour step by step, quirks included (a unit list with typos, a bracket-unwrapping rule
 that can never fire, ``and`` deleted inside words); a differential test replays the authors'
 code on recorded cases (``tests/envs/differential``).
@@ -43,8 +43,10 @@ _ASSISTANT = "<|im_start|>assistant"
 
 
 def model_output(solution: str) -> str:
-    """Step 1 of the module doc: drop what precedes the first assistant header, then end the
-    text at each stop word in turn (SimpleTIR's ``extract_solution``)."""
+    """Step 1 of the module doc, SimpleTIR's ``extract_solution``.
+
+    Drop what precedes the first assistant header, then end the text at each stop word in turn.
+    """
     start = solution.find(_ASSISTANT)
     text = solution[start:] if start >= 0 else solution
     for stop in _STOP_WORDS:
@@ -64,8 +66,11 @@ _LAST_NUMBER = re.compile(r"-?\d*\.?\d+")
 
 
 def _after_boxed(text: str) -> str:
-    """The text after the last bare ``boxed``: a brace group (to its matching brace, or to the
-    end if it never closes), else up to the next ``$``, stripped."""
+    """The text after the last bare ``boxed``.
+
+    A brace group (to its matching brace, or to the end if it never closes), else up to the next
+    ``$``, stripped.
+    """
     rest = text.rsplit("boxed", 1)[1]
     if not rest.startswith("{"):
         return rest.split("$")[0].strip()
@@ -81,8 +86,11 @@ def _after_boxed(text: str) -> str:
 
 
 def _locate(text: str) -> str | None:
-    """The raw answer text by the extractor's order of preference; None means "answer is the
-    empty string, with no normalization" (a ``boxed`` at the very end of the text)."""
+    """The raw answer text by the extractor's order of preference.
+
+    None means "answer is the empty string, with no normalization" (a ``boxed`` at the very end
+    of the text).
+    """
     if "final answer is $" in text and "$. I hope" in text:
         return text.split("final answer is $", 1)[1].split("$. I hope", 1)[0].strip()
     if "boxed" in text:
@@ -146,8 +154,10 @@ def _remove_units(text: str) -> str:
 
 
 def _braced_fractions(text: str) -> str:
-    """``\\frac12`` → ``\\frac{1}{2}``, ``\\frac1{72}`` → ``\\frac{1}{72}``; a ``\\frac`` with
-    fewer than two characters after it leaves the whole text unchanged."""
+    r"""``\frac12`` → ``\frac{1}{2}``, ``\frac1{72}`` → ``\frac{1}{72}``.
+
+    A ``\frac`` with fewer than two characters after it leaves the whole text unchanged.
+    """
     head, *pieces = text.split("\\frac")
     out = [head]
     for piece in pieces:
@@ -163,8 +173,10 @@ def _braced_fractions(text: str) -> str:
 
 
 def _slash_fraction(text: str) -> str:
-    """``a/b`` with integer parts written plainly (or a part containing ``sqrt``) →
-    ``\\frac{a}{b}``; anything else is returned as it is."""
+    r"""``a/b`` with integer parts written plainly (or a part containing ``sqrt``) → ``\frac{a}{b}``.
+
+    Anything else is returned as it is.
+    """
     parts = text.split("/")
     if len(parts) != 2:
         return text
@@ -251,9 +263,12 @@ _SCALES = ("billion", "million", "thousand")
 
 
 def _group_value(words: list[str]) -> int:
-    """word2number's value of a group of number words between scale words: two words add
-    (or multiply when one is ``hundred``), three are ``a*b + c``, four ``a*b + c + d``; more
-    than four count only the first. An empty group raises ``IndexError``, as theirs does."""
+    """word2number's value of a group of number words between scale words.
+
+    Two words add (or multiply when one is ``hundred``), three are ``a*b + c``, four
+    ``a*b + c + d``; more than four count only the first. An empty group raises ``IndexError``,
+    as theirs does.
+    """
     values = [_NUMBER_WORDS[w] for w in words]
     if len(values) == 4:
         return values[0] * values[1] + values[2] + values[3]
@@ -265,10 +280,12 @@ def _group_value(words: list[str]) -> int:
 
 
 def word_to_number(sentence: str) -> int | float:
-    """word2number's ``word_to_num``: a digit string as an int; else the number words found
-    among the whitespace-separated tokens (every other token ignored) read as a number.
+    """word2number's ``word_to_num``: a digit string as an int, else the number words read as a number.
+
+    The number words are found among the whitespace-separated tokens (every other token ignored).
     Raises ``ValueError`` (no number word, a repeated scale word or ``point``, scales out of
-    order) or ``IndexError`` (an empty group), as the package does."""
+    order) or ``IndexError`` (an empty group), as the package does.
+    """
     sentence = sentence.replace("-", " ").lower()
     if sentence.isdigit():
         return int(sentence)
@@ -312,8 +329,10 @@ def word_to_number(sentence: str) -> int | float:
 
 
 def _words_to_number(text: str) -> str:
-    """The toolkit's ``convert_word_number``: the number as text, or ``text`` unchanged when
-    word2number gives up."""
+    """The toolkit's ``convert_word_number``: the number as text.
+
+    ``text`` comes back unchanged when word2number gives up.
+    """
     try:
         return str(word_to_number(text))
     except (ValueError, IndexError):

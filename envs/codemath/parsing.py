@@ -1,16 +1,16 @@
-"""Reading a CodeMath turn and writing its observation, as SimpleTIR does (PAPERS.md §3).
+r"""Reading a CodeMath turn and writing its observation, as SimpleTIR does (docs/methods.md#simpletir).
 
 Everything here is pure string work, checked against the authors' code
 (ltzheng/SimpleTIR ``recipe/simpletir/agent_utils.py``: ``_postprocess_responses``,
 ``execute_predictions``, ``truncate_content``):
 
 - ``parse_turn``: the turn is cut after its first complete code block
-  (``^(.*?)(```(?:py|python)?\\n.*?\\n```)``, DOTALL) and kept as the stripped preceding text
+  (``^(.*?)(```(?:py|python)?\n.*?\n```)``, DOTALL) and kept as the stripped preceding text
   glued to the stripped block, with *no separator* (their ``preceding_text + code_block``).
-  ``\\boxed{`` is looked for in the cut text, so an answer written after the first block is
+  ``\boxed{`` is looked for in the cut text, so an answer written after the first block is
   discarded with the rest of the turn, as in theirs.
-- ``format_observation``: ``""`` when nothing was printed; ``"\\nCode execution result: "
-  + T(stdout) + "\\n"``; when anything reached stderr, its last line replaces stdout.
+- ``format_observation``: ``""`` when nothing was printed; ``"\nCode execution result: "
+  + T(stdout) + "\n"``; when anything reached stderr, its last line replaces stdout.
 - ``truncate_middle`` is their ``truncate_content(x, max_length=512)``.
 - ``find_last_boxed``: the answer the reward reads (see ``verifier``).
 """
@@ -49,10 +49,10 @@ SPECIAL_TOKENS = ("<|im_end|>", "<|endoftext|>")
 
 @dataclass(frozen=True)
 class ParsedTurn:
-    """One assistant turn as SimpleTIR sees it.
+    r"""One assistant turn as SimpleTIR sees it.
 
     ``text`` is what enters the trajectory (and the reward), ``code`` what runs (None when the
-    turn has no complete block), ``answered`` whether ``text`` contains ``\\boxed{``.
+    turn has no complete block), ``answered`` whether ``text`` contains ``\boxed{``.
     """
 
     text: str
@@ -61,7 +61,7 @@ class ParsedTurn:
 
     @property
     def void(self) -> bool:
-        """Neither a code block nor ``\\boxed{``: SimpleTIR's *void turn*."""
+        r"""Neither a code block nor ``\boxed{``: SimpleTIR's *void turn*."""
         return self.code is None and not self.answered
 
 
@@ -106,8 +106,11 @@ def parse_turn(action: Action) -> ParsedTurn:
 
 
 def truncate_middle(text: str, limit: int = OBSERVATION_LIMIT) -> tuple[str, bool]:
-    """SimpleTIR's ``truncate_content``: keep ``text`` if it fits in ``limit`` characters,
-    else its first and last ``limit // 2`` around a note. Returns ``(text, truncated)``."""
+    """SimpleTIR's ``truncate_content``: keep ``text`` if it fits in ``limit`` characters.
+
+    Otherwise keep its first and last ``limit // 2`` around a note. Returns
+    ``(text, truncated)``.
+    """
     if len(text) <= limit:
         return text, False
     half = limit // 2
@@ -124,8 +127,10 @@ failure the policy should see, not an empty or partial stdout."""
 
 
 def format_observation(result: RunResult) -> RenderedOutput:
-    """The observation string for one run (module doc), SimpleTIR's rule applied to what the
-    sandbox returned; a timeout shows as SimpleTIR's sandbox shows it."""
+    """The observation string for one run (module doc), SimpleTIR's rule applied to the sandbox's result.
+
+    A timeout shows as SimpleTIR's sandbox shows it.
+    """
     stdout, stderr = result.stdout, result.stderr
     if result.status == "timeout":
         stdout, stderr = "", TIMEOUT_STDERR
@@ -146,11 +151,11 @@ def format_observation(result: RunResult) -> RenderedOutput:
 
 
 def find_last_boxed(text: str) -> str | None:
-    """The content of the last *complete* ``\\boxed{...}`` in ``text``, nested braces allowed.
+    r"""The content of the last *complete* ``\boxed{...}`` in ``text``, nested braces allowed.
 
-    Braces are counted as characters (``\\{`` counts too, as in SimpleTIR's Qwen extractor);
-    a ``\\boxed{`` that never closes (a turn cut at the length limit) is skipped in favour of
-    the complete one before it. ``\\boxed 5`` (no brace) is not an answer.
+    Braces are counted as characters (``\{`` counts too, as in SimpleTIR's Qwen extractor);
+    a ``\boxed{`` that never closes (a turn cut at the length limit) is skipped in favour of
+    the complete one before it. ``\boxed 5`` (no brace) is not an answer.
     """
     # One pass with a stack of open braces, so a flood of unclosed ``\\boxed{`` costs O(n).
     opened: list[int] = []

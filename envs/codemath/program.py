@@ -1,6 +1,6 @@
 """The program a CodeMath code block becomes before it runs in the episode's sandbox.
 
-Default (SimpleTIR, PAPERS.md §3): the block runs **alone**, no state from earlier turns, with
+Default (SimpleTIR, docs/methods.md#simpletir): the block runs **alone**, no state from earlier turns, with
 ``final_answer`` defined first. ``FINAL_ANSWER_PRELUDE`` is the source text their
 ``execute_predictions`` prepends, character for character, so line numbers in tracebacks match.
 
@@ -63,14 +63,19 @@ del _toolgym_replay, _toolgym_sys
 
 
 def build_program(code: str, history: Sequence[str] = ()) -> str:
-    """The source to run for ``code``: SimpleTIR's prelude, then (stateful mode only) the
-    silent replay of ``history``, then ``code`` itself at top level."""
+    """The source to run for ``code``.
+
+    SimpleTIR's prelude, then (stateful mode only) the silent replay of ``history``, then
+    ``code`` itself at top level.
+    """
     if not history:
         return FINAL_ANSWER_PRELUDE + code
     return FINAL_ANSWER_PRELUDE + _REPLAY.replace("__CELLS__", repr(list(history))) + "\n" + code
 
 
 def run_timeout_s(timeout_s: float, history: Sequence[str] = ()) -> float:
-    """The run's time limit: ``timeout_s`` for the new block plus ``timeout_s`` per replayed
-    block (each of which finished within ``timeout_s`` when it first ran)."""
+    """The run's time limit: ``timeout_s`` for the new block plus ``timeout_s`` per replayed block.
+
+    Each replayed block finished within ``timeout_s`` when it first ran.
+    """
     return timeout_s * (1 + len(history))

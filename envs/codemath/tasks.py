@@ -1,6 +1,6 @@
-"""CodeMath task records: their validation, the built-in set, and new variants of a task.
+r"""CodeMath task records: their validation, the built-in set, and new variants of a task.
 
-Record (DESIGN.md): ``{question, answer}``, optional ``id`` and ``source``; ``split`` may ride
+Record (docs/architecture.md): ``{question, answer}``, optional ``id`` and ``source``; ``split`` may ride
 along on the tasks route and is dropped here. The answer is the gold, any text math-verify
 can parse (a number in JSON is accepted and kept as its text).
 
@@ -9,11 +9,11 @@ every server builds the same set. Families are chosen so that math-verify is a *
 a family whose question already contains an expression equal to its answer is left out,
 because math-verify evaluates expressions and would pay for restating the problem —
 ``basic_arithmetic``/``chain_sum``/``products`` ("Calculate 5 - 3 - 6" answered
-``\\boxed{5 - 3 - 6}``), ``fraction_simplification`` (the unsimplified fraction equals the
+``\boxed{5 - 3 - 6}``), ``fraction_simplification`` (the unsimplified fraction equals the
 simplified one) and ``prime_factorization`` (``980`` equals the product of the factors
 ``2, 2, 5, 7, 7`` that reasoning-gym writes with U+00D7 signs). The tests pin those failures.
-``gcd``/``lcm`` keep a milder form of it: ``\\gcd(780, 461)`` and
-``\\operatorname{lcm}(98, 58)`` parse and evaluate; a policy has to know to write them.
+``gcd``/``lcm`` keep a milder form of it: ``\gcd(780, 461)`` and
+``\operatorname{lcm}(98, 58)`` parse and evaluate; a policy has to know to write them.
 
 reasoning-gym gives item ``i`` of a dataset seeded ``s`` the generator seed ``s + i``, so two
 datasets with nearby seeds share items: the splits use seeds millions apart, and questions
@@ -82,9 +82,11 @@ def _text(record: Mapping[str, Any], name: str, *, required: bool) -> str | None
 
 
 def normalize_record(record: Mapping[str, Any]) -> dict[str, Any]:
-    """Check the record's shape (``ValidationFailed`` names the field) and return
-    ``{question, answer[, source]}``. Whether math-verify can parse the answer is the
-    family's check (it needs the verifier pool)."""
+    """Check the record's shape and return ``{question, answer[, source]}``.
+
+    A bad shape is a ``ValidationFailed`` naming the field. Whether math-verify can parse the
+    answer is the family's check (it needs the verifier pool).
+    """
     if not isinstance(record, Mapping):
         raise ValidationFailed("a CodeMath task record must be a JSON object")
     unknown = sorted(set(record) - set(_FIELDS))
@@ -162,10 +164,12 @@ def _builtin_questions() -> frozenset[str]:
 
 
 def variants(record: Mapping[str, Any], n: int, rng: random.Random) -> list[dict[str, Any]]:
-    """Up to ``n`` new tasks like ``record`` (LoopTool-style expansion, PAPERS.md §2): the same
-    reasoning-gym generator with fresh seeds drawn from ``rng``. Empty when the record did
-    not come from a shipped family. A variant never repeats the record's question, another
-    variant's, or any built-in question (so evaluation splits stay clean)."""
+    """Up to ``n`` new tasks like ``record`` (LoopTool-style expansion, docs/methods.md#looptool).
+
+    The same reasoning-gym generator with fresh seeds drawn from ``rng``. Empty when the record
+    did not come from a shipped family. A variant never repeats the record's question, another
+    variant's, or any built-in question (so evaluation splits stay clean).
+    """
     family = family_of(record)
     if family is None or n <= 0:
         return []

@@ -1,14 +1,13 @@
-"""The CodeMath reward: the answer of the trajectory checked by math-verify, server-side, in
-worker processes that can be killed.
+r"""The CodeMath reward: the trajectory's answer checked by math-verify, server-side, in killable worker processes.
 
 Rule (SimpleTIR's ``recipe/simpletir/utils/reward_score/hf_math_verify.py``): the answer is
 extracted from the trajectory (``verify_solution``: SimpleTIR's extraction, ``extract.py``,
 run inside the worker; or, in ``boxed`` mode, the caller passes the last complete
-``\\boxed{}`` to ``verify``), then both the gold and the answer are wrapped in ``\\boxed{}``
+``\boxed{}`` to ``verify``), then both the gold and the answer are wrapped in ``\boxed{}``
 when they are not already, parsed with ``math_verify.parse``, and compared with
 ``math_verify.verify(gold, target)``; anything that fails to parse scores 0.
 
-Why processes (DESIGN.md): math-verify's timeouts use ``SIGALRM``, which raises outside the
+Why processes (docs/architecture.md): math-verify's timeouts use ``SIGALRM``, which raises outside the
 main thread, and hostile LaTeX can hang sympy in C code. Each ``VerifierPool`` worker is a
 small Python process (``_verify_worker.py``) answering one JSON line per request; a request
 that overruns ``timeout_s`` kills its worker (the verdict is ``timeout``, reward 0) and a fresh
@@ -16,7 +15,7 @@ one starts on next use. Requests never run in the sandbox: the policy must not b
 reach its own reward.
 
     pool = VerifierPool(workers=2, timeout_s=5.0)
-    pool.verify("1/2", "\\\\frac{1}{2}")   # Verdict(correct=True, status="ok")
+    pool.verify("1/2", "\\frac{1}{2}")   # Verdict(correct=True, status="ok")
 """
 
 from __future__ import annotations
@@ -48,8 +47,11 @@ WORKER_SCRIPT = Path(__file__).with_name("_verify_worker.py")
 
 @dataclass(frozen=True)
 class Verdict:
-    """One check's outcome. ``answer`` is the text that was judged when the worker extracted
-    it (``verify_solution``), so a caller can show why a reward is 0."""
+    """One check's outcome.
+
+    ``answer`` is the text that was judged when the worker extracted it (``verify_solution``),
+    so a caller can show why a reward is 0.
+    """
 
     correct: bool
     status: VerdictStatus
@@ -57,7 +59,7 @@ class Verdict:
 
 
 def wrap_boxed(text: str) -> str:
-    """SimpleTIR: wrap in ``\\boxed{}`` unless the text already contains ``\\boxed``."""
+    r"""SimpleTIR: wrap in ``\boxed{}`` unless the text already contains ``\boxed``."""
     return text if "\\boxed" in text else f"\\boxed{{{text}}}"
 
 
@@ -180,9 +182,11 @@ class VerifierPool:
     # -- public ----------------------------------------------------------------------------
 
     def verify(self, gold: str, answer: str | None) -> Verdict:
-        """Is ``answer`` (the content of the policy's last ``\\boxed{}``, or None) equal to
-        ``gold`` for math-verify? Never raises for a bad answer; raises ``Unavailable`` only
-        when no worker can be started (an infrastructure failure, not a 0 reward)."""
+        r"""Is ``answer`` (the content of the policy's last ``\boxed{}``, or None) equal to ``gold`` for math-verify?
+
+        Never raises for a bad answer; raises ``Unavailable`` only when no worker can be started
+        (an infrastructure failure, not a 0 reward).
+        """
         if answer is None:
             return Verdict(False, "no_answer")
         reply = self._call({"op": "verify", "gold": wrap_boxed(gold), "target": wrap_boxed(answer)})
@@ -191,9 +195,12 @@ class VerifierPool:
         return Verdict(bool(reply.get("correct")), _status(reply))
 
     def verify_solution(self, gold: str, solution: str) -> Verdict:
-        """Judge a whole trajectory as SimpleTIR's reward does: the worker extracts the answer
-        (``extract.simpletir_answer``: ``\\boxed``, "the answer is", "答案是", the last
-        number ...) and compares it with ``gold``; ``no_answer`` when it extracted nothing."""
+        r"""Judge a whole trajectory as SimpleTIR's reward does.
+
+        The worker extracts the answer (``extract.simpletir_answer``: ``\boxed``, "the answer is",
+        "答案是", the last number ...) and compares it with ``gold``; ``no_answer`` when it
+        extracted nothing.
+        """
         reply = self._call({"op": "solution", "gold": wrap_boxed(gold), "text": solution})
         if reply is None:
             return Verdict(False, "timeout")
@@ -201,7 +208,7 @@ class VerifierPool:
         return Verdict(bool(reply.get("correct")), _status(reply), answer if isinstance(answer, str) else None)
 
     def check_gold(self, gold: str) -> Verdict:
-        """Does math-verify parse ``gold`` at all? (``correct`` is True when it does.)"""
+        """Whether math-verify parses ``gold`` at all: the verdict's ``correct`` is True when it does."""
         reply = self._call({"op": "parse", "text": wrap_boxed(gold)})
         if reply is None:
             return Verdict(False, "timeout")
@@ -224,6 +231,7 @@ class VerifierPool:
 
     @property
     def live_workers(self) -> int:
+        """Worker processes alive now; workers start on first use, and a killed one is replaced only then."""
         with self._lock:
             return sum(1 for w in self._live if w.alive())
 

@@ -111,7 +111,8 @@ def load_bfcl(
 
     A question that does not fit (no answer when ``answer_path`` is given, a multi-turn
     question, a gold that fails validation) raises ``ValidationFailed`` naming the file, line
-    and id; with ``on_error="skip"`` it is left out instead (compare the counts)."""
+    and id; with ``on_error="skip"`` it is left out instead (compare the counts).
+    """
     answers: dict[str, Any] | None = None
     if answer_path is not None:
         answers = {obj["id"]: obj.get("ground_truth") for _, obj in _read_jsonl(Path(answer_path))}

@@ -75,7 +75,8 @@ def score(parsed: ParsedResponse, record: Mapping[str, Any], verifier: Verifier)
     """Whether a parsed response earns reward 1 on a validated record.
 
     An invalid action scores 0 under both verifiers (BFCL's irrelevance scoring would count an
-    undecodable answer as "no call"; here a broken call is never a right answer)."""
+    undecodable answer as "no call"; here a broken call is never a right answer).
+    """
     if not parsed.valid:
         return Score(False, parsed.problems)
     if record.get("gold_text"):
@@ -104,9 +105,11 @@ class FunctionCallEpisode(Episode):
 
     @property
     def turn(self) -> int:
+        """0 before the answer, 1 after: an episode has exactly one step."""
         return self._turn
 
     def reset(self) -> tuple[Observation, dict[str, Any]]:
+        """The record's messages and tools, deep-copied so that a caller cannot alter the task."""
         observation = Observation(
             messages=copy.deepcopy(list(self._record["messages"])),
             tools=copy.deepcopy(list(self._record["tools"])),
@@ -114,6 +117,10 @@ class FunctionCallEpisode(Episode):
         return observation, make_info(verifier=self._options.verifier)
 
     def step(self, action: Action) -> Step:
+        """Score the one answer (reward 1 or 0) and end the episode; nothing is executed.
+
+        Raises ``EpisodeFinished`` on a second step.
+        """
         if self._turn >= 1:
             # The server refuses a step after the end first; this guards direct use.
             raise EpisodeFinished("", "answered")
@@ -139,6 +146,11 @@ class FunctionCallEpisode(Episode):
 
 
 class FunctionCallFamily(EnvFamily, Judgeable, Expandable):
+    """``toolgym/FunctionCall-v0``: LoopTool's single-step function calling, verified and never executed.
+
+    Needs no sandbox: an answer is compared with the gold calls (``looptool`` or ``bfcl`` rule),
+    which also lets the family grade, judge and grow tasks for the data loop.
+    """
     env_id = "toolgym/FunctionCall-v0"
     description = (
         "Single-step function calling (LoopTool, arXiv 2511.09148): answer a question with the right "
@@ -166,6 +178,7 @@ class FunctionCallFamily(EnvFamily, Judgeable, Expandable):
     needs_sandbox = False
 
     def validate_record(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Check and normalize a record (``tasks.validate_record``); ``ValidationFailed`` names the field."""
         return validate_record(record)
 
     def task_metadata(self, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -176,14 +189,19 @@ class FunctionCallFamily(EnvFamily, Judgeable, Expandable):
         return out
 
     def builtin_records(self) -> Iterable[tuple[str, dict[str, Any]]]:
+        """The hand-written tasks, then the ones derived from the tool generator."""
         return builtin_records()
 
     def start(self, task: Task, options: Any, runner: Runner | None, rng: random.Random) -> Episode:
+        """A new episode on ``task``; ``runner`` and ``rng`` are unused (nothing runs, scoring is deterministic)."""
         return FunctionCallEpisode(task.record, options)
 
     def variants(self, record: Mapping[str, Any], n: int, rng: random.Random) -> list[dict[str, Any]]:
-        """Up to ``n`` new verified tasks from ``record``, a value substituted consistently in
-        the query and the gold (LoopTool's EDDE without an LLM; see ``variants.py``)."""
+        """Up to ``n`` new verified tasks from ``record``, a value substituted in the query and the gold.
+
+        The substitution is consistent across both (LoopTool's EDDE without an LLM; see
+        ``variants.py``).
+        """
         return make_variants(record, n, rng)
 
     def gold_answer(self, record: Mapping[str, Any]) -> Action:
@@ -191,8 +209,10 @@ class FunctionCallFamily(EnvFamily, Judgeable, Expandable):
         return grading.gold_answer(record)
 
     def grade(self, task: Task, action: Action) -> bool:
-        """Scores 1 under *every* verifier (``looptool`` and ``bfcl``): a grown variant
-        must be right whichever one a trainer picks."""
+        """Scores 1 under *every* verifier (``looptool`` and ``bfcl``).
+
+        A grown variant must be right whichever one a trainer picks.
+        """
         parsed = parse_response(action)
         return all(score(parsed, task.record, v).match for v in typing.get_args(Verifier))
 

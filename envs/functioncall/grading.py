@@ -38,8 +38,10 @@ def gold_answer(record: Mapping[str, Any]) -> str:
 
 
 def response_text(action: Action) -> str:
-    """An action as the judge reads it: the content, then any OpenAI tool calls as tags
-    (arguments that are JSON text are decoded, so both forms read the same)."""
+    """An action as the judge reads it: the content, then any OpenAI tool calls as tags.
+
+    Arguments that are JSON text are decoded, so both forms read the same.
+    """
     if isinstance(action, str):
         return action
     calls = []

@@ -1,4 +1,4 @@
-"""Reading one assistant turn as LoopTool reads it: reasoning dropped, then tool calls.
+r"""Reading one assistant turn as LoopTool reads it: reasoning dropped, then tool calls.
 
 LoopTool (Rednote-ExperienceAI-Lab/LoopTool) reads a response in these steps; we follow them,
 and say where we add to them:
@@ -8,7 +8,7 @@ and say where we add to them:
 2. Reasoning is dropped: if ``</think>`` occurs, only the text after the *last* one counts,
    stripped of newlines (``remove_reasoning_content`` in ``dataloop/filter_grpo_sample.py``).
    Without ``</think>`` the whole text counts, an unclosed ``<think>`` included.
-3. Qwen tags: every match of ``<tool_call>\\n(.*?)\\n</tool_call>`` (DOTALL) is one call, its
+3. Qwen tags: every match of ``<tool_call>\n(.*?)\n</tool_call>`` (DOTALL) is one call, its
    body JSON (``_extract_tool_calls``; ``tag_blocks`` finds the same matches in linear time).
    Exactly that form: a block without the newlines is not read, as in LoopTool and in the
    Qwen handler of their BFCL evaluation (``bfcl/qwentool.py``). LoopTool keeps a body that is
@@ -78,7 +78,8 @@ class ParsedResponse:
 
     ``problems`` non-empty means the action is invalid (``info["status"] == "invalid_action"``,
     reward 0). ``has_tool_call_tag`` is LoopTool's own test for "the response contains a tool
-    call" (a ``<tool_call>`` or ``</tool_call>`` substring)."""
+    call" (a ``<tool_call>`` or ``</tool_call>`` substring).
+    """
 
     form: ActionForm
     response: str
@@ -91,6 +92,7 @@ class ParsedResponse:
 
     @property
     def valid(self) -> bool:
+        """True when the action has no problems; an invalid action scores 0."""
         return not self.problems
 
     @property
@@ -99,6 +101,7 @@ class ParsedResponse:
         return self.has_tool_call_tag or bool(self.calls)
 
     def calls_as_dicts(self) -> list[dict[str, Any]]:
+        """The calls as ``{"name", "arguments"}`` dicts, the form the verifiers and ``info`` use."""
         return [{"name": c.name, "arguments": c.arguments} for c in self.calls]
 
 
@@ -117,8 +120,10 @@ class _Calls:
 
 
 def remove_reasoning(text: str) -> str:
-    """LoopTool's ``remove_reasoning_content``: the text after the last ``</think>``, stripped
-    of newlines; the whole text when there is no ``</think>``."""
+    """LoopTool's ``remove_reasoning_content``: the text after the last ``</think>``, stripped of newlines.
+
+    The whole text when there is no ``</think>``.
+    """
     if "</think>" in text:
         return text.split("</think>")[-1].strip("\n")
     return text
@@ -129,10 +134,12 @@ def _reject_constant(name: str) -> Any:
 
 
 def tag_blocks(response: str, lenient: bool = False) -> list[str]:
-    """What ``re.findall(r"<tool_call>\\n(.*?)\\n</tool_call>", response, re.DOTALL)`` returns
-    (LoopTool's pattern), found in linear time: the regex takes seconds on 100 KB of unclosed
-    ``<tool_call>\\n``, since it rescans to the end from every one. ``lenient``: the body of
-    every ``<tool_call>...</tool_call>`` pair instead, surrounding whitespace stripped."""
+    r"""What LoopTool's ``re.findall(r"<tool_call>\n(.*?)\n</tool_call>", response, re.DOTALL)`` returns.
+
+    Found in linear time: the regex takes seconds on 100 KB of unclosed ``<tool_call>\n``, since
+    it rescans to the end from every one. ``lenient``: the body of every
+    ``<tool_call>...</tool_call>`` pair instead, surrounding whitespace stripped.
+    """
     opening, closing = (TAG_OPEN, TAG_CLOSE) if lenient else (_BLOCK_OPEN, _BLOCK_CLOSE)
     bodies: list[str] = []
     pos = 0
@@ -161,8 +168,10 @@ def _unread_note(unread: int, lenient: bool) -> str | None:
 
 
 def parse_tag_calls(response: str, lenient: bool = False) -> tuple[list[ParsedCall], list[str], int]:
-    """Calls in ``<tool_call>\\n{json}\\n</tool_call>`` blocks (any whitespace if ``lenient``):
-    (calls, problems, unread tags)."""
+    r"""Calls in ``<tool_call>\n{json}\n</tool_call>`` blocks (any whitespace if ``lenient``).
+
+    Returns (calls, problems, unread tags).
+    """
     out = _Calls()
     bodies = tag_blocks(response, lenient)
     unread = max(0, response.count(TAG_OPEN) - len(bodies))
@@ -269,7 +278,8 @@ def looks_like_call_list(response: str) -> bool:
     """Whether a tag-free response is an attempt at a Python call list (or an empty one).
 
     A plain-text answer is not read as code: only text that starts ``[name(`` or is one bare
-    ``name(...)`` call (no space before the parenthesis) is."""
+    ``name(...)`` call (no space before the parenthesis) is.
+    """
     text = _strip_fence(response)
     return bool(_EMPTY_LIST.match(text) or _BRACKETED_CALL.match(text) or _BARE_CALL.match(text))
 
@@ -357,7 +367,9 @@ def _parse_text(text: str, lenient: bool) -> ParsedResponse:
 
 def parse_response(action: object, lenient: bool = False) -> ParsedResponse:
     """Read one action (a raw turn, or an ``AssistantMessage``); never raises, never evaluates.
-    ``lenient`` reads tag blocks whatever whitespace surrounds their JSON (module doc, step 3)."""
+
+    ``lenient`` reads tag blocks whatever whitespace surrounds their JSON (module doc, step 3).
+    """
     if isinstance(action, str):
         return _parse_text(action, lenient)
     if not isinstance(action, AssistantMessage):

@@ -512,8 +512,10 @@ GENERATED_COUNT = 200
 
 @functools.lru_cache(maxsize=1)
 def _generated() -> tuple[tuple[str, dict[str, Any]], ...]:
-    """Single-step tasks from the tool-environment generator (query, tools, gold calls),
-    deterministic by seed; made once per process (about a second)."""
+    """Single-step tasks from the tool-environment generator (query, tools, gold calls).
+
+    Deterministic by seed; made once per process (about a second).
+    """
     from toolgym.taskgen import single_step_tasks
 
     out = []
@@ -524,8 +526,10 @@ def _generated() -> tuple[tuple[str, dict[str, Any]], ...]:
 
 
 def builtin_records() -> list[tuple[str, dict[str, Any]]]:
-    """``(split, record)`` pairs, fresh copies each call: the hand-written tasks, then
-    ``GENERATED_COUNT`` tasks derived from the tool generator."""
+    """``(split, record)`` pairs, fresh copies each call.
+
+    The hand-written tasks, then ``GENERATED_COUNT`` tasks derived from the tool generator.
+    """
     out: list[tuple[str, dict[str, Any]]] = []
     for split, records in (("train", _TRAIN), ("validation", _VALIDATION), ("test", _TEST)):
         out.extend((split, copy.deepcopy(r)) for r in records)

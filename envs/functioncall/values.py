@@ -46,8 +46,11 @@ def describe_type(value: Any) -> str:
 
 
 def check_value(value: Any, path: str, depth: int = 0) -> None:
-    """Raise ``ValueProblem`` unless ``value`` is a JSON value: null, boolean, integer, finite
-    number, string, array, or object with string keys, nested at most ``MAX_DEPTH`` deep."""
+    """Raise ``ValueProblem`` unless ``value`` is a JSON value.
+
+    A JSON value: null, boolean, integer, finite number, string, array, or object with string
+    keys, nested at most ``MAX_DEPTH`` deep.
+    """
     if depth > MAX_DEPTH:
         raise ValueProblem(path, f"nested more than {MAX_DEPTH} levels deep")
     if value is None or isinstance(value, bool | int | str):

@@ -63,6 +63,7 @@ _STANDARDIZE = re.compile(r"[ ,./\-_*^]")
 
 @dataclass(frozen=True)
 class BfclVerdict:
+    """The BFCL checker's outcome: ``valid``, and otherwise every error it found, for ``info``."""
     valid: bool
     errors: tuple[str, ...] = ()
 
@@ -273,9 +274,12 @@ def _allowed_for(value: Any, schema: Mapping[str, Any]) -> list[Any]:
 def derive_gold_ast(
     gold_calls: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, dict[str, list[Any]]]]:
-    """BFCL's answer form for gold calls without one: each given value allowed exactly; each
-    optional parameter the gold omits allowed to be omitted (``""``) or given its schema
-    ``default``; a gold value equal to the schema default may also be omitted."""
+    """BFCL's answer form for gold calls without one.
+
+    Each given value allowed exactly; each optional parameter the gold omits allowed to be
+    omitted (``""``) or given its schema ``default``; a gold value equal to the schema default
+    may also be omitted.
+    """
     schemas = {t["function"]["name"]: t["function"].get("parameters") or {} for t in tools}
     out: list[dict[str, dict[str, list[Any]]]] = []
     for call in gold_calls:
@@ -308,8 +312,10 @@ def _first_allowed(allowed: Sequence[Any]) -> tuple[bool, Any]:
 
 
 def _in_enum_first(allowed: Sequence[Any], schema: Mapping[str, Any]) -> list[Any]:
-    """Allowed values that the schema's ``enum`` lists come first (BFCL's answers sometimes
-    list a spelling the enum does not have before one it has)."""
+    """Allowed values that the schema's ``enum`` lists come first.
+
+    BFCL's answers sometimes list a spelling the enum does not have before one it has.
+    """
     enum = schema.get("enum")
     if not isinstance(enum, list):
         return list(allowed)
@@ -333,9 +339,11 @@ def _concrete(option: Any) -> Any:
 def calls_from_gold_ast(
     gold_ast: Sequence[Mapping[str, Mapping[str, Sequence[Any]]]], tools: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
-    """One concrete call per possible answer, for the LoopTool rule: an optional parameter
-    that may be omitted (``""`` allowed) is left out, as the shortest right call would; any
-    other takes its first allowed value (inside a dict too)."""
+    """One concrete call per possible answer, for the LoopTool rule.
+
+    An optional parameter that may be omitted (``""`` allowed) is left out, as the shortest
+    right call would; any other takes its first allowed value (inside a dict too).
+    """
     schemas = {t["function"]["name"]: t["function"].get("parameters") or {} for t in tools}
     out: list[dict[str, Any]] = []
     for entry in gold_ast:

@@ -212,6 +212,7 @@ def _call(name: str, /, **arguments: Any) -> dict[str, Any]:
 
 
 def builtin_tasks() -> list[tuple[str, dict[str, Any]]]:
+    """The hand-written ToolUse tasks, as ``(split, record)`` pairs with their golds and reference solutions."""
     tasks = [
         ("train", _task("tu-single-1", "single_hop", "What is the population of Varnholt?",
                         [T_CITY, T_STOCK], {"get_city_info": ["48210"]}, "48210",

@@ -1,4 +1,4 @@
-"""``toolgym/ToolUse-v0``: FTRL's automatically built tool environments (PAPERS.md §1).
+"""``toolgym/ToolUse-v0``: FTRL's automatically built tool environments (docs/methods.md#ftrl).
 
 A task is a question, a set of tools given as OpenAI schemas, and the Python source of every
 tool. The policy answers with tool calls (Qwen/Hermes ``<tool_call>`` tags, several per turn,
@@ -117,6 +117,11 @@ def _tool_name(schema: Any, index: int) -> str:
 
 
 class ToolUseFamily(EnvFamily):
+    """``toolgym/ToolUse-v0``: FTRL's tool environments, a question answered by calling Python tools.
+
+    The tools run in the episode's sandbox; each call's output is checked against the task's gold
+    sub-answers (``unsolved_set``), which gives step-wise rewards.
+    """
     env_id = "toolgym/ToolUse-v0"
     description = (
         "FTRL's tool environments: answer a question by calling locally deployed Python tools;"
@@ -143,6 +148,12 @@ class ToolUseFamily(EnvFamily):
     needs_sandbox = True
 
     def validate_record(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Check and normalize an FTRL record; ``ValidationFailed`` names the bad field.
+
+        ``tools``, ``codes`` and ``unsolved_set`` may come as JSON strings, as in FTRL's files. Tool
+        code is compiled for its syntax only, never run here; every tool needs code, and at least
+        one gold must exist.
+        """
         messages = record.get("messages")
         if not isinstance(messages, list) or not messages:
             raise ValidationFailed("field 'messages' must be a non-empty list of chat messages", field="messages")
@@ -191,6 +202,7 @@ class ToolUseFamily(EnvFamily):
         return out
 
     def task_metadata(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Question type, tool names and the number of golds; never the golds themselves."""
         return {
             "question_type": record.get("question_type"),
             "tools": [t["function"]["name"] for t in record["tools"]],
@@ -198,19 +210,27 @@ class ToolUseFamily(EnvFamily):
         }
 
     def builtin_records(self) -> list[tuple[str, dict[str, Any]]]:
+        """The hand-written tasks of ``builtin.py``."""
         from toolgym.envs.tooluse.builtin import builtin_tasks
 
         return builtin_tasks()
 
     def episode_success(self, total_reward: float, last_info: Mapping[str, Any]) -> bool:
+        """Every gold found (``solve_rate`` 1) and the final answer correct.
+
+        The return alone cannot say: per-turn rewards are fractional and the final turn's can be
+        negative.
+        """
         return bool(last_info.get("metrics", {}).get("solve_rate") == 1.0 and last_info.get("answer_correct"))
 
     def start(self, task: Task, options: ToolUseOptions, runner: Runner | None, rng: random.Random) -> Episode:
+        """A new episode on ``task``; the server always passes a runner, since the family needs a sandbox."""
         assert runner is not None
         return ToolUseEpisode(task, options, runner)
 
 
 class ToolUseEpisode(Episode):
+    """One FTRL rollout: turns of tool calls run in the sandbox, until a turn without a valid call or ``max_turns``."""
     def __init__(self, task: Task, options: ToolUseOptions, runner: Runner) -> None:
         self._record = task.record
         self._options = options
@@ -223,12 +243,14 @@ class ToolUseEpisode(Episode):
 
     @property
     def turn(self) -> int:
+        """Assistant turns taken so far."""
         return self._turn
 
     def _metrics(self) -> dict[str, float]:
         return episode_metrics(self._solved, self._calls, self._golds)
 
     def reset(self) -> tuple[Observation, dict[str, Any]]:
+        """The task's messages and tools; the metrics start at zero."""
         observation = Observation(
             messages=[dict(m) for m in self._record["messages"]], tools=list(self._record["tools"])
         )
@@ -261,6 +283,14 @@ class ToolUseEpisode(Episode):
         return error_text(call.name, result.error or result.status), result.status == "timeout"
 
     def step(self, action: Action) -> Step:
+        """One assistant turn.
+
+        A turn with calls runs each one and credits an output that contains a gold its tool has not
+        yet produced (with ``strict``, one the arguments do not already contain), rewarded by the
+        ``options.reward`` rule; ``max_turns`` truncates. A turn without a valid call is the final
+        answer and ends the episode (FTRL's final-turn reward). Every call runs before any state
+        changes, so a ``SandboxError`` leaves the episode as it was.
+        """
         turn = self._turn
         parsed = parse_action(action, turn)
         if parsed.calls:

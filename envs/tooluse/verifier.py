@@ -1,4 +1,4 @@
-"""FTRL's verification and rewards (PAPERS.md §1), as pure functions.
+"""FTRL's verification and rewards (docs/methods.md#ftrl), as pure functions.
 
 Checked against the authors' code, bytedance/FTRL: ``answer_verify`` in
 ``Code/utils/utils.py`` and the four ``compute_solve_*`` functions in
@@ -33,10 +33,12 @@ def normalize(text: str) -> str:
 
 
 def format_result(value: Any) -> str:
-    """What the policy sees of a tool's return value (FTRL's ``call_function``): an exact
-    dict or list as ``json.dumps(..., ensure_ascii=False)``, anything else as ``str()``. The
-    sandbox agent applies the same rule where the tool runs; this is its server-side twin for
-    code the generator checks itself."""
+    """What the policy sees of a tool's return value (FTRL's ``call_function``).
+
+    An exact dict or list as ``json.dumps(..., ensure_ascii=False)``, anything else as
+    ``str()``. The sandbox agent applies the same rule where the tool runs; this is its
+    server-side twin for code the generator checks itself.
+    """
     if type(value) in (dict, list):
         return json.dumps(value, ensure_ascii=False)
     return value if isinstance(value, str) else str(value)
@@ -48,8 +50,10 @@ def error_text(name: str, error: object) -> str:
 
 
 def answer_verify(output: Any, gold: str) -> bool:
-    """Split ``gold`` on ``", "``; every normalized piece must be a substring of the
-    normalized ``output`` (a dict/list output is JSON-dumped first, as FTRL does)."""
+    """Split ``gold`` on ``", "``; every normalized piece must be a substring of the normalized ``output``.
+
+    A dict/list output is JSON-dumped first, as FTRL does.
+    """
     if type(output) in (dict, list):
         output = json.dumps(output, ensure_ascii=False)
     elif not isinstance(output, str):
@@ -72,9 +76,11 @@ def tool_turn_reward(variant: RewardVariant, solved: int, calls: int) -> float:
 
 
 def final_turn_reward(content: str, answer: str | None, unsolved_before: int) -> tuple[float, str]:
-    """Reward of a turn without a valid call, and which rule gave it (first match wins):
-    empty -> -0.5; leftover call tags -> -0.3; the gold answer in the content -> 1/(1+u);
-    every gold already solved -> 0.5; else 0."""
+    """Reward of a turn without a valid call, and which rule gave it.
+
+    First match wins: empty -> -0.5; leftover call tags -> -0.3; the gold answer in the content
+    -> 1/(1+u); every gold already solved -> 0.5; else 0.
+    """
     if not content:
         return -0.5, "empty_response"
     if any(marker in content for marker in TAG_MARKERS):
@@ -87,8 +93,11 @@ def final_turn_reward(content: str, answer: str | None, unsolved_before: int) ->
 
 
 def episode_metrics(solved: int, calls: int, golds: int) -> dict[str, float]:
-    """FTRL's episode metrics: ``solve_precision`` = S/N (1 when N = 0), ``solve_rate`` = S/U,
-    ``solve_f1`` = 2S/(N+U); a task without golds counts as fully solved."""
+    """FTRL's episode metrics: ``solve_precision``, ``solve_rate`` and ``solve_f1``.
+
+    ``solve_precision`` = S/N (1 when N = 0), ``solve_rate`` = S/U, ``solve_f1`` = 2S/(N+U); a
+    task without golds counts as fully solved.
+    """
     return {
         "solve_precision": solved / calls if calls else 1.0,
         "solve_rate": solved / golds if golds else 1.0,
