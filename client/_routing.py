@@ -54,11 +54,13 @@ class _Server:
 
 
 def is_unreachable(exc: BaseException) -> bool:
-    """Whether ``exc`` means the server gave no answer at all.
+    """Whether ``exc`` means the server cannot be reached at all.
 
-    Its ``Unavailable`` then comes from a transport error, as opposed to a 503 the server sent.
+    Its ``Unavailable`` then comes from a failed connection (after the retry policy's
+    attempts), as opposed to a 503 the server sent, or a read timeout: a slow tool on a live
+    server is not a lost episode.
     """
-    return isinstance(exc, Unavailable) and isinstance(exc.__cause__, httpx.TransportError)
+    return isinstance(exc, Unavailable) and isinstance(exc.__cause__, httpx.ConnectError | httpx.ConnectTimeout)
 
 
 class Routing:

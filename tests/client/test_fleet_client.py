@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from scripted_policies import FUNCTIONCALL, FUNCTIONCALL_TASKS, tool_calls_text
+from scripted_policies import CODEMATH, FUNCTIONCALL, FUNCTIONCALL_TASKS, tool_calls_text
 
 from toolgym import errors
 from toolgym.client import AsyncFleetClient, EnvClient, FleetClient, RetryPolicy
@@ -123,6 +123,18 @@ def test_a_server_stopped_mid_run_loses_its_episodes_and_only_them(server_factor
             assert fleet.step(episode_id, gold_action()).reward == 1.0
         fresh = [fleet.reset(FUNCTIONCALL, TASK).episode_id for _ in range(3)]
         assert {fleet.base_url_of(e) for e in fresh} == {survivor.base_url}
+
+
+def test_a_slow_step_on_a_live_server_is_not_a_lost_episode(server_factory: Server) -> None:
+    """A read timeout means the server is busy, not gone: the episode stays reachable."""
+    url = server_factory("process", warm_pool_size=0).base_url
+    with FleetClient([url], retry=RetryPolicy(max_retries=0), timeout_s=1.0) as fleet:
+        episode = fleet.reset(CODEMATH)
+        with pytest.raises(errors.Unavailable) as caught:
+            fleet.step(episode.episode_id, "```python\nimport time\ntime.sleep(4)\nprint(1)\n```")
+        assert not isinstance(caught.value, errors.EpisodeLost)
+        time.sleep(4)
+        assert fleet.episode(episode.episode_id)["episode_id"] == episode.episode_id
 
 
 def test_errors_that_another_server_would_repeat_are_not_failed_over(server_factory: Server) -> None:
