@@ -159,11 +159,12 @@ def test_a_fleet_needs_a_server() -> None:
         FleetClient([])
 
 
-async def test_async_fleet_spreads_routes_and_reports_a_lost_server(server_factory: Server) -> None:
+@pytest.mark.parametrize("protocol", ["http", "ws"])
+async def test_async_fleet_spreads_routes_and_reports_a_lost_server(server_factory: Server, protocol: str) -> None:
     doomed = server_factory("process", warm_pool_size=0)
     survivor = server_factory("process", warm_pool_size=0)
     urls = [doomed.base_url, survivor.base_url]
-    async with AsyncFleetClient(urls, retry=FAST) as fleet:
+    async with AsyncFleetClient(urls, retry=FAST, protocol=protocol) as fleet:  # type: ignore[arg-type]
         episodes = [(await fleet.reset(FUNCTIONCALL, TASK)).episode_id for _ in range(4)]
         owners = {e: fleet.base_url_of(e) for e in episodes}
         assert Counter(owners.values()) == dict.fromkeys(urls, 2)
