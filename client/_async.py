@@ -63,9 +63,9 @@ class AsyncEnvClient:
             await self._ws.aclose()
         await self._http.aclose()
 
-    async def _json(self, call: Call) -> Any:
-        """Send ``call`` (retrying as the policy says) and return its result."""
-        exchange = _core.Exchange(call, self._retry)
+    async def _json(self, call: Call, retry: RetryPolicy | None = None) -> Any:
+        """Send ``call`` (retrying as the policy says, ``retry`` or the client's) and return its result."""
+        exchange = _core.Exchange(call, retry or self._retry)
         while True:
             outcome: httpx.Response | httpx.TransportError
             try:

@@ -49,9 +49,9 @@ class EnvClient:
         """Close the connection pool (idempotent). Open episodes stay open on the server."""
         self._http.close()
 
-    def _json(self, call: Call) -> Any:
-        """Send ``call`` (retrying as the policy says) and return its result."""
-        exchange = _core.Exchange(call, self._retry)
+    def _json(self, call: Call, retry: RetryPolicy | None = None) -> Any:
+        """Send ``call`` (retrying as the policy says, ``retry`` or the client's) and return its result."""
+        exchange = _core.Exchange(call, retry or self._retry)
         while True:
             outcome: httpx.Response | httpx.TransportError
             try:

@@ -118,6 +118,8 @@ class LiveServer:
     settings: Any
     app: Any
     instance: str
+    stop: Callable[[], None] = lambda: None
+    """Stop the server now (the fixture's teardown stops it otherwise; stopping twice is fine)."""
 
     @property
     def manager(self) -> Any:
@@ -152,7 +154,8 @@ def server_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[C
             sandbox_backend = ProcessBackend()
         app = create_app(settings, backend=sandbox_backend)
         thread = EmbeddedServer(app, port=port).start(timeout_s=60)
-        live = LiveServer(base_url=f"http://127.0.0.1:{port}", settings=settings, app=app, instance=instance)
+        live = LiveServer(base_url=f"http://127.0.0.1:{port}", settings=settings, app=app, instance=instance,
+                          stop=thread.stop)
         started.append((thread, live, sandbox_backend))
         return live
 

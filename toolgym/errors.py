@@ -19,6 +19,7 @@ same class (``error_from_wire``), so ``except EpisodeNotFound`` works on both si
     ├── ValidationFailed              422 validation_failed  (schema, bad record, bad options)
     │   └── JudgeNotConfigured        422 judge_not_configured
     ├── QuotaExceeded                 429 quota_exceeded
+    ├── EpisodeLost                   --  episode_lost       (client side: the episode's server is down)
     └── Unavailable                   503 unavailable        (retryable; carries retry_after_s)
         ├── AtCapacity                503 at_capacity        (live-episode limit reached)
         ├── ShuttingDown              503 shutting_down
@@ -42,6 +43,7 @@ __all__ = [
     "DuplicateTask",
     "EnvNotFound",
     "EpisodeFinished",
+    "EpisodeLost",
     "EpisodeNotFound",
     "HTTP_STATUS",
     "JudgeNotConfigured",
@@ -203,6 +205,26 @@ class QuotaExceeded(ToolGymError):
     """This API key holds as many open episodes as it may; close some, since retrying alone will not help."""
 
     code = "quota_exceeded"
+
+
+class EpisodeLost(ToolGymError):
+    """The server that holds the episode no longer answers, so the episode is gone.
+
+    Its state and its sandbox lived in that server. Raised by ``FleetClient``, never sent by a
+    server; not retryable: reset to start a new episode on a server that answers.
+    """
+
+    code = "episode_lost"
+
+    def __init__(self, episode_id: str, base_url: str, reason: str) -> None:
+        super().__init__(
+            f"episode {episode_id!r} lived on {base_url}, which does not answer ({reason}); "
+            "reset to start a new episode",
+            episode_id=episode_id, base_url=base_url, reason=reason,
+        )
+        self.episode_id = episode_id
+        self.base_url = base_url
+        self.reason = reason
 
 
 class Unavailable(ToolGymError):

@@ -18,9 +18,11 @@ from toolgym.client import AsyncEnvClient, EnvClient
 def test_client_all_is_pinned_and_sorted() -> None:
     assert toolgym.client.__all__ == [
         "AsyncEnvClient",
+        "AsyncFleetClient",
         "ChatAction",
         "ChatObservation",
         "EnvClient",
+        "FleetClient",
         "RemoteEnv",
         "ResetResult",
         "RetryPolicy",
@@ -40,6 +42,7 @@ def test_errors_all_is_pinned_and_sorted() -> None:
         "DuplicateTask",
         "EnvNotFound",
         "EpisodeFinished",
+        "EpisodeLost",
         "EpisodeNotFound",
         "HTTP_STATUS",
         "JudgeNotConfigured",
