@@ -2,9 +2,18 @@
 start-up (a quarter of a second with Docker here). It hides creation latency, not creation
 rate: Docker makes ~3-4 hardened containers/s on 2 cores, whatever the thread count.
 
-Each warm sandbox is created for an episode id chosen in advance, so its labels name the
-episode like any other; the owner label is filled in only for sandboxes made on demand
-(labels cannot change after creation).
+Labels, and how they stay truthful. Docker labels cannot change after creation, and a warm
+sandbox is made before anyone owns it. So:
+
+- ``toolgym.episode`` names an episode id chosen at creation; a warm sandbox keeps that id
+  when a reset takes it, so the label is right for the sandbox's whole life;
+- ``toolgym.owner`` says who the sandbox was *made for*: the owner id for one made on demand
+  (or as a replacement), and ``warm-pool`` (``WARM_POOL_OWNER``) for one made ahead of time.
+  It never claims an owner it cannot know, and never goes stale;
+- the store is the authority on ownership: an episode's row says who owns it; find the
+  owner of a ``warm-pool`` container by its episode label. The labels serve the operator
+  (``docker ps --filter``) and the start-up sweep, which goes by ``toolgym.instance`` alone
+  and removes every container of this instance, owned or not.
 """
 
 from __future__ import annotations
@@ -18,12 +27,14 @@ from collections.abc import Callable
 from toolgym.errors import SandboxError
 from toolgym.server.sandbox.base import Sandbox, SandboxBackend, SandboxSpec
 
-__all__ = ["LABEL_EPISODE", "LABEL_OWNER", "SandboxPool", "new_episode_id"]
+__all__ = ["LABEL_EPISODE", "LABEL_OWNER", "WARM_POOL_OWNER", "SandboxPool", "new_episode_id"]
 
 log = logging.getLogger(__name__)
 
 LABEL_EPISODE = "toolgym.episode"
 LABEL_OWNER = "toolgym.owner"
+WARM_POOL_OWNER = "warm-pool"
+"""The owner label of sandboxes made ahead of any reset (no owner id ever has this form)."""
 
 
 def new_episode_id(replica: str) -> str:
@@ -81,7 +92,7 @@ class SandboxPool:
                     return
             episode_id = new_episode_id(self._replica)
             try:
-                sandbox = self._make(episode_id, "")
+                sandbox = self._make(episode_id, WARM_POOL_OWNER)
             except SandboxError as exc:
                 self.last_error = exc.message
                 log.warning("warm pool: %s (retrying in %.1f s)", exc.message, backoff)
