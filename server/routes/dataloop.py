@@ -61,7 +61,7 @@ async def expand_tasks(env_id: str, body: ExpandRequest, manager: ManagerDep, ow
             splits=body.splits, n=body.n, seed=body.seed,
         )
 
-    result = await manager._blocking(run)
+    result = await manager.run_blocking(run)
     return ExpandResponse(
         created=result.created, rejected=result.rejected, skipped=result.skipped, seed=result.seed,
         rejections=[ExpandRejection(parent_id=r.parent_id, reason=r.reason) for r in result.rejections],
@@ -76,7 +76,7 @@ async def retire_tasks(env_id: str, body: RetireRequest, manager: ManagerDep, ow
             manager.tasks, manager.store, env_id, task_ids=body.task_ids, status=body.status, splits=body.splits
         )
 
-    retired, already = await manager._blocking(run)
+    retired, already = await manager.run_blocking(run)
     return RetireResponse(retired=retired, already_retired=already)
 
 
@@ -88,7 +88,7 @@ async def unretire_tasks(
     def run() -> tuple[list[str], list[str]]:
         return dataloop.unretire(manager.tasks, manager.store, env_id, body.task_ids)
 
-    back, not_retired = await manager._blocking(run)
+    back, not_retired = await manager.run_blocking(run)
     return UnretireResponse(unretired=back, not_retired=not_retired)
 
 
@@ -109,7 +109,7 @@ async def judge_task(
     task = manager.tasks.get(family.env_id, task_id)
     action = action_from_request(body.response, settings, what="response")
     case = dataloop.judge_case(family, task, action)
-    if await manager._blocking(grader.scores, family, task, action):
+    if await manager.run_blocking(grader.scores, family, task, action):
         return JudgeResponse(verdict="BOTH_CORRECT", votes=[], action="keep", judged_by="verifier")
     try:
         judgement = await judge.judge(case)
