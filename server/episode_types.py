@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from toolgym.server.sandbox.pool import PoolStatus
 from toolgym.server.sandbox.teardown import TeardownStatus
 
 __all__ = [
@@ -21,7 +22,6 @@ __all__ = [
     "RecordedStep",
     "ResetResult",
     "StepResult",
-    "WarmPoolStatus",
 ]
 
 
@@ -115,15 +115,6 @@ class EpisodeSnapshot:
 
 
 @dataclass(frozen=True)
-class WarmPoolStatus:
-    """The warm pool: sandboxes ready now, the target size, the last creation error."""
-
-    ready: int
-    size: int
-    last_error: str | None
-
-
-@dataclass(frozen=True)
 class ManagerStatus:
     """What ``/readyz`` and ``/metrics`` report about the manager.
 
@@ -139,7 +130,7 @@ class ManagerStatus:
     accepting: bool
     open_episodes: int
     max_live_episodes: int
-    warm_pool: WarmPoolStatus | None
+    warm_pool: PoolStatus | None
     teardown: TeardownStatus
     store_backlog: int
 

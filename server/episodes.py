@@ -53,7 +53,6 @@ from toolgym.server.episode_types import (
     RecordedStep,
     ResetResult,
     StepResult,
-    WarmPoolStatus,
 )
 from toolgym.server.live_episode import LiveEpisode, SandboxSlot, cap_output, stored_page, stored_snapshot
 from toolgym.server.metrics import Metrics
@@ -496,11 +495,9 @@ class EpisodeManager:
 
     def status(self) -> ManagerStatus:
         """Readiness and load figures for ``/readyz`` and ``/metrics`` (no I/O)."""
-        pool = None
-        if self.pool is not None:
-            pool = WarmPoolStatus(ready=self.pool.ready, size=self.pool.size, last_error=self.pool.last_error)
         return ManagerStatus(
             accepting=self._accepting, open_episodes=self._open_count(),
-            max_live_episodes=self.settings.max_live_episodes, warm_pool=pool, teardown=self._teardown.status(),
+            max_live_episodes=self.settings.max_live_episodes,
+            warm_pool=None if self.pool is None else self.pool.status(), teardown=self._teardown.status(),
             store_backlog=self._writer.backlog,
         )

@@ -37,6 +37,10 @@ class Metrics:
         )
         self.live_episodes = Gauge("toolgym_live_episodes", "Open episodes", registry=r)
         self.warm_sandboxes = Gauge("toolgym_warm_sandboxes", "Sandboxes ready in the warm pool", registry=r)
+        self.warm_pool_target = Gauge(
+            "toolgym_warm_pool_target", "Ready sandboxes the warm pool aims at (demand, between its bounds)",
+            registry=r,
+        )
         self.teardown_backlog = Gauge(
             "toolgym_teardown_backlog", "Sandboxes of ended episodes queued or being removed", registry=r
         )

@@ -42,9 +42,11 @@ async def readyz(request: Request, manager: ManagerDep) -> JSONResponse:
         except SandboxError as exc:
             body["backend"]["error"] = exc.message
             ready = False
-    if status.warm_pool is not None:
-        body["warm_pool"] = {"ready": status.warm_pool.ready, "size": status.warm_pool.size,
-                             "last_error": status.warm_pool.last_error}
+    pool = status.warm_pool
+    if pool is not None:
+        body["warm_pool"] = {"ready": pool.ready, "size": pool.size, "last_error": pool.last_error,
+                             "max_size": pool.max_size, "target": pool.target, "creating": pool.creating,
+                             "resets_per_s": pool.resets_per_s, "create_s": pool.create_s}
     teardown = status.teardown
     body["teardown"] = {"backlog": teardown.backlog, "workers": teardown.workers, "capacity": teardown.capacity,
                         "removed": teardown.removed, "failed": teardown.failed}
@@ -61,6 +63,7 @@ async def metrics(request: Request, manager: ManagerDep) -> Response:
     m.live_episodes.set(status.open_episodes)
     if status.warm_pool is not None:
         m.warm_sandboxes.set(status.warm_pool.ready)
+        m.warm_pool_target.set(status.warm_pool.target)
     m.teardown_backlog.set(status.teardown.backlog)
     m.sandboxes_removed.set(status.teardown.removed)
     m.teardown_failures.set(status.teardown.failed)

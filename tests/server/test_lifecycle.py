@@ -392,7 +392,10 @@ def test_readyz_reports_docker_and_the_warm_pool(server: Server, client: httpx.C
     body = r.json()
     assert body["status"] == "ready" and body["accepting"] is True
     assert body["backend"] == {"name": "docker", "isolated": True}
-    assert body["warm_pool"] == {"ready": 1, "size": 1, "last_error": None}
+    pool = body["warm_pool"]
+    assert {k: pool[k] for k in ("ready", "size", "last_error", "max_size", "target")} == {
+        "ready": 1, "size": 1, "last_error": None, "max_size": 1, "target": 1}
+    assert pool["creating"] == 0 and pool["resets_per_s"] >= 0 and pool["create_s"] > 0
     wait_for_teardown(server)
     teardown = client.get("/readyz").json()["teardown"]
     assert teardown["backlog"] == 0 and teardown["failed"] == 0
@@ -400,3 +403,4 @@ def test_readyz_reports_docker_and_the_warm_pool(server: Server, client: httpx.C
     assert body["open_episodes"] == server.manager.open_episodes
     assert body["max_live_episodes"] == server.settings.max_live_episodes
     assert metric(client, "toolgym_warm_sandboxes") == 1
+    assert metric(client, "toolgym_warm_pool_target") == 1
