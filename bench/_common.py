@@ -249,11 +249,18 @@ class InProcessServer:
         return self.app.state.manager.pool
 
     def wait_pool_full(self, timeout_s: float = 60.0) -> float:
-        """Block until the warm pool is full again; returns the seconds waited."""
+        """Block until the warm pool is full again and no ended episode's sandbox is still
+        being removed in the background (both compete with the next requests for the CPU);
+        returns the seconds waited."""
         pool = self.pool
+        manager = self.app.state.manager
         started = time.monotonic()
+        while getattr(manager, "teardown_backlog", 0):
+            if time.monotonic() - started > timeout_s:
+                raise RuntimeError(f"the teardown backlog did not drain within {timeout_s} s")
+            time.sleep(0.005)
         if pool is None or pool.size == 0 or pool.ready >= pool.size:
-            return 0.0
+            return time.monotonic() - started
         while pool.ready < pool.size:
             if time.monotonic() - started > timeout_s:
                 raise RuntimeError(f"the warm pool did not refill within {timeout_s} s ({pool.last_error})")
