@@ -136,7 +136,7 @@ class EpisodeManager:
         so the event loop never waits for I/O or CPU work."""
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
-    _blocking = run_blocking
+    _blocking = run_blocking  # the manager's own shorthand (and the name older callers used)
 
     def _committed(self, writes: int, seconds: float) -> None:
         self.metrics.store_commit_writes.observe(writes)
