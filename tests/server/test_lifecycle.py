@@ -318,6 +318,21 @@ def test_stop_finishes_in_flight_steps_and_removes_every_container(farm_fn: Serv
     assert idle  # the idle episode's container went with the rest
 
 
+def test_stop_drains_the_teardown_queue(farm_fn: ServerFarm) -> None:
+    """Closes answered before their containers went; stopping right after still removes
+    each of them through the teardown queue (not only through the final label sweep)."""
+    server = farm_fn.start("docker", warm_pool_size=0)
+    with server.client() as client:
+        episodes = [reset(client, "tu-single-1")["episode_id"] for _ in range(3)]
+        for episode_id in episodes:
+            close(client, episode_id)
+    server.stop()
+    status = server.manager.status()
+    assert status.teardown.backlog == 0 and status.teardown.failed == 0
+    assert status.teardown.removed == 3
+    assert count_containers(server.instance) == 0
+
+
 def test_trajectories_survive_a_restart(farm_fn: ServerFarm, tmp_path: Any) -> None:
     settings: dict[str, Any] = {"instance_id": farm_fn.new_instance(), "db_path": str(tmp_path / "durable.db"),
                                 "warm_pool_size": 0}
