@@ -249,11 +249,18 @@ class InProcessServer:
         return self.app.state.manager.pool
 
     def wait_pool_full(self, timeout_s: float = 60.0) -> float:
-        """Block until the warm pool is full again; returns the seconds waited."""
+        """Block until the warm pool is full again and no ended episode's sandbox is still
+        being removed in the background (both compete with the next requests for the CPU);
+        returns the seconds waited."""
         pool = self.pool
+        manager = self.app.state.manager
         started = time.monotonic()
+        while getattr(manager, "teardown_backlog", 0):
+            if time.monotonic() - started > timeout_s:
+                raise RuntimeError(f"the teardown backlog did not drain within {timeout_s} s")
+            time.sleep(0.005)
         if pool is None or pool.size == 0 or pool.ready >= pool.size:
-            return 0.0
+            return time.monotonic() - started
         while pool.ready < pool.size:
             if time.monotonic() - started > timeout_s:
                 raise RuntimeError(f"the warm pool did not refill within {timeout_s} s ({pool.last_error})")
@@ -338,20 +345,30 @@ class SubprocessServer:
         self.stop()
 
 
-def warm_sandboxes(client: Any) -> int:
-    """The server's warm-pool fill, from ``/metrics`` (``/readyz`` would also ask Docker twice)."""
+def gauge(client: Any, name: str) -> int:
+    """One gauge of the server's ``/metrics`` (``/readyz`` would also ask Docker twice); 0 if absent."""
     for line in client.get("/metrics").text.splitlines():
-        if line.startswith("toolgym_warm_sandboxes "):
+        if line.startswith(name + " "):
             return int(float(line.split()[1]))
     return 0
 
 
+def warm_sandboxes(client: Any) -> int:
+    """The server's warm-pool fill, from ``/metrics``."""
+    return gauge(client, "toolgym_warm_sandboxes")
+
+
 def wait_pool_full_http(client: Any, size: int, timeout_s: float = 60.0) -> float:
-    """Poll ``/metrics`` (any httpx.Client on the server) until ``size`` sandboxes are warm;
-    returns the seconds waited (0.0 when the pool was already full)."""
+    """Poll ``/metrics`` (any httpx.Client on the server) until no ended episode's sandbox is
+    still being removed in the background and ``size`` sandboxes are warm; returns the
+    seconds waited (0.0 when there was nothing to wait for)."""
     started = time.monotonic()
+    while gauge(client, "toolgym_teardown_backlog"):
+        if time.monotonic() - started > timeout_s:
+            raise RuntimeError(f"the teardown backlog did not drain within {timeout_s} s")
+        time.sleep(0.01)
     if size <= 0 or warm_sandboxes(client) >= size:
-        return 0.0
+        return time.monotonic() - started
     while warm_sandboxes(client) < size:
         if time.monotonic() - started > timeout_s:
             raise RuntimeError(f"the warm pool did not refill to {size} within {timeout_s} s")

@@ -93,7 +93,8 @@ def create_app(settings: Settings, *, backend: SandboxBackend | None = None) -> 
         metrics = Metrics()
 
         replica = secrets.token_hex(3)
-        pool = SandboxPool(chosen, settings.sandbox_spec, size=settings.warm_pool_size, replica=replica)
+        pool = SandboxPool(chosen, settings.sandbox_spec, size=settings.warm_pool_size, replica=replica,
+                           max_size=settings.warm_pool_max or None)
         manager = EpisodeManager(settings, families, tasks, pool, store, metrics, replica=replica)
         app.state.backend = chosen
         app.state.manager = manager

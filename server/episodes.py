@@ -9,8 +9,17 @@ It owns the lifecycle rules of DESIGN.md, and nothing about HTTP:
 - a sandbox that fails mid-step is replaced and the step retried once on the new one (the
   env leaves its state untouched when the runner raises); a second failure is a 503, never
   a reward;
-- finished episodes release their sandbox at once; idle ones are closed by the reaper;
-- on shutdown, resets are refused, in-flight steps finish, and every sandbox is removed.
+- finished episodes release their sandbox at once: it goes to a bounded background worker
+  (``toolgym.server.sandbox.teardown``), so the last step and DELETE answer without waiting
+  for the container to be removed; idle episodes are closed by the reaper;
+- every store write goes through one writer thread that commits in groups
+  (``toolgym.server.writer``); a step is answered only after the commit that holds it has
+  returned, and no SQLite call runs on the event loop (reads go to a worker thread);
+- on shutdown, resets are refused, in-flight steps finish, every write is committed, and
+  every sandbox is removed (the teardown queue is drained).
+
+The public API returns the dataclasses of ``toolgym.server.episode_types``; ``LiveEpisode``
+and ``SandboxSlot`` are the manager's own bookkeeping.
 """
 
 from __future__ import annotations
@@ -21,15 +30,13 @@ import random
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 
 from toolgym.actions import action_from_wire, action_to_wire
-from toolgym.envs.base import Action, EnvFamily, Episode, Task
-from toolgym.envs.runner import RunRequest, RunResult
+from toolgym.envs.base import Action, EnvFamily, Task
 from toolgym.errors import (
     AtCapacity,
     EpisodeFinished,
@@ -40,12 +47,23 @@ from toolgym.errors import (
     TurnMismatch,
     ValidationFailed,
 )
+from toolgym.server.episode_types import (
+    EpisodePage,
+    EpisodeSnapshot,
+    ManagerStatus,
+    RecordedStep,
+    ResetResult,
+    StepResult,
+)
+from toolgym.server.live_episode import LiveEpisode, SandboxSlot, cap_output, stored_page, stored_snapshot
 from toolgym.server.metrics import Metrics
 from toolgym.server.sandbox.base import Sandbox
 from toolgym.server.sandbox.pool import SandboxPool, new_episode_id
+from toolgym.server.sandbox.teardown import Teardown
 from toolgym.server.settings import Settings
 from toolgym.server.store import Store
 from toolgym.server.tasks import TaskRegistry
+from toolgym.server.writer import StoreWriter
 
 __all__ = ["EpisodeManager", "LiveEpisode"]
 
@@ -59,46 +77,15 @@ COMMON_OPTIONS = {
 }
 
 
-@dataclass
-class SandboxSlot:
-    """Where an episode's env runs code. The env holds ``slot.run``; the manager swaps the
-    sandbox behind it when one fails, and the env never notices."""
-
-    episode_id: str
-    sandbox: Sandbox | None = None
-
-    def run(self, request: RunRequest) -> RunResult:
-        if self.sandbox is None:
-            raise SandboxError(f"episode {self.episode_id} has no sandbox")
-        return self.sandbox.run(request)
-
-
-@dataclass
-class LiveEpisode:
-    id: str
-    owner: str
-    family: EnvFamily
-    task: Task
-    options: dict[str, Any]
-    seed: int | None
-    env: Episode
-    slot: SandboxSlot
-    reset_result: dict[str, Any]
-    created: float
-    last_active: float
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    idempotency: dict[str, int] = field(default_factory=dict)
-    total_reward: float = 0.0
-    finished: bool = False
-    reason: str | None = None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    @property
-    def turn(self) -> int:
-        return len(self.steps)
+TEARDOWN_WORKERS = 2
+"""Parallel sandbox removals (Docker removes ~3-4 containers/s on 2 cores, whatever the count)."""
+TEARDOWN_QUEUE = 256
+"""Ended episodes' sandboxes that may wait for removal before closes remove their own."""
 
 
 class EpisodeManager:
+    """Episodes for many owners: reset, step, state, list, fork, close, and housekeeping."""
+
     def __init__(
         self,
         settings: Settings,
@@ -126,13 +113,23 @@ class EpisodeManager:
         self._in_flight = 0
         self._starting: list[str] = []
         """Owners of resets between the capacity check and the episode's registration."""
-        self._resets_by_key: dict[tuple[str, str], asyncio.Future[LiveEpisode]] = {}
+        self._resets_by_key: dict[tuple[str, str], asyncio.Future[ResetResult]] = {}
         """(owner, Idempotency-Key) -> that reset, so a retried reset never makes a second episode."""
         self._reaper: asyncio.Task[None] | None = None
+        self._teardown = Teardown(workers=TEARDOWN_WORKERS, capacity=TEARDOWN_QUEUE)
+        self._writer = StoreWriter(store, on_commit=self._committed)
 
     # --- plumbing -----------------------------------------------------------------------------
-    async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking ``fn(*args)`` on a worker thread (at most ``worker_threads`` at once),
+        so the event loop never waits for I/O or CPU work."""
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    _blocking = run_blocking  # the manager's own shorthand (and the name older callers used)
+
+    def _committed(self, writes: int, seconds: float) -> None:
+        self.metrics.store_commit_writes.observe(writes)
+        self.metrics.store_commit_seconds.observe(seconds)
 
     def _open_count(self, owner: str | None = None) -> int:
         """Open episodes, counting resets under way (their slot is taken before they await)."""
@@ -142,6 +139,9 @@ class EpisodeManager:
         return live + sum(1 for o in self._starting if o == owner)
 
     async def start(self) -> None:
+        """Start the store writer, the teardown workers, the warm pool and the reaper."""
+        self._writer.start()
+        self._teardown.start()
         if self.pool is not None:
             self.pool.start()
         self._reaper = asyncio.create_task(self._reap_loop(), name="toolgym-reaper")
@@ -150,7 +150,7 @@ class EpisodeManager:
     async def reset_once(
         self, owner: str, idempotency_key: str | None, env_id: str, task_id: str | None, seed: int | None,
         options: dict[str, Any] | None,
-    ) -> LiveEpisode:
+    ) -> ResetResult:
         """``reset``, answered from the first attempt when the same key comes again (also
         while that attempt is still running). A failed attempt is forgotten: retry it."""
         if idempotency_key is None:
@@ -159,7 +159,7 @@ class EpisodeManager:
         pending = self._resets_by_key.get(slot)
         if pending is not None:
             return await asyncio.shield(pending)
-        future: asyncio.Future[LiveEpisode] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[ResetResult] = asyncio.get_running_loop().create_future()
         future.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved, even if unawaited
         self._resets_by_key[slot] = future
         try:
@@ -172,6 +172,13 @@ class EpisodeManager:
         return live
 
     async def reset(
+        self, owner: str, env_id: str, task_id: str | None, seed: int | None, options: dict[str, Any] | None,
+    ) -> ResetResult:
+        """A new episode on ``env_id``: the task ``task_id``, or one drawn from the split
+        and sampler named in ``options``; its first observation once it is stored."""
+        return (await self._start_episode(owner, env_id, task_id, seed, options)).reset_result
+
+    async def _start_episode(
         self, owner: str, env_id: str, task_id: str | None, seed: int | None, options: dict[str, Any] | None,
         *, parent: tuple[str, int] | None = None,
     ) -> LiveEpisode:
@@ -193,7 +200,7 @@ class EpisodeManager:
                 split = "train"
             if not isinstance(split, str):
                 raise ValidationFailed("option 'split' must be a string", option="split")
-            task = self._sample(family.env_id, split, sampler, rng)
+            task = await self._blocking(self._sample, family.env_id, split, sampler, rng)  # reads the store
         parsed = family.parse_options(raw, task.split)
         if self._open_count() >= self.settings.max_live_episodes:
             raise AtCapacity(
@@ -221,18 +228,17 @@ class EpisodeManager:
                 live = LiveEpisode(
                     id=episode_id, owner=owner, family=family, task=task, options={**raw, "split": task.split},
                     seed=seed, env=env, slot=slot, created=time.time(), last_active=time.monotonic(),
-                    reset_result={"observation": observation.to_wire(), "info": info},
+                    reset_result=ResetResult(episode_id, observation.to_wire(), info),
                 )
-                await self._blocking(
-                    lambda: self.store.add_episode(
-                        episode_id=episode_id, owner=owner, env_id=family.env_id, task_id=task.id, split=task.split,
-                        seed=seed, options=live.options, reset_result=live.reset_result,
-                        parent_id=parent[0] if parent else None, parent_turn=parent[1] if parent else None,
-                    )
-                )
+                await self._writer.write(self.store.episode_op(
+                    episode_id=episode_id, owner=owner, env_id=family.env_id, task_id=task.id, split=task.split,
+                    seed=seed, options=live.options,
+                    reset_result={"observation": live.reset_result.observation, "info": info},
+                    parent_id=parent[0] if parent else None, parent_turn=parent[1] if parent else None,
+                ))
             except BaseException:
                 if sandbox is not None:
-                    await self._blocking(sandbox.close)
+                    await self._discard(sandbox)
                 raise
             self._live[episode_id] = live
             self._open[episode_id] = live
@@ -252,7 +258,10 @@ class EpisodeManager:
     async def step(
         self, owner: str, episode_id: str, action: Action, *, expected_turn: int | None = None,
         idempotency_key: str | None = None, mean_logprob: float | None = None,
-    ) -> dict[str, Any]:
+    ) -> StepResult:
+        """Play ``action`` on the episode; its result once the step is on disk. A retried
+        step (same ``idempotency_key``, or an ``expected_turn`` already played) gets the
+        recorded result again; nothing is played twice."""
         live = self._live.get(episode_id)
         if live is None or live.owner != owner:
             # Closed (DELETE, the idle reaper) and forgotten: its row says it has ended.
@@ -263,10 +272,10 @@ class EpisodeManager:
         async with live.lock:
             live.last_active = time.monotonic()
             if idempotency_key is not None and idempotency_key in live.idempotency:
-                return live.steps[live.idempotency[idempotency_key]]["result"]  # type: ignore[no-any-return]
+                return live.steps[live.idempotency[idempotency_key]].result
             if expected_turn is not None:
                 if expected_turn < live.turn:
-                    return live.steps[expected_turn]["result"]  # type: ignore[no-any-return]
+                    return live.steps[expected_turn].result
                 if expected_turn > live.turn:
                     raise TurnMismatch(episode_id, expected_turn, live.turn)
             if live.finished:
@@ -286,7 +295,7 @@ class EpisodeManager:
 
     async def _do_step(
         self, live: LiveEpisode, action: Action, idempotency_key: str | None, mean_logprob: float | None,
-    ) -> dict[str, Any]:
+    ) -> StepResult:
         env_id = live.family.env_id
         started = time.perf_counter()
         for attempt in (1, 2):
@@ -309,28 +318,21 @@ class EpisodeManager:
                         " replaced, retry the step", retry_after_s=1.0,
                     ) from exc
         observation = step.observation.to_wire()
-        if self._cap_output(observation):
+        if cap_output(observation, self.settings.max_output_chars):
             step.info["output_truncated"] = True
-        result = {
-            "observation": observation,
-            "reward": float(step.reward),
-            "terminated": bool(step.terminated),
-            "truncated": bool(step.truncated),
-            "info": step.info,
-        }
+        result = StepResult(observation=observation, reward=float(step.reward), terminated=bool(step.terminated),
+                            truncated=bool(step.truncated), info=step.info)
         turn = live.turn
-        total = live.total_reward + float(step.reward)
-        done = step.terminated or step.truncated
+        total = live.total_reward + result.reward
+        done = result.terminated or result.truncated
         reason = step.info.get("reason") if done else None
-        await self._blocking(
-            lambda: self.store.add_step(
-                live.id, turn, action_to_wire(action), result, mean_logprob=mean_logprob,
-                idempotency_key=idempotency_key, total_reward=total,
-                status="finished" if done else "live", reason=reason,
-                success=live.family.episode_success(total, step.info) if done else None,
-            )
-        )
-        live.steps.append({"action": action_to_wire(action), "result": result, "mean_logprob": mean_logprob})
+        wire_action = action_to_wire(action)
+        await self._writer.write(self.store.step_op(
+            live.id, turn, wire_action, result.to_wire(), mean_logprob=mean_logprob,
+            idempotency_key=idempotency_key, total_reward=total, status="finished" if done else "live",
+            reason=reason, success=live.family.episode_success(total, step.info) if done else None,
+        ))
+        live.steps.append(RecordedStep(turn=turn, action=wire_action, result=result, mean_logprob=mean_logprob))
         live.total_reward = total
         if idempotency_key is not None:
             live.idempotency[idempotency_key] = turn
@@ -344,53 +346,39 @@ class EpisodeManager:
             await self._release(live)
         return result
 
-    def _cap_output(self, observation: dict[str, Any]) -> bool:
-        """Cut message text over ``max_output_chars`` (what the policy is shown; the env has
-        already verified the whole output). Returns whether anything was cut."""
-        cap = self.settings.max_output_chars
-        cut = False
-        for message in observation.get("messages", []):
-            content = message.get("content")
-            if isinstance(content, str) and len(content) > cap:
-                dropped = len(content) - cap
-                message["content"] = content[:cap] + f"\n[... {dropped} more characters cut: max_output_chars]"
-                cut = True
-        return cut
-
     async def _release(self, live: LiveEpisode) -> None:
-        """Every way an episode ends (last step, close, reaper, shutdown) comes through here."""
+        """Every way an episode ends (last step, close, reaper, shutdown) comes through here.
+        The sandbox goes to the teardown worker; the caller does not wait for its removal."""
         self._open.pop(live.id, None)
         sandbox, live.slot.sandbox = live.slot.sandbox, None
         if sandbox is not None:
-            await self._blocking(sandbox.close)
+            await self._discard(sandbox)
         self.metrics.live_episodes.set(self._open_count())
 
+    async def _discard(self, sandbox: Sandbox) -> None:
+        """Have ``sandbox`` removed: in the background, or here when that queue is full."""
+        if not self._teardown.submit(sandbox):
+            await self._blocking(sandbox.close)
+
     # --- state, close, fork -------------------------------------------------------------------
-    def state(self, owner: str, episode_id: str) -> dict[str, Any]:
+    async def state(self, owner: str, episode_id: str) -> EpisodeSnapshot:
+        """The episode as it stands: from memory while this process holds it, else from the
+        store (read on a worker thread)."""
         live = self._live.get(episode_id)
         if live is not None and live.owner == owner:
-            return {
-                "episode_id": live.id, "env_id": live.family.env_id, "task_id": live.task.id,
-                "split": live.task.split, "seed": live.seed, "options": live.options, "turn": live.turn,
-                "status": "finished" if live.finished else "live", "reason": live.reason,
-                "total_reward": live.total_reward, "reset": live.reset_result,
-                "steps": [{"turn": i, "action": s["action"], **s["result"]} for i, s in enumerate(live.steps)],
-            }
-        row = self.store.get_episode(episode_id)
-        if row is None or row.owner != owner:
+            return live.snapshot()
+
+        snapshot = await self._blocking(stored_snapshot, self.store, owner, episode_id)
+        if snapshot is None:
             raise EpisodeNotFound(episode_id)
-        return {
-            "episode_id": row.id, "env_id": row.env_id, "task_id": row.task_id, "split": row.split,
-            "seed": row.seed, "options": row.options, "turn": row.turn, "status": row.status,
-            "reason": row.reason, "total_reward": row.total_reward, "reset": row.reset_result,
-            "steps": [{k: v for k, v in s.items() if k != "mean_logprob"} for s in self.store.steps(row.id)],
-        }
+        return snapshot
 
     async def close(self, owner: str, episode_id: str, reason: str = "closed") -> bool:
-        """Close an episode (its sandbox is destroyed). False if it was already finished."""
+        """Close an episode; its sandbox is removed in the background. False if it was
+        already finished."""
         live = self._live.get(episode_id)
         if live is None or live.owner != owner:
-            row = self.store.get_episode(episode_id)
+            row = await self._blocking(self.store.get_episode, episode_id)
             if row is None or row.owner != owner:
                 raise EpisodeNotFound(episode_id)
             return False
@@ -399,42 +387,38 @@ class EpisodeManager:
             if was_open:
                 live.finished = True
                 live.reason = reason
-                await self._blocking(self.store.finish_episode, live.id, "finished", reason)
+                await self._writer.write(self.store.finish_op(live.id, "finished", reason))
                 self.metrics.episodes_finished.labels(live.family.env_id, reason).inc()
             await self._release(live)
         self._live.pop(episode_id, None)
         return was_open
 
-    async def fork(self, owner: str, episode_id: str, turn: int | None) -> LiveEpisode:
+    async def fork(self, owner: str, episode_id: str, turn: int | None) -> ResetResult:
         """A new episode at ``turn`` of this one (default: its current turn), built by replaying
-        the recorded actions into a fresh episode and sandbox."""
-        source = self.state(owner, episode_id)
-        upto = source["turn"] if turn is None else turn
-        if not 0 <= upto <= source["turn"]:
-            raise ValidationFailed(f"turn must be between 0 and {source['turn']}, got {turn}")
-        options = dict(source["options"])
-        child = await self.reset(
-            owner, source["env_id"], source["task_id"], source["seed"], options, parent=(episode_id, upto)
+        the recorded actions into a fresh episode and sandbox. Answers the observation and info
+        of that turn."""
+        source = await self.state(owner, episode_id)
+        upto = source.turn if turn is None else turn
+        if not 0 <= upto <= source.turn:
+            raise ValidationFailed(f"turn must be between 0 and {source.turn}, got {turn}")
+        child = await self._start_episode(
+            owner, source.env_id, source.task_id, source.seed, dict(source.options), parent=(episode_id, upto)
         )
+        last = child.reset_result
         try:
-            for recorded in source["steps"][:upto]:
-                result = await self.step(owner, child.id, action_from_wire(recorded["action"]))
-                if result["reward"] != recorded["reward"]:
-                    log.warning("fork of %s diverged at turn %d", episode_id, recorded["turn"])
+            for recorded in source.steps[:upto]:
+                result = await self.step(owner, child.id, action_from_wire(recorded.action))
+                if result.reward != recorded.result.reward:
+                    log.warning("fork of %s diverged at turn %d", episode_id, recorded.turn)
+                last = ResetResult(child.id, result.observation, result.info)
         except BaseException:
             await self.close(owner, child.id, "fork_failed")
             raise
-        return child
+        return last
 
-    def list_episodes(
-        self, owner: str, status: str | None, offset: int, limit: int
-    ) -> tuple[list[dict[str, Any]], int]:
-        rows, total = self.store.list_episodes(owner, status=status, offset=offset, limit=limit)
-        return [
-            {"episode_id": r.id, "env_id": r.env_id, "task_id": r.task_id, "split": r.split, "turn": r.turn,
-             "status": r.status, "reason": r.reason, "total_reward": r.total_reward}
-            for r in rows
-        ], total
+    async def list_episodes(self, owner: str, status: str | None, offset: int, limit: int) -> EpisodePage:
+        """A page of the caller's episodes, oldest first (read on a worker thread)."""
+        return await self._blocking(stored_page, self.store, owner, status, offset, limit)
 
     # --- housekeeping -------------------------------------------------------------------------
     async def reap_once(self) -> int:
@@ -449,11 +433,12 @@ class EpisodeManager:
             elif live.finished and idle > self.settings.finished_retention_s:
                 self._live.pop(live.id, None)
         for slot, future in list(self._resets_by_key.items()):
-            if future.done() and not future.exception() and future.result().id not in self._live:
+            if future.done() and not future.exception() and future.result().episode_id not in self._live:
                 del self._resets_by_key[slot]
         return closed
 
     async def _reap_loop(self) -> None:
+        """``reap_once`` every ``reaper_interval_s``, until cancelled."""
         while True:
             await asyncio.sleep(self.settings.reaper_interval_s)
             try:
@@ -463,7 +448,8 @@ class EpisodeManager:
 
     async def stop(self) -> None:
         """Refuse resets, let in-flight steps finish (up to ``shutdown_grace_s``), store
-        everything and remove every sandbox."""
+        everything and remove every sandbox: the teardown queue is drained before this
+        returns, so nothing of ours outlives the process."""
         self._accepting = False
         if self._reaper is not None:
             self._reaper.cancel()
@@ -474,15 +460,33 @@ class EpisodeManager:
             if not live.finished:
                 live.finished = True
                 live.reason = "shutdown"
-                await self._blocking(self.store.finish_episode, live.id, "interrupted", None)
+                await self._writer.write(self.store.finish_op(live.id, "interrupted", None))
             await self._release(live)
+        await self._blocking(self._teardown.drain, self.settings.shutdown_grace_s + 60.0)
         if self.pool is not None:
             await self._blocking(self.pool.stop)
+        await self._blocking(self._writer.stop)
 
     @property
     def accepting(self) -> bool:
+        """False once shutdown began."""
         return self._accepting
 
     @property
     def open_episodes(self) -> int:
+        """Unfinished episodes, resets under way included."""
         return self._open_count()
+
+    @property
+    def teardown_backlog(self) -> int:
+        """Sandboxes of ended episodes not removed yet."""
+        return self._teardown.backlog
+
+    def status(self) -> ManagerStatus:
+        """Readiness and load figures for ``/readyz`` and ``/metrics`` (no I/O)."""
+        return ManagerStatus(
+            accepting=self._accepting, open_episodes=self._open_count(),
+            max_live_episodes=self.settings.max_live_episodes,
+            warm_pool=None if self.pool is None else self.pool.status(), teardown=self._teardown.status(),
+            store_backlog=self._writer.backlog,
+        )

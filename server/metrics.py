@@ -10,6 +10,8 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 
 
 class Metrics:
+    """Every metric the server exports, on its own registry."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -35,7 +37,30 @@ class Metrics:
         )
         self.live_episodes = Gauge("toolgym_live_episodes", "Open episodes", registry=r)
         self.warm_sandboxes = Gauge("toolgym_warm_sandboxes", "Sandboxes ready in the warm pool", registry=r)
+        self.warm_pool_target = Gauge(
+            "toolgym_warm_pool_target", "Ready sandboxes the warm pool aims at (demand, between its bounds)",
+            registry=r,
+        )
+        self.teardown_backlog = Gauge(
+            "toolgym_teardown_backlog", "Sandboxes of ended episodes queued or being removed", registry=r
+        )
+        self.sandboxes_removed = Gauge(
+            "toolgym_teardown_removed", "Sandboxes removed by the background teardown since start", registry=r
+        )
+        self.teardown_failures = Gauge(
+            "toolgym_teardown_failed", "Background removals that failed (the start-up sweep takes them)", registry=r
+        )
+        self.store_backlog = Gauge("toolgym_store_backlog", "Writes queued for the store's writer", registry=r)
+        self.store_commit_writes = Histogram(
+            "toolgym_store_commit_writes", "Writes per group commit", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=r,
+        )
+        self.store_commit_seconds = Histogram(
+            "toolgym_store_commit_seconds", "Duration of one group commit (fsync included)",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
         self.http_errors = Counter("toolgym_http_errors", "Error responses, by code", ["code"], registry=r)
 
     def render(self) -> bytes:
+        """The registry in Prometheus text format."""
         return generate_latest(self.registry)

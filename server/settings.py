@@ -71,6 +71,9 @@ class Settings:
     """Per-API-key limit on open episodes (429 beyond it); 0 means no per-key limit."""
     warm_pool_size: int = 2
     """Sandboxes kept started ahead of resets, so a reset does not wait for ``docker run``."""
+    warm_pool_max: int = 0
+    """Up to this many when demand asks (reset rate x creation time); 0: the pool stays at
+    ``warm_pool_size``."""
     idle_timeout_s: float = 900.0
     """An episode with no request for this long is closed (reason ``idle_timeout``)."""
     reaper_interval_s: float = 15.0
@@ -158,6 +161,8 @@ class Settings:
                 raise ValueError(f"{name} must be positive")
         if self.warm_pool_size < 0 or self.warm_pool_size > self.max_live_episodes:
             raise ValueError("warm_pool_size must be between 0 and max_live_episodes")
+        if self.warm_pool_max and not self.warm_pool_size <= self.warm_pool_max <= self.max_live_episodes:
+            raise ValueError("warm_pool_max must be 0 or between warm_pool_size and max_live_episodes")
         if self.judge_base_url and not self.judge_model.strip():
             raise ValueError("judge_base_url is set but judge_model is not: name the judge model")
         if self.judge_votes < 2:

@@ -63,7 +63,7 @@ async def expand_tasks(env_id: str, body: ExpandRequest, manager: ManagerDep, ow
             splits=body.splits, n=body.n, seed=body.seed,
         )
 
-    result = await manager._blocking(run)
+    result = await manager.run_blocking(run)
     return ExpandResponse(
         created=result.created, rejected=result.rejected, skipped=result.skipped, seed=result.seed,
         rejections=[ExpandRejection(parent_id=r.parent_id, reason=r.reason) for r in result.rejections],
@@ -78,7 +78,7 @@ async def retire_tasks(env_id: str, body: RetireRequest, manager: ManagerDep, ow
             manager.tasks, manager.store, env_id, task_ids=body.task_ids, status=body.status, splits=body.splits
         )
 
-    retired, already = await manager._blocking(run)
+    retired, already = await manager.run_blocking(run)
     return RetireResponse(retired=retired, already_retired=already)
 
 
@@ -90,7 +90,7 @@ async def unretire_tasks(
     def run() -> tuple[list[str], list[str]]:
         return dataloop.unretire(manager.tasks, manager.store, env_id, body.task_ids)
 
-    back, not_retired = await manager._blocking(run)
+    back, not_retired = await manager.run_blocking(run)
     return UnretireResponse(unretired=back, not_retired=not_retired)
 
 
@@ -111,7 +111,7 @@ async def judge_task(
     task = manager.tasks.get(family.env_id, task_id)
     action = action_from_request(body.response, settings, what="response")
     case = dataloop.judge_case(family, task, action)
-    if await manager._blocking(graded.grade, task, action):
+    if await manager.run_blocking(graded.grade, task, action):
         return JudgeResponse(verdict="BOTH_CORRECT", votes=[], action="keep", judged_by="verifier")
     try:
         judgement = await judge.judge(case)

@@ -53,7 +53,8 @@ async def task_stats(env_id: str, manager: ManagerDep, owner: OwnerDep) -> TaskS
     from toolgym.server.frontier import task_stats as compute
 
     family = manager.tasks.family(env_id)
-    return TaskStatsResponse(env_id=family.env_id, tasks=compute(manager.tasks, manager.store, family.env_id))
+    stats = await manager.run_blocking(compute, manager.tasks, manager.store, family.env_id)  # SQLite: off the loop
+    return TaskStatsResponse(env_id=family.env_id, tasks=stats)
 
 
 @router.get("/{env_id:path}/tasks", response_model=TaskPage, summary="Task ids and public metadata (never the gold)")
@@ -115,5 +116,5 @@ async def register_tasks(env_id: str, request: Request, manager: ManagerDep, own
         raise ValidationFailed(f"tasks: {errors[0].get('msg')}") from None
     if not records:
         raise ValidationFailed("no task records in the body")
-    ids = await manager._blocking(manager.tasks.register, env_id, records)
+    ids = await manager.run_blocking(manager.tasks.register, env_id, records)
     return RegisterTasksResponse(ids=ids)

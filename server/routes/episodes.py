@@ -1,4 +1,8 @@
-"""Episodes: reset, step, state, trajectory, fork, close."""
+"""Episodes: reset, step, state, trajectory, fork, close.
+
+The routes speak pydantic (``toolgym.server.models``); the manager answers dataclasses
+(``toolgym.server.episode_types``); the converters below are the only place they meet.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,14 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import PlainTextResponse
 
 from toolgym.server.deps import ManagerDep, OwnerDep, SettingsDep
+from toolgym.server.episode_types import EpisodeSnapshot, ResetResult, StepResult
 from toolgym.server.episodes import EpisodeManager
 from toolgym.server.models import (
     EpisodeList,
     EpisodeState,
     EpisodeSummary,
     ForkRequest,
+    ObservationOut,
     ResetRequest,
     ResetResponse,
     StepRequest,
@@ -26,12 +32,36 @@ from toolgym.server.settings import Settings
 router = APIRouter(prefix="/v1/episodes", tags=["episodes"])
 
 
+def reset_response(result: ResetResult) -> ResetResponse:
+    """The wire form of a reset (or a fork)."""
+    return ResetResponse(episode_id=result.episode_id, observation=ObservationOut.model_validate(result.observation),
+                         info=result.info)
+
+
+def step_response(result: StepResult) -> StepResponse:
+    """The wire form of a step."""
+    return StepResponse(
+        observation=ObservationOut.model_validate(result.observation), reward=result.reward,
+        terminated=result.terminated, truncated=result.truncated, info=result.info,
+    )
+
+
+def state_response(snapshot: EpisodeSnapshot) -> EpisodeState:
+    """The wire form of an episode's state, trajectory included."""
+    return EpisodeState(
+        episode_id=snapshot.episode_id, env_id=snapshot.env_id, task_id=snapshot.task_id, split=snapshot.split,
+        seed=snapshot.seed, options=snapshot.options, turn=snapshot.turn, status=snapshot.status,
+        reason=snapshot.reason, total_reward=snapshot.total_reward, reset=snapshot.reset,
+        steps=[s.to_wire() for s in snapshot.steps],
+    )
+
+
 async def run_reset(
     manager: EpisodeManager, owner: str, body: ResetRequest, idempotency_key: str | None = None
 ) -> ResetResponse:
     """One reset (the single route and the batch route)."""
-    live = await manager.reset_once(owner, idempotency_key, body.env_id, body.task_id, body.seed, body.options)
-    return ResetResponse(episode_id=live.id, **live.reset_result)
+    result = await manager.reset_once(owner, idempotency_key, body.env_id, body.task_id, body.seed, body.options)
+    return reset_response(result)
 
 
 async def run_step(
@@ -43,7 +73,7 @@ async def run_step(
         owner, episode_id, action_from_request(body.action, settings), expected_turn=body.expected_turn,
         idempotency_key=idempotency_key, mean_logprob=body.mean_logprob,
     )
-    return StepResponse(**result)
+    return step_response(result)
 
 
 @router.post("", response_model=ResetResponse, status_code=201, summary="Reset: a new episode and its sandbox")
@@ -61,8 +91,13 @@ async def list_episodes(
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EpisodeList:
-    rows, total = manager.list_episodes(owner, status, offset, limit)
-    return EpisodeList(episodes=[EpisodeSummary(**r) for r in rows], total=total, offset=offset, limit=limit)
+    page = await manager.list_episodes(owner, status, offset, limit)
+    episodes = [
+        EpisodeSummary(episode_id=e.episode_id, env_id=e.env_id, task_id=e.task_id, split=e.split, turn=e.turn,
+                       status=e.status, reason=e.reason, total_reward=e.total_reward)
+        for e in page.episodes
+    ]
+    return EpisodeList(episodes=episodes, total=page.total, offset=offset, limit=limit)
 
 
 @router.post("/{episode_id}/step", response_model=StepResponse, summary="Step: one action -> observation, reward")
@@ -75,25 +110,24 @@ async def step(
 
 @router.get("/{episode_id}", response_model=EpisodeState, summary="State: turn, trajectory so far")
 async def get_episode(episode_id: str, manager: ManagerDep, owner: OwnerDep) -> EpisodeState:
-    return EpisodeState(**manager.state(owner, episode_id))
+    return state_response(await manager.state(owner, episode_id))
 
 
 @router.get("/{episode_id}/trajectory", response_class=PlainTextResponse,
             summary="The trajectory as JSONL: the reset, then one line per step")
 async def trajectory(episode_id: str, manager: ManagerDep, owner: OwnerDep) -> PlainTextResponse:
-    state = manager.state(owner, episode_id)
-    head = {k: state[k] for k in ("episode_id", "env_id", "task_id", "split", "seed", "options")}
-    lines = [json.dumps({"turn": None, **head, **state["reset"]}, ensure_ascii=False)]
-    lines += [json.dumps(s, ensure_ascii=False) for s in state["steps"]]
+    state = await manager.state(owner, episode_id)
+    head = {"episode_id": state.episode_id, "env_id": state.env_id, "task_id": state.task_id, "split": state.split,
+            "seed": state.seed, "options": state.options}
+    lines = [json.dumps({"turn": None, **head, **state.reset}, ensure_ascii=False)]
+    lines += [json.dumps(s.to_wire(), ensure_ascii=False) for s in state.steps]
     return PlainTextResponse("\n".join(lines) + "\n", media_type="application/x-ndjson")
 
 
 @router.post("/{episode_id}/fork", response_model=ResetResponse, status_code=201,
              summary="Fork: a new episode at the same point, by deterministic replay")
 async def fork(episode_id: str, manager: ManagerDep, owner: OwnerDep, body: ForkRequest | None = None) -> ResetResponse:
-    child = await manager.fork(owner, episode_id, body.turn if body else None)
-    last = child.steps[-1]["result"] if child.steps else child.reset_result
-    return ResetResponse(episode_id=child.id, observation=last["observation"], info=last["info"])
+    return reset_response(await manager.fork(owner, episode_id, body.turn if body else None))
 
 
 @router.delete("/{episode_id}", status_code=204, summary="Close: the sandbox is destroyed")

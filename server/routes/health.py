@@ -23,14 +23,18 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", summary="Readiness: accepting resets, sandbox backend and warm pool state")
 async def readyz(request: Request, manager: ManagerDep) -> JSONResponse:
+    # 200 when a reset would be accepted. The body also reports the warm pool and the teardown
+    # backlog (sandboxes of ended episodes still being removed in the background). No docstring:
+    # it would become the operation's description in the OpenAPI document.
     backend = request.app.state.backend
+    status = manager.status()
     body: dict[str, Any] = {
-        "accepting": manager.accepting,
-        "open_episodes": manager.open_episodes,
-        "max_live_episodes": manager.settings.max_live_episodes,
+        "accepting": status.accepting,
+        "open_episodes": status.open_episodes,
+        "max_live_episodes": status.max_live_episodes,
         "backend": None if backend is None else {"name": backend.name, "isolated": backend.isolated},
     }
-    ready = manager.accepting and manager.open_episodes < manager.settings.max_live_episodes
+    ready = status.ready
     if backend is not None:
         try:
             # The Docker check is blocking I/O: keep it off the event loop.
@@ -38,19 +42,32 @@ async def readyz(request: Request, manager: ManagerDep) -> JSONResponse:
         except SandboxError as exc:
             body["backend"]["error"] = exc.message
             ready = False
-    if manager.pool is not None:
-        body["warm_pool"] = {"ready": manager.pool.ready, "size": manager.pool.size,
-                             "last_error": manager.pool.last_error}
+    pool = status.warm_pool
+    if pool is not None:
+        body["warm_pool"] = {"ready": pool.ready, "size": pool.size, "last_error": pool.last_error,
+                             "max_size": pool.max_size, "target": pool.target, "creating": pool.creating,
+                             "resets_per_s": pool.resets_per_s, "create_s": pool.create_s}
+    teardown = status.teardown
+    body["teardown"] = {"backlog": teardown.backlog, "workers": teardown.workers, "capacity": teardown.capacity,
+                        "removed": teardown.removed, "failed": teardown.failed}
+    body["store_backlog"] = status.store_backlog
     body["status"] = "ready" if ready else "not_ready"
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(request: Request, manager: ManagerDep) -> Response:
+    # The gauges are refreshed from the manager at each scrape.
     m = request.app.state.metrics
-    m.live_episodes.set(manager.open_episodes)
-    if manager.pool is not None:
-        m.warm_sandboxes.set(manager.pool.ready)
+    status = manager.status()
+    m.live_episodes.set(status.open_episodes)
+    if status.warm_pool is not None:
+        m.warm_sandboxes.set(status.warm_pool.ready)
+        m.warm_pool_target.set(status.warm_pool.target)
+    m.teardown_backlog.set(status.teardown.backlog)
+    m.sandboxes_removed.set(status.teardown.removed)
+    m.teardown_failures.set(status.teardown.failed)
+    m.store_backlog.set(status.store_backlog)
     return Response(m.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

@@ -35,8 +35,8 @@ from toolgym.errors import PayloadTooLarge, ToolGymError, Unauthorized, http_sta
 from toolgym.server.deps import OwnerDep
 from toolgym.server.episodes import EpisodeManager
 from toolgym.server.errors import error_response, internal_error, validation_error
-from toolgym.server.models import EpisodeState, ResetRequest, StepRequest
-from toolgym.server.routes.episodes import run_reset, run_step
+from toolgym.server.models import ResetRequest, StepRequest
+from toolgym.server.routes.episodes import run_reset, run_step, state_response
 from toolgym.server.settings import Settings
 
 __all__ = ["MAX_IN_FLIGHT", "WsAnswer", "WsRequest", "router"]
@@ -222,7 +222,7 @@ class _Session:
         if request.op == "close":
             await self.manager.close(self.owner, episode_id)
             return 204, None
-        return 200, EpisodeState(**self.manager.state(self.owner, episode_id)).model_dump(mode="json")
+        return 200, state_response(await self.manager.state(self.owner, episode_id)).model_dump(mode="json")
 
     def _error(self, exc: ToolGymError) -> tuple[int, Any]:
         status = http_status(exc)

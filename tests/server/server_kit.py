@@ -11,6 +11,7 @@ tests/conftest.py, for servers that live longer than one test).
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -106,15 +107,19 @@ class ServerFarm:
         return live
 
     def stop_all(self) -> list[str]:
-        """Stop every server; returns the leaks found (and removes them)."""
+        """Stop every server, then look for leaks (and remove them). All are stopped before
+        any is counted: two servers may share an instance label (a restart), and a running
+        one's containers are not the stopped one's leaks."""
         leaks = []
         for live in self.servers:
             live.stop()
+        for instance, live in {s.instance: s for s in self.servers}.items():
             if live.backend.name == "docker":
-                left = count_containers(live.instance)
+                left = count_containers(instance)
                 if left:
-                    leaks.append(f"{left} container(s) of {live.instance}")
-                    live.backend.remove_owned(live.instance)
+                    leaks.append(f"{left} container(s) of {instance}")
+                    live.backend.remove_owned(instance)
+        for live in self.servers:
             live.backend.close()
         self.servers.clear()
         return leaks
@@ -147,6 +152,24 @@ def episode_containers(episode_id: str, *, running_only: bool = False) -> list[d
     with docker() as client:
         return list(client.api.containers(all=not running_only,
                                           filters={"label": [f"{LABEL_MANAGED}=1", f"{LABEL_EPISODE}={episode_id}"]}))
+
+
+def wait_for_teardown(server: Server, timeout_s: float = 30.0) -> None:
+    """Wait (bounded) until the server's background teardown has removed every sandbox of an
+    ended episode: a close answers before its container is gone."""
+    deadline = time.monotonic() + timeout_s
+    while server.manager.teardown_backlog:
+        left = server.manager.teardown_backlog
+        assert time.monotonic() < deadline, f"teardown backlog still {left} after {timeout_s} s"
+        time.sleep(0.05)
+
+
+def wait_gone(episode_id: str, timeout_s: float = 30.0) -> None:
+    """Wait (bounded) until no container is labelled for ``episode_id`` (removed in the background)."""
+    deadline = time.monotonic() + timeout_s
+    while episode_containers(episode_id):
+        assert time.monotonic() < deadline, f"the container of {episode_id} is still there after {timeout_s} s"
+        time.sleep(0.05)
 
 
 # --- HTTP shorthands ----------------------------------------------------------------------------------
@@ -270,6 +293,7 @@ def check_healthy(server: Server, client: httpx.Client, witness: str | None = No
     if witness is not None:
         check_witness(client, witness)
     if server.backend.name == "docker":
+        wait_for_teardown(server)
         allowed = server.manager.open_episodes + server.settings.warm_pool_size
         assert count_containers(server.instance) <= allowed, (
             f"{count_containers(server.instance)} containers for {server.manager.open_episodes} open episodes"

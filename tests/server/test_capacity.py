@@ -18,6 +18,7 @@ from server_kit import (
     expect_error,
     reset,
     step,
+    wait_for_teardown,
 )
 
 pytestmark = pytest.mark.docker
@@ -59,6 +60,7 @@ def test_third_reset_is_503_with_retry_after_and_closing_frees_a_slot(server: Se
     assert "max_live_episodes" in err["message"]
     ready = client.get("/readyz")
     assert ready.status_code == 503 and ready.json()["status"] == "not_ready"
+    wait_for_teardown(server)  # the previous test's closed episodes
     assert count_containers(server.instance) == 2, "a refused reset starts no sandbox"
 
     close(client, first)
@@ -87,6 +89,7 @@ def test_concurrent_resets_never_exceed_the_limit(server: Server, client: httpx.
         if r.status_code == 503:
             expect_error(r, 503, "at_capacity")
     assert server.manager.open_episodes == 2
+    wait_for_teardown(server)
     assert count_containers(server.instance) == 2
     check_healthy(server, client)
 

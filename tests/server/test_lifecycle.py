@@ -33,6 +33,8 @@ from server_kit import (
     tags,
     tool_message,
     tooluse_record,
+    wait_for_teardown,
+    wait_gone,
 )
 
 from toolgym.server.sandbox.base import SandboxSpec
@@ -82,15 +84,38 @@ def test_delete_closes_and_removes_the_container(server: Server, client: httpx.C
     assert len(episode_containers(episode_id, running_only=True)) == 1
     before = count_containers(server.instance)
     close(client, episode_id)
-    assert episode_containers(episode_id) == []
-    assert count_containers(server.instance) <= before - 1 + server.settings.warm_pool_size
+    # The episode is over at once; its container goes in the background, within a bound.
     st = state(client, episode_id)
     assert st["status"] == "finished" and st["reason"] == "closed"
+    wait_gone(episode_id)
+    wait_for_teardown(server)
+    assert count_containers(server.instance) <= before - 1 + server.settings.warm_pool_size
     close(client, episode_id)  # idempotent
-    # An episode that ends by itself releases its container at once.
+    # An episode that ends by itself releases its container too.
     done = reset(client, "tu-single-1")["episode_id"]
     assert step(client, done, "no idea")["terminated"]
-    assert episode_containers(done) == []
+    wait_gone(done)
+    check_healthy(server, client)
+
+
+def test_delete_and_the_final_step_do_not_wait_for_the_removal(server: Server, client: httpx.Client) -> None:
+    """The container is removed in the background: right after the answer it is usually
+    still there (a removal takes 60 ms and more, the answer a few ms). Once in three tries is
+    enough to show the request did not wait; before, it was never there."""
+    removed_before = metric(client, "toolgym_teardown_removed")
+    still_there = 0
+    for i in range(3):
+        episode_id = reset(client, "tu-single-1")["episode_id"]
+        if i == 0:
+            assert step(client, episode_id, "no idea")["terminated"]  # the final step releases it
+        else:
+            close(client, episode_id)
+        still_there += bool(episode_containers(episode_id))
+        wait_gone(episode_id)
+    assert still_there >= 1, "every answer came after its container was gone: the removal is on the request path"
+    wait_for_teardown(server)
+    assert metric(client, "toolgym_teardown_removed") >= removed_before + 3
+    assert metric(client, "toolgym_teardown_backlog") == 0
     check_healthy(server, client)
 
 
@@ -293,6 +318,21 @@ def test_stop_finishes_in_flight_steps_and_removes_every_container(farm_fn: Serv
     assert idle  # the idle episode's container went with the rest
 
 
+def test_stop_drains_the_teardown_queue(farm_fn: ServerFarm) -> None:
+    """Closes answered before their containers went; stopping right after still removes
+    each of them through the teardown queue (not only through the final label sweep)."""
+    server = farm_fn.start("docker", warm_pool_size=0)
+    with server.client() as client:
+        episodes = [reset(client, "tu-single-1")["episode_id"] for _ in range(3)]
+        for episode_id in episodes:
+            close(client, episode_id)
+    server.stop()
+    status = server.manager.status()
+    assert status.teardown.backlog == 0 and status.teardown.failed == 0
+    assert status.teardown.removed == 3
+    assert count_containers(server.instance) == 0
+
+
 def test_trajectories_survive_a_restart(farm_fn: ServerFarm, tmp_path: Any) -> None:
     settings: dict[str, Any] = {"instance_id": farm_fn.new_instance(), "db_path": str(tmp_path / "durable.db"),
                                 "warm_pool_size": 0}
@@ -354,7 +394,8 @@ def test_metrics_count_what_was_served(server: Server, client: httpx.Client) -> 
     assert metric(client, "toolgym_live_episodes") == server.manager.open_episodes
     text = client.get("/metrics").text
     for name in ("toolgym_steps_total", "toolgym_reset_seconds_bucket", "toolgym_episode_return_bucket",
-                 "toolgym_warm_sandboxes", "toolgym_sandbox_failures_total"):
+                 "toolgym_warm_sandboxes", "toolgym_sandbox_failures_total", "toolgym_teardown_backlog",
+                 "toolgym_store_commit_writes_bucket", "toolgym_store_backlog"):
         assert name in text, name
     close(client, slow)
 
@@ -366,7 +407,15 @@ def test_readyz_reports_docker_and_the_warm_pool(server: Server, client: httpx.C
     body = r.json()
     assert body["status"] == "ready" and body["accepting"] is True
     assert body["backend"] == {"name": "docker", "isolated": True}
-    assert body["warm_pool"] == {"ready": 1, "size": 1, "last_error": None}
+    pool = body["warm_pool"]
+    assert {k: pool[k] for k in ("ready", "size", "last_error", "max_size", "target")} == {
+        "ready": 1, "size": 1, "last_error": None, "max_size": 1, "target": 1}
+    assert pool["creating"] == 0 and pool["resets_per_s"] >= 0 and pool["create_s"] > 0
+    wait_for_teardown(server)
+    teardown = client.get("/readyz").json()["teardown"]
+    assert teardown["backlog"] == 0 and teardown["failed"] == 0
+    assert teardown["workers"] >= 1 and teardown["capacity"] >= 1 and teardown["removed"] >= 1
     assert body["open_episodes"] == server.manager.open_episodes
     assert body["max_live_episodes"] == server.settings.max_live_episodes
     assert metric(client, "toolgym_warm_sandboxes") == 1
+    assert metric(client, "toolgym_warm_pool_target") == 1

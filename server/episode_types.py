@@ -1,0 +1,140 @@
+"""What the episode manager returns: plain dataclasses, its public API.
+
+The manager knows nothing of HTTP; the routes turn these into the pydantic models of
+``toolgym.server.models`` (the only place pydantic is used) and the wire stays as it was.
+Observations and infos are kept in their wire form (JSON-ready dicts), because that is what
+the store records and what every caller needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from toolgym.server.sandbox.pool import PoolStatus
+from toolgym.server.sandbox.teardown import TeardownStatus
+
+__all__ = [
+    "EpisodePage",
+    "EpisodeSnapshot",
+    "EpisodeSummary",
+    "ManagerStatus",
+    "RecordedStep",
+    "ResetResult",
+    "StepResult",
+]
+
+
+@dataclass(frozen=True)
+class ResetResult:
+    """A new episode: its id and first observation (also what a fork answers, at the turn
+    it was forked at)."""
+
+    episode_id: str
+    observation: dict[str, Any]
+    info: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One step's answer, exactly as the policy is shown it (after ``max_output_chars``)."""
+
+    observation: dict[str, Any]
+    reward: float
+    terminated: bool
+    truncated: bool
+    info: dict[str, Any]
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON object the store records (and the trajectory prints), key order kept."""
+        return {"observation": self.observation, "reward": self.reward, "terminated": self.terminated,
+                "truncated": self.truncated, "info": self.info}
+
+    @classmethod
+    def from_wire(cls, raw: dict[str, Any]) -> StepResult:
+        """Back from ``to_wire`` (a stored step)."""
+        return cls(observation=raw["observation"], reward=float(raw["reward"]), terminated=bool(raw["terminated"]),
+                   truncated=bool(raw["truncated"]), info=raw["info"])
+
+
+@dataclass(frozen=True)
+class RecordedStep:
+    """A played turn: the action in wire form and what it gave."""
+
+    turn: int
+    action: Any
+    result: StepResult
+    mean_logprob: float | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """One trajectory entry: turn, action, then the result's keys (no log-probability:
+        it is the trainer's own figure, kept for the task statistics)."""
+        return {"turn": self.turn, "action": self.action, **self.result.to_wire()}
+
+
+@dataclass(frozen=True)
+class EpisodeSummary:
+    """One line of the episode listing."""
+
+    episode_id: str
+    env_id: str
+    task_id: str
+    split: str
+    turn: int
+    status: str
+    reason: str | None
+    total_reward: float
+
+
+@dataclass(frozen=True)
+class EpisodePage:
+    """A page of the caller's episodes and how many there are in all."""
+
+    episodes: list[EpisodeSummary]
+    total: int
+
+
+@dataclass(frozen=True)
+class EpisodeSnapshot:
+    """An episode as it stands: what it was reset with, its status, and every step so far.
+
+    ``reset`` holds the reset's ``observation`` and ``info``."""
+
+    episode_id: str
+    env_id: str
+    task_id: str
+    split: str
+    seed: int | None
+    options: dict[str, Any]
+    turn: int
+    status: str
+    reason: str | None
+    total_reward: float
+    reset: dict[str, Any]
+    steps: list[RecordedStep] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ManagerStatus:
+    """What ``/readyz`` and ``/metrics`` report about the manager.
+
+    Attributes:
+        accepting: False once shutdown began (resets are refused).
+        open_episodes: unfinished episodes, resets under way included.
+        max_live_episodes: the limit on ``open_episodes``.
+        warm_pool: None on a server without a sandbox backend.
+        teardown: sandboxes of ended episodes still being removed in the background.
+        store_backlog: writes queued for the store's writer thread.
+    """
+
+    accepting: bool
+    open_episodes: int
+    max_live_episodes: int
+    warm_pool: PoolStatus | None
+    teardown: TeardownStatus
+    store_backlog: int
+
+    @property
+    def ready(self) -> bool:
+        """Whether a reset would be accepted now (the backend check aside)."""
+        return self.accepting and self.open_episodes < self.max_live_episodes

@@ -1,0 +1,121 @@
+"""Acknowledged means on disk: a real server process, killed with SIGKILL under concurrent
+step load, has stored every step (and every reset) it answered with a 200/201.
+
+The server is ``toolgym serve`` as a child process on loopback with the process backend and
+no warm pool; the load is FunctionCall episodes (reset, then the one step that ends them),
+which need no sandbox, so the kill leaves no process or container behind. Writes go through
+the store's writer thread and its group commits; a step whose answer left the server before
+its commit returned would be missing here.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from toolgym.server.embedded import free_port
+
+pytestmark = pytest.mark.slow
+
+FUNCTIONCALL = "toolgym/FunctionCall-v0"
+TASK = "fc-weather-001"
+GOLD = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+CLIENTS = 8
+MIN_ACKED = 40
+"""Steps acknowledged before the kill; fewer would make the check too weak to mean much."""
+
+
+def start_server(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
+    port = free_port()
+    db = tmp_path / "crash.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLGYM_")}
+    env["TOOLGYM_INSTANCE_ID"] = f"crash-{uuid.uuid4().hex[:6]}"
+    cmd = [str(Path(sys.executable).parent / "toolgym"), "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--backend", "process", "--warm-pool", "0", "--db", str(db), "--max-live-episodes", "512",
+           "--log-level", "warning"]
+    with open(tmp_path / "server.log", "wb") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, (tmp_path / "server.log").read_text()
+        try:
+            if httpx.get(base_url + "/readyz", timeout=2).status_code == 200:
+                return proc, base_url, db
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "the server did not become ready in 60 s"
+        time.sleep(0.1)
+
+
+def test_every_acknowledged_step_survives_kill_9(tmp_path: Path) -> None:
+    proc, base_url, db = start_server(tmp_path)
+    acked_steps: list[str] = []
+    acked_resets: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=base_url, timeout=10) as client:
+            for _ in range(10_000):  # bounded; the kill ends it long before
+                if stop.is_set():
+                    return
+                try:
+                    r = client.post("/v1/episodes", json={"env_id": FUNCTIONCALL, "task_id": TASK})
+                    if r.status_code != 201:
+                        return
+                    episode_id = r.json()["episode_id"]
+                    with lock:
+                        acked_resets.append(episode_id)
+                    r = client.post(f"/v1/episodes/{episode_id}/step", json={"action": GOLD})
+                    if r.status_code != 200:
+                        return
+                    assert r.json()["terminated"] is True
+                    with lock:
+                        acked_steps.append(episode_id)
+                except httpx.HTTPError:  # the server is gone
+                    return
+
+    threads = [threading.Thread(target=load) for _ in range(CLIENTS)]
+    try:
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 60
+        while len(acked_steps) < MIN_ACKED * 3:
+            assert time.monotonic() < deadline, f"only {len(acked_steps)} steps acknowledged in 60 s"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)  # mid-load: requests are in flight
+        proc.wait(timeout=30)
+    finally:
+        stop.set()
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        for t in threads:
+            t.join(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+    with lock:
+        steps, resets = set(acked_steps), set(acked_resets)
+    assert len(steps) >= MIN_ACKED
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        stored_steps = {e for (e,) in conn.execute("SELECT episode_id FROM steps WHERE turn = 0")}
+        stored_episodes = {e for (e,) in conn.execute("SELECT id FROM episodes")}
+        finished = {e for (e,) in conn.execute("SELECT id FROM episodes WHERE status = 'finished' AND turn = 1")}
+    finally:
+        conn.close()
+    assert not steps - stored_steps, f"{len(steps - stored_steps)} of {len(steps)} acknowledged steps were lost"
+    assert not steps - finished, "an acknowledged final step left its episode unfinished in the store"
+    assert not resets - stored_episodes, f"{len(resets - stored_episodes)} acknowledged resets were lost"
+    print(f"acknowledged {len(steps)} steps, {len(resets)} resets; stored {len(stored_steps)} steps")
