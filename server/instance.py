@@ -180,7 +180,7 @@ def claim_instance(backend: SandboxBackend, settings: Settings) -> InstanceLock:
     """Start-up, before any container is made: take this instance's lock, then clean up.
 
     Having the lock, it removes this instance's own leftovers, then every orphan's (see the
-    module doc). On any failure the lock is released again.
+    module doc). If the clean-up fails, the lock is released before the error propagates.
 
     Raises:
         Conflict: a live server holds this instance's lock.
