@@ -31,11 +31,18 @@ END_TOKENS = ("<|endoftext|>", "<|im_end|>")
 
 @dataclass(frozen=True)
 class ParsedCall:
+    """One tool call the policy made, with its arguments already decoded to a dict.
+
+    ``id`` is the deterministic ``call_<turn>_<index>``, not the id the policy sent, so that
+    two seeded runs record the same ids.
+    """
+
     id: str
     name: str
     arguments: dict[str, Any]
 
     def to_openai(self) -> dict[str, Any]:
+        """The call in OpenAI's ``tool_calls`` form, ``arguments`` re-encoded as a JSON string."""
         return {
             "id": self.id,
             "type": "function",
@@ -45,6 +52,12 @@ class ParsedCall:
 
 @dataclass(frozen=True)
 class ParsedTurn:
+    """What one action said: its content and the tool calls that parsed.
+
+    ``calls`` may be empty while ``skipped_calls`` is not: the policy tried to call a tool and
+    got the format wrong, which the families treat differently from a plain answer.
+    """
+
     content: str
     calls: list[ParsedCall] = field(default_factory=list)
     skipped_calls: int = 0

@@ -129,9 +129,12 @@ class Task:
 
 
 def _checked_step(step: Callable[[Any, Action], Step]) -> Callable[[Any, Any], Step]:
-    """``step`` behind the action-shape check: an action of no valid shape becomes an
-    ``invalid_action`` step (reward 0, no messages) and never reaches the family, so the episode
-    stays at its turn; an assistant message given as a dict is converted, as on the wire."""
+    """``step`` behind the action-shape check, so a malformed action never reaches the family.
+
+    An action of no valid shape becomes an ``invalid_action`` step (reward 0, no messages) and
+    the episode stays at its turn; an assistant message given as a dict is converted, as on the
+    wire.
+    """
 
     @functools.wraps(step)
     def checked(self: Any, action: Any) -> Step:
@@ -152,7 +155,8 @@ class Episode(ABC):
 
     Every subclass's ``step`` is wrapped (``__init_subclass__``) so that a Python caller's
     malformed action is an ``invalid_action`` step rather than a crash deep in a parser: the
-    families only ever see a ``str`` or an ``AssistantMessage``."""
+    families only ever see a ``str`` or an ``AssistantMessage``.
+    """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -1,10 +1,13 @@
-"""A ToolGym server on a thread of this process: for ``toolgym demo``, the tests and the
-benchmarks, which all need a real server on loopback they can start and stop.
+"""A ToolGym server on a thread of this process, which its caller starts and stops.
+
+It is for ``toolgym demo``, the tests and the benchmarks, which all need a real server on
+loopback they can start and stop.
 
 Both this and ``toolgym serve`` bind their listening socket (``listen_socket``) before the
 app's start-up runs: uvicorn on its own runs the start-up first and binds after, so a second
 server on a busy port would have claimed its sandboxes before failing with "address already
-in use"."""
+in use".
+"""
 
 from __future__ import annotations
 
@@ -29,7 +32,8 @@ def listen_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
 
     Raises ``OSError`` (``EADDRINUSE`` when a server already listens there) before anything
     else has happened. ``SO_REUSEADDR`` lets a restart bind over the last run's closing
-    connections; it never lets two sockets listen on one port."""
+    connections; it never lets two sockets listen on one port.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -48,7 +52,8 @@ class EmbeddedServer:
     The port is bound when the object is made (``OSError`` if it is taken), before the app's
     start-up runs. ``start`` returns once the app's startup (lifespan) has finished, or raises
     if it failed; ``stop`` runs the app's shutdown, as SIGTERM would. A context manager;
-    ``stop`` is idempotent."""
+    ``stop`` is idempotent.
+    """
 
     def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> None:
         import uvicorn
@@ -64,6 +69,7 @@ class EmbeddedServer:
 
     @property
     def base_url(self) -> str:
+        """Where a client reaches this server, e.g. ``http://127.0.0.1:41234`` (no trailing slash)."""
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout_s: float = 120.0) -> EmbeddedServer:

@@ -58,8 +58,10 @@ def _file_name(instance: str) -> str:
 
 
 def _try_lock(path: Path) -> IO[str] | None:
-    """The open, exclusively locked file at ``path``, or None if a live process holds it. Also
-    None if the file was replaced while we waited (it is then someone else's, just made)."""
+    """The open, exclusively locked file at ``path``, or None if a live process holds it.
+
+    Also None if the file was replaced while we waited (it is then someone else's, just made).
+    """
     handle = open(path, "a+", encoding="utf-8")  # kept open while locked
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -98,7 +100,8 @@ class InstanceLock:
         """Take the lock, or raise ``Conflict`` naming the live server that holds it.
 
         Waits up to ``wait_s`` first: another server's sweep briefly holds the lock of a dead
-        predecessor with the same id."""
+        predecessor with the same id.
+        """
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         deadline = time.monotonic() + wait_s
         while True:
@@ -125,8 +128,11 @@ class InstanceLock:
                 f"instance_id, or leave it unset for a unique one")
 
     def release(self) -> None:
-        """Remove the lock file and drop the lock (idempotent). Called after the server's own
-        sandboxes are removed, so a sweeper never races a clean shutdown."""
+        """Remove the lock file and drop the lock (idempotent).
+
+        Called after the server's own sandboxes are removed, so a sweeper never races a clean
+        shutdown.
+        """
         handle, self._handle = self._handle, None
         if handle is None:
             return
@@ -136,8 +142,13 @@ class InstanceLock:
 
 
 def sweep_orphans(backend: SandboxBackend, own: InstanceLock) -> int:
-    """Remove the sandboxes of every instance in ``own.directory`` whose lock is free; returns
-    how many were removed. Only for backends whose sandboxes outlive their server."""
+    """Remove the sandboxes of every instance in ``own.directory`` whose lock is free.
+
+    Only for backends whose sandboxes outlive their server; for the others it removes nothing.
+
+    Returns:
+        How many sandboxes were removed.
+    """
     if backend.name not in OUTLIVES_SERVER:
         return 0
     removed = 0
@@ -166,8 +177,14 @@ def sweep_orphans(backend: SandboxBackend, own: InstanceLock) -> int:
 
 
 def claim_instance(backend: SandboxBackend, settings: Settings) -> InstanceLock:
-    """Start-up, before any container is made: take this instance's lock (``Conflict`` if a live
-    server has it), remove this instance's own leftovers, then every orphan's (module doc)."""
+    """Start-up, before any container is made: take this instance's lock, then clean up.
+
+    Having the lock, it removes this instance's own leftovers, then every orphan's (see the
+    module doc). If the clean-up fails, the lock is released before the error propagates.
+
+    Raises:
+        Conflict: a live server holds this instance's lock.
+    """
     directory = Path(settings.instance_dir) if settings.instance_dir else default_instance_dir()
     lock = InstanceLock(settings.instance, directory)
     lock.acquire(backend.name, settings.port)

@@ -33,8 +33,11 @@ __all__ = [
 
 @dataclass(frozen=True)
 class AssistantMessage:
-    """An OpenAI-style assistant message: ``content`` plus ``tool_calls`` in the
-    ``{"id", "type": "function", "function": {"name", "arguments"}}`` form."""
+    """An OpenAI-style assistant message: ``content`` plus ``tool_calls``.
+
+    Each tool call is in the ``{"id", "type": "function", "function": {"name", "arguments"}}``
+    form.
+    """
 
     content: str | None = None
     tool_calls: tuple[Mapping[str, Any], ...] = ()
@@ -92,8 +95,10 @@ def action_from_wire(raw: object, what: str = "action") -> Action:
 
 
 def action_to_wire(action: Action) -> str | dict[str, Any]:
-    """The JSON form of an env ``Action``: what a client sends and what a trajectory records
-    (``action_from_wire`` reads it back, e.g. when a fork replays the recorded actions)."""
+    """The JSON form of an env ``Action``: what a client sends and what a trajectory records.
+
+    ``action_from_wire`` reads it back, e.g. when a fork replays the recorded actions.
+    """
     if isinstance(action, AssistantMessage):
         return {"content": action.content, "tool_calls": [dict(c) for c in action.tool_calls]}
     if isinstance(action, str):
@@ -102,8 +107,10 @@ def action_to_wire(action: Action) -> str | dict[str, Any]:
 
 
 def action_chars(action: Action) -> int:
-    """The size of an action in characters, as the ``max_action_chars`` cap counts it: the text,
-    plus the JSON of the tool calls."""
+    """The size of an action in characters, as the ``max_action_chars`` cap counts it.
+
+    That is the text, plus the JSON of the tool calls.
+    """
     if isinstance(action, AssistantMessage):
         return len(action.content or "") + len(json.dumps([dict(c) for c in action.tool_calls], default=str))
     return len(action)

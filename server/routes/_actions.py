@@ -1,5 +1,8 @@
-"""The step and judge routes' action intake: the validated request model, converted by the one
-wire converter (``toolgym.actions``), with the ``max_action_chars`` cap."""
+"""The step and judge routes' action intake.
+
+The validated request model is converted by the one wire converter (``toolgym.actions``), with
+the ``max_action_chars`` cap.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ def action_from_request(raw: str | AssistantMessageIn, settings: Settings, what:
     """The env action for ``raw``; ``PayloadTooLarge`` (413) over ``max_action_chars``.
 
     The request model has already refused a bad shape (422); the conversion itself is
-    ``action_from_wire``'s, the same as the clients' and the fork's."""
+    ``action_from_wire``'s, the same as the clients' and the fork's.
+    """
     wire = raw if isinstance(raw, str) else {
         "content": raw.content, "tool_calls": [c.model_dump() for c in raw.tool_calls],
     }

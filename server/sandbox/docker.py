@@ -47,8 +47,10 @@ def docker_client(timeout_s: float = 60.0) -> Any:
 
 
 class _AttachChannel(Channel):
-    """Docker's attach stream: stdin raw, stdout/stderr in frames of
-    ``[stream, 0, 0, 0, size (uint32 big-endian)] + payload``."""
+    """Docker's attach stream: stdin raw, stdout/stderr multiplexed in frames.
+
+    Each frame is ``[stream, 0, 0, 0, size (uint32 big-endian)] + payload``.
+    """
 
     def __init__(self, sock: Any) -> None:
         self._wrapper = sock
@@ -104,8 +106,11 @@ class _AttachChannel(Channel):
 
 
 def _pids_limit(sandbox_limit: int, max_processes: int | None) -> int:
-    """The container's pids limit for a run: the sandbox's own, or the run's ``max_processes``
-    plus the agent when that is lower (the sandbox's limit stays a ceiling)."""
+    """The container's pids limit for a run: the sandbox's own, or the run's, whichever is lower.
+
+    The run's is its ``max_processes`` plus one for the agent (a run that sets none gets the
+    sandbox's); the sandbox's limit stays a ceiling a run cannot raise.
+    """
     return sandbox_limit if max_processes is None else min(sandbox_limit, max_processes + 1)
 
 
@@ -132,9 +137,14 @@ class DockerBackend:
 
     @property
     def image(self) -> str:
+        """The sandbox image's reference (name:tag) every container is created from."""
         return self._image
 
     def check(self) -> None:
+        """Raise ``SandboxError`` unless the engine answers and has the sandbox image.
+
+        The image is never pulled: a missing one is reported with the command that builds it.
+        """
         import docker.errors
 
         try:
@@ -151,6 +161,15 @@ class DockerBackend:
             raise SandboxError(f"docker backend: cannot inspect image {self._image!r} ({exc})") from exc
 
     def create(self, spec: SandboxSpec) -> Sandbox:
+        """Create and start one hardened container for ``spec``, then wait for its agent's hello.
+
+        The container carries this server's instance label beside ``spec.labels``, so
+        ``remove_owned`` and a later server's orphan sweep can find it.
+
+        Raises:
+            SandboxError: no image, the engine refused, or the agent did not answer in time
+                (the container is removed again).
+        """
         import docker.errors
 
         labels = {LABEL_MANAGED: "1", LABEL_INSTANCE: self._instance, **spec.labels}
@@ -230,6 +249,12 @@ class DockerBackend:
             return False
 
     def remove_owned(self, instance: str | None = None) -> int:
+        """Remove the ToolGym containers of ``instance``; with None, those of EVERY instance.
+
+        Containers are found by label on the engine, so this reaches ones made by other and
+        earlier processes: pass your own instance, or one known to be dead (see
+        ``toolgym.server.instance``); None would also remove live servers' containers.
+        """
         filters = [f"{LABEL_MANAGED}=1"]
         if instance is not None:
             filters.append(f"{LABEL_INSTANCE}={instance}")
@@ -237,6 +262,7 @@ class DockerBackend:
         return sum(1 for c in containers if self._remove(c["Id"]))
 
     def close(self) -> None:
+        """Close the engine client; containers are left to ``remove_owned`` (never raises)."""
         try:
             self._client.close()
         except Exception:

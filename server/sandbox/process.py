@@ -87,8 +87,11 @@ class _Live:
 
 
 def _pids_of_uid(uid: int, *, zombies: bool = True) -> list[int]:
-    """Processes of ``uid``; zombies count (they still hold their uid's process slots) unless
-    ``zombies`` is False (a zombie is already dead: nothing to kill)."""
+    """Processes of ``uid``, zombies included unless ``zombies`` is False.
+
+    Zombies count by default because they still hold their uid's process slots; pass
+    ``zombies=False`` to list what can still be killed (a zombie is already dead).
+    """
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -136,14 +139,22 @@ class ProcessBackend:
         self._python = SYSTEM_PYTHON if self._as_root and os.path.exists(SYSTEM_PYTHON) else sys.executable
 
     def check(self) -> None:
+        """Raise ``SandboxError`` if the Python the agent would run under is missing.
+
+        As root that is the system ``/usr/bin/python3`` (so the sandbox uid can read it), else
+        this process's own interpreter.
+        """
         if not os.path.exists(self._python):
             raise SandboxError(f"process backend: no Python at {self._python}")
 
     def _take_slot(self) -> int | None:
-        """A uid for one sandbox, and only for it. Other backends on this host (another
-        server, a test run) draw from the same range: a uid is ours while we hold its lock
-        file, and is skipped while any process still has it (another user's sandbox, or
-        killed ones not yet reaped, which count against RLIMIT_NPROC)."""
+        """A uid slot for one sandbox, and only for it; None when not root (no uid of its own).
+
+        Other backends on this host (another server, a test run) draw from the same range: a
+        uid is ours while we hold its lock file, and is skipped while any process still has it
+        (another user's sandbox, or killed ones not yet reaped, which count against
+        RLIMIT_NPROC).
+        """
         if not self._as_root:
             return None
         with self._slot_lock:
@@ -168,6 +179,15 @@ class ProcessBackend:
                 self._free_slots.append(slot)  # last in line: its dead processes get time to be reaped
 
     def create(self, spec: SandboxSpec) -> Sandbox:
+        """Start an agent process for ``spec`` and wait until it answers.
+
+        Of ``spec`` only ``max_processes`` is used, and only as root (the ``RLIMIT_NPROC``
+        ceiling of the sandbox's own uid): its labels and its sandbox-wide memory, CPU and
+        work-dir caps need a container. Each run's own limits are still applied by the agent.
+
+        Raises:
+            SandboxError: no free uid, or the agent could not be started or did not answer.
+        """
         slot = self._take_slot()
         workdir = tempfile.mkdtemp(prefix="toolgym-sandbox-")
         sandbox_id = "proc-" + uuid.uuid4().hex[:12]
@@ -235,9 +255,13 @@ class ProcessBackend:
         return alive
 
     def remove_owned(self, instance: str | None = None) -> int:
-        """Process sandboxes die with their server (the agent exits when its stdin closes);
-        this ends the ones this backend object still holds."""
+        """End the sandboxes this backend object still holds; ``instance`` is ignored.
+
+        Process sandboxes die with their server (the agent exits when its stdin closes), so
+        there is never another instance's leftover to remove.
+        """
         return sum(1 for sandbox_id in list(self._live) if self._destroy(sandbox_id))
 
     def close(self) -> None:
+        """End every sandbox still live: this backend's only resources are its processes."""
         self.remove_owned()
