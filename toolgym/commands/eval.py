@@ -7,7 +7,8 @@ FTRL's Solve-P/R/F1 per question type (the policies and the table: ``toolgym.eva
 With ``--tasks``, the file's tasks are registered first (ids the server already has are
 skipped) and exactly the file's tasks of ``--split`` are evaluated; without it, every task the
 server lists in the split. Exit status: 0 when every episode ran, 1 when some failed (they
-are counted under ``errors``, not scored), 2 on a usage error.
+are counted under ``errors``, not scored), 2 on a usage error, 3 when no server answers at
+``--base-url`` (default: ``$TOOLGYM_BASE_URL``, else ``http://127.0.0.1:8000``).
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ def add_parser(subparsers: Any) -> None:
         "eval", help="evaluate a policy on a split: Solve-P/R/F1 per question type",
         description=(__doc__ or "").replace("``", ""), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--base-url", default="http://127.0.0.1:8000", help="the ToolGym server")
-    p.add_argument("--api-key", default=os.environ.get("TOOLGYM_API_KEY"),
-                   help="the server's API key (default: $TOOLGYM_API_KEY)")
+    p.add_argument("--base-url", default=None,
+                   help="the ToolGym server (default: $TOOLGYM_BASE_URL, else http://127.0.0.1:8000)")
+    p.add_argument("--api-key", default=None, help="the server's API key (default: $TOOLGYM_API_KEY)")
     p.add_argument("--env", default="toolgym/ToolUse-v0", help="env id (default: %(default)s)")
     p.add_argument("--split", default="test", choices=SPLITS, help="which split (default: %(default)s)")
     p.add_argument("--tasks", metavar="FILE", help="a JSONL task file: registered first, and its tasks of the split"
@@ -67,9 +68,11 @@ def run(args: argparse.Namespace) -> int:
         return _fail("--concurrency must be >= 1 and --limit >= 0")
     try:
         return asyncio.run(_run(args))
-    except ToolGymError as exc:
-        print(f"toolgym eval: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+    except ToolGymError as exc:  # e.g. no server at --base-url: exit 3 with how to start one
+        from toolgym.client._core import resolve_base_url
+        from toolgym.commands._cli import error_exit
+
+        return error_exit("eval", exc, resolve_base_url(args.base_url))
 
 
 async def _run(args: argparse.Namespace) -> int:
