@@ -8,7 +8,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +61,25 @@ def play(base_url: str, api_key: str | None = None) -> dict[str, Any]:
     return ids
 
 
-@pytest.fixture
-def served(server_factory: Callable[..., Any]) -> tuple[str, dict[str, Any]]:
-    live = server_factory("process", warm_pool_size=0)
-    return live.base_url, play(live.base_url)
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, Any]]]:
+    """One server for the tests that only read it (starting one costs seconds on a busy
+    machine): the episodes of ``play``, nothing else, for the whole module."""
+    from toolgym.server import Settings, create_app
+    from toolgym.server.embedded import EmbeddedServer
+    from toolgym.server.sandbox.process import ProcessBackend
+
+    port = free_port()
+    settings = Settings(host="127.0.0.1", port=port, warm_pool_size=0, instance_id=f"cli-{uuid.uuid4().hex[:8]}",
+                        db_path=str(tmp_path_factory.mktemp("served") / "toolgym.db"))
+    backend = ProcessBackend()
+    thread = EmbeddedServer(create_app(settings, backend=backend), port=port).start(timeout_s=60)
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        yield base_url, play(base_url)
+    finally:
+        thread.stop()
+        backend.close()
 
 
 def test_status_shows_readiness_envs_and_pass_rates(served: tuple[str, dict[str, Any]]) -> None:
@@ -277,3 +293,18 @@ def test_the_clients_read_toolgym_base_url(served: tuple[str, dict[str, Any]],
     monkeypatch.setenv("TOOLGYM_BASE_URL", "http://127.0.0.1:9")
     with EnvClient(base_url) as client:  # an explicit URL wins over the variable
         assert client.health() == {"status": "ok"}
+
+
+def test_eval_json_and_a_refused_connection(server_factory: Callable[..., Any]) -> None:
+    base_url = server_factory("process", warm_pool_size=0).base_url
+    done = toolgym("eval", "--policy", "random", "--limit", "2", "--json", env={"TOOLGYM_BASE_URL": base_url})
+    assert done.returncode == 0, done.stderr
+    summary = one_json(done.stdout)
+    assert (summary["env_id"], summary["split"], summary["episodes"], summary["errors"]) == (TU, "test", 2, 0)
+    overall = summary["rows"][-1]
+    assert overall["label"] == "overall" and overall["episodes"] == 2
+    assert {"solve_precision", "solve_rate", "solve_f1", "mean_return"} <= set(overall)
+
+    url = f"http://127.0.0.1:{free_port()}"
+    done = toolgym("eval", "--policy", "random", "--base-url", url)
+    assert done.returncode == 3 and f"is a server running at {url}?" in done.stderr

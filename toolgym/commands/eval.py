@@ -50,6 +50,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--concurrency", type=int, default=8, metavar="C", help="episodes at once (default: %(default)s)")
     p.add_argument("--out", metavar="FILE", help="write one JSON line per episode (trajectory, rewards, metrics)")
     p.add_argument("--seed", type=int, default=0, help="seeds resets and the random policy (default: %(default)s)")
+    p.add_argument("--json", action="store_true",
+                   help="write the summary (one row per question type) as one JSON document instead of the table")
     p.set_defaults(run=run)
 
 
@@ -142,9 +144,18 @@ async def _run(args: argparse.Namespace) -> int:
             if isinstance(policy, ev.ModelPolicy):
                 await policy.aclose()
     elapsed = time.perf_counter() - started
-    print(f"{args.env} {args.split}: policy {args.policy}, {len(results)} episodes in {elapsed:.1f} s")
-    print(ev.format_table(ev.summarize(results)))
     errors = [r for r in results if r.error is not None]
+    if args.json:
+        from dataclasses import asdict
+
+        from toolgym.commands._cli import emit_json
+
+        emit_json({"env_id": args.env, "split": args.split, "policy": args.policy, "episodes": len(results),
+                   "errors": len(errors), "elapsed_s": round(elapsed, 3),
+                   "rows": [asdict(row) for row in ev.summarize(results)]})
+    else:
+        print(f"{args.env} {args.split}: policy {args.policy}, {len(results)} episodes in {elapsed:.1f} s")
+        print(ev.format_table(ev.summarize(results)))
     if errors:
         print(f"{len(errors)} episode(s) failed and are not scored; first: {errors[0].task_id}: {errors[0].error}",
               file=sys.stderr)
