@@ -32,7 +32,8 @@ def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "episodes", help="list this key's episodes (ls) or show one turn by turn (show)",
         description=(__doc__ or "").replace("``", ""), formatter_class=argparse.RawDescriptionHelpFormatter)
-    actions = p.add_subparsers(dest="episodes_command", required=True, metavar="{ls,show}")
+    actions = p.add_subparsers(dest="episodes_command", required=True, metavar="{ls,show}",
+                               help="ls: a table of episodes; show: one episode")
     ls = actions.add_parser("ls", help="a table of this key's episodes")
     ls.add_argument("--status", choices=_STATUSES, default=None, help="only episodes in this state (default: all)")
     ls.add_argument("--env", default=None, metavar="ID", help="only episodes of this env id")
