@@ -30,11 +30,14 @@ class AsyncEnvClient:
     with the pool (``bench/client_scaling.py``). The answers, errors and retries are the same;
     a dropped socket is reopened and its requests resent with their idempotency keys. Other
     methods use HTTP either way; episodes are the key's, so both transports reach them.
+
+    Without ``base_url`` or ``api_key``, ``TOOLGYM_BASE_URL`` and ``TOOLGYM_API_KEY`` are read
+    (then ``http://127.0.0.1:8000`` and no key), as by ``EnvClient`` and every ``toolgym`` command.
     """
 
     def __init__(
         self,
-        base_url: str = "http://127.0.0.1:8000",
+        base_url: str | None = None,
         api_key: str | None = None,
         *,
         timeout_s: float = 120.0,
@@ -48,7 +51,7 @@ class AsyncEnvClient:
         options = _core.http_client_options(base_url, api_key, timeout_s, max_connections)
         self._http = httpx.AsyncClient(transport=transport, **options)
         self._retry = retry or RetryPolicy()
-        self._ws = WsTransport(base_url, options["headers"], timeout_s) if protocol == "ws" else None
+        self._ws = WsTransport(str(options["base_url"]), options["headers"], timeout_s) if protocol == "ws" else None
 
     async def __aenter__(self) -> AsyncEnvClient:
         return self

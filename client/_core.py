@@ -6,6 +6,7 @@ duplicates any of it; each only moves bytes and sleeps. The WebSocket transport 
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import uuid
@@ -25,8 +26,11 @@ __all__ = [
     "Retry",
     "RetryPolicy",
     "StepResult",
+    "DEFAULT_BASE_URL",
     "action_to_json",
     "parse_error",
+    "resolve_api_key",
+    "resolve_base_url",
     "ws_frame",
     "ws_response",
     "ws_url",
@@ -134,8 +138,39 @@ class Exchange:
         return Retry(delay)
 
 
-def http_client_options(base_url: str, api_key: str | None, timeout_s: float, max_connections: int) -> dict[str, Any]:
-    """What both clients give their httpx client: base URL, bearer key, timeout, pool size."""
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+"""Where ``toolgym serve`` listens by default, and so where a client looks when told nothing."""
+
+
+def resolve_base_url(base_url: str | None) -> str:
+    """The server a client talks to: ``base_url``, else ``$TOOLGYM_BASE_URL``, else the default.
+
+    One rule for the clients and every ``toolgym`` command, so a trainer and the CLI pointed
+    at a remote server by the same variable reach the same one.
+    """
+    if base_url:
+        return base_url
+    return os.environ.get("TOOLGYM_BASE_URL") or DEFAULT_BASE_URL
+
+
+def resolve_api_key(api_key: str | None) -> str | None:
+    """The key a client sends: ``api_key`` (``""`` means none), else ``$TOOLGYM_API_KEY``.
+
+    Read at construction, so the key need not appear in code or on a command line.
+    """
+    if api_key is not None:
+        return api_key or None
+    return os.environ.get("TOOLGYM_API_KEY") or None
+
+
+def http_client_options(base_url: str | None, api_key: str | None, timeout_s: float,
+                        max_connections: int) -> dict[str, Any]:
+    """What both clients give their httpx client: base URL, bearer key, timeout, pool size.
+
+    ``base_url`` and ``api_key`` fall back on ``TOOLGYM_BASE_URL`` and ``TOOLGYM_API_KEY``.
+    """
+    base_url = resolve_base_url(base_url)
+    api_key = resolve_api_key(api_key)
     return {
         "base_url": base_url,
         "headers": {"Authorization": f"Bearer {api_key}"} if api_key else {},

@@ -23,11 +23,14 @@ class EnvClient:
     with backoff (``retry``), and steps carry an ``Idempotency-Key`` so a retried step never
     acts twice. Safe to share between threads; ``close_client`` (or ``with``) releases the
     connection pool.
+
+    Without ``base_url`` or ``api_key``, ``TOOLGYM_BASE_URL`` and ``TOOLGYM_API_KEY`` are read
+    (then ``http://127.0.0.1:8000`` and no key), as by every ``toolgym`` command.
     """
 
     def __init__(
         self,
-        base_url: str = "http://127.0.0.1:8000",
+        base_url: str | None = None,
         api_key: str | None = None,
         *,
         timeout_s: float = 120.0,

@@ -99,7 +99,8 @@ class RemoteEnv(gym.Env[dict[str, Any], Any]):
 
     Args:
         env_id: the server's env id, e.g. ``toolgym/ToolUse-v0``.
-        base_url, api_key: the server and your key (default: the ``TOOLGYM_API_KEY`` variable).
+        base_url, api_key: the server and your key (default: the ``TOOLGYM_BASE_URL`` and
+            ``TOOLGYM_API_KEY`` variables, then ``http://127.0.0.1:8000`` and no key).
         task_id: reset this task every time (default: the server draws one).
         options: default reset options (per ``GET /v1/envs``), merged with ``reset``'s.
         client: an ``EnvClient`` to share between envs (it is not closed by ``close``).
@@ -111,7 +112,7 @@ class RemoteEnv(gym.Env[dict[str, Any], Any]):
     def __init__(
         self,
         env_id: str = "toolgym/ToolUse-v0",
-        base_url: str = "http://127.0.0.1:8000",
+        base_url: str | None = None,
         api_key: str | None = None,
         *,
         task_id: str | None = None,

@@ -4,6 +4,7 @@ second; a stale one (another context hash, or none) is rebuilt."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -86,5 +87,28 @@ def test_build_image_returns_at_once_when_current_and_rebuilds_when_stale(tag: s
 
         forced = build_image("--tag", tag, "--force")
         assert forced.returncode == 0 and f"built {tag}" in forced.stdout, forced.stderr
+    finally:
+        client.close()
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_build_image_json_says_whether_it_built(tag: str) -> None:
+    from toolgym.server.sandbox.docker import docker_client
+
+    client: Any = docker_client()
+    try:
+        here = {t for image in client.images.list() for t in image.tags}
+        if not any(ref in here for ref in ("python:3.11-slim", LOCAL_BASE)):
+            pytest.skip("no base image here; the first build would need debootstrap or a registry")
+        first = build_image("--tag", tag, "--json")
+        assert first.returncode == 0, first.stderr
+        lines = first.stdout.splitlines()
+        assert len(lines) == 1, first.stdout  # the notes went to stderr
+        doc = json.loads(lines[0])
+        assert doc == {"tag": tag, "image_id": client.images.get(tag).id, "built": True}
+        assert f"built {tag}" in first.stderr
+        again = build_image("--tag", tag, "--json")
+        assert again.returncode == 0 and json.loads(again.stdout) == {**doc, "built": False}
     finally:
         client.close()

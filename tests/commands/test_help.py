@@ -15,7 +15,8 @@ def subcommand_parsers() -> dict[str, argparse.ArgumentParser]:
 
 def test_every_command_is_listed_with_help() -> None:
     parsers = subcommand_parsers()
-    assert set(parsers) == {"serve", "demo", "build-image", "generate", "eval"}
+    assert set(parsers) == {"serve", "demo", "build-image", "generate", "eval", "status", "episodes", "export",
+                            "doctor"}
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert all((choice.help or "").strip() for choice in sub._choices_actions)
 

@@ -8,7 +8,8 @@ The metrics are FTRL's; the policies and the table live in ``toolgym.eval``.
 With ``--tasks``, the file's tasks are registered first (ids the server already has are
 skipped) and exactly the file's tasks of ``--split`` are evaluated; without it, every task the
 server lists in the split. Exit status: 0 when every episode ran, 1 when some failed (they
-are counted under ``errors``, not scored), 2 on a usage error.
+are counted under ``errors``, not scored), 2 on a usage error, 3 when no server answers at
+``--base-url`` (default: ``$TOOLGYM_BASE_URL``, else ``http://127.0.0.1:8000``).
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ def add_parser(subparsers: Any) -> None:
         "eval", help="evaluate a policy on a split: Solve-P/R/F1 per question type",
         description=(__doc__ or "").replace("``", ""), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--base-url", default="http://127.0.0.1:8000", help="the ToolGym server")
-    p.add_argument("--api-key", default=os.environ.get("TOOLGYM_API_KEY"),
-                   help="the server's API key (default: $TOOLGYM_API_KEY)")
+    p.add_argument("--base-url", default=None,
+                   help="the ToolGym server (default: $TOOLGYM_BASE_URL, else http://127.0.0.1:8000)")
+    p.add_argument("--api-key", default=None, help="the server's API key (default: $TOOLGYM_API_KEY)")
     p.add_argument("--env", default="toolgym/ToolUse-v0", help="env id (default: %(default)s)")
     p.add_argument("--split", default="test", choices=SPLITS, help="which split (default: %(default)s)")
     p.add_argument("--tasks", metavar="FILE", help="a JSONL task file: registered first, and its tasks of the split"
@@ -51,6 +52,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--concurrency", type=int, default=8, metavar="C", help="episodes at once (default: %(default)s)")
     p.add_argument("--out", metavar="FILE", help="write one JSON line per episode (trajectory, rewards, metrics)")
     p.add_argument("--seed", type=int, default=0, help="seeds resets and the random policy (default: %(default)s)")
+    p.add_argument("--json", action="store_true",
+                   help="write the summary (one row per question type) as one JSON document instead of the table")
     p.set_defaults(run=run)
 
 
@@ -70,9 +73,11 @@ def run(args: argparse.Namespace) -> int:
         return _fail("--concurrency must be >= 1 and --limit >= 0")
     try:
         return asyncio.run(_run(args))
-    except ToolGymError as exc:
-        print(f"toolgym eval: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+    except ToolGymError as exc:  # e.g. no server at --base-url: exit 3 with how to start one
+        from toolgym.client._core import resolve_base_url
+        from toolgym.commands._cli import error_exit
+
+        return error_exit("eval", exc, resolve_base_url(args.base_url))
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -142,9 +147,18 @@ async def _run(args: argparse.Namespace) -> int:
             if isinstance(policy, ev.ModelPolicy):
                 await policy.aclose()
     elapsed = time.perf_counter() - started
-    print(f"{args.env} {args.split}: policy {args.policy}, {len(results)} episodes in {elapsed:.1f} s")
-    print(ev.format_table(ev.summarize(results)))
     errors = [r for r in results if r.error is not None]
+    if args.json:
+        from dataclasses import asdict
+
+        from toolgym.commands._cli import emit_json
+
+        emit_json({"env_id": args.env, "split": args.split, "policy": args.policy, "episodes": len(results),
+                   "errors": len(errors), "elapsed_s": round(elapsed, 3),
+                   "rows": [asdict(row) for row in ev.summarize(results)]})
+    else:
+        print(f"{args.env} {args.split}: policy {args.policy}, {len(results)} episodes in {elapsed:.1f} s")
+        print(ev.format_table(ev.summarize(results)))
     if errors:
         print(f"{len(errors)} episode(s) failed and are not scored; first: {errors[0].task_id}: {errors[0].error}",
               file=sys.stderr)
