@@ -23,16 +23,23 @@ deep-copies it (``copy=True``, its default) into a plain tuple of dicts, the sam
 vector env returns. An observation that does not fit fails that step with ``PayloadTooLarge``
 naming both ways out: a larger ``shared_memory_bytes``, or ``vector_kwargs={"shared_memory":
 False}``, which sends observations through the worker pipes instead and has no size limit.
+
+``close_episodes_on_sigterm`` covers the other way an async vector env ends: ``close(terminate=
+True)``, a ``close`` that timed out, and garbage collection all ``terminate()`` the workers, and a
+SIGTERM would kill a worker before its env could close its remote episode, leaving it (and its
+sandbox) live on the server until the idle timeout.
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing
+import signal
+import threading
 from collections.abc import Iterator, Sequence
 from ctypes import c_uint8
-from types import ModuleType
-from typing import TYPE_CHECKING, Any, overload
+from types import FrameType, ModuleType
+from typing import TYPE_CHECKING, Any, NoReturn, overload
 
 import numpy as np
 from gymnasium.vector.utils import create_shared_memory, read_from_shared_memory, write_to_shared_memory
@@ -42,7 +49,7 @@ from toolgym.errors import PayloadTooLarge
 if TYPE_CHECKING:
     from toolgym.client.gym import ChatObservation
 
-__all__ = ["SharedChatBatch", "register_shared_memory"]
+__all__ = ["SharedChatBatch", "close_episodes_on_sigterm", "register_shared_memory"]
 
 _HEADER = 8  # little-endian uint64: the payload's length in bytes
 
@@ -126,3 +133,23 @@ def register_shared_memory(space_type: type[ChatObservation]) -> None:
     # view is what AsyncVectorEnv needs from it (see the module docstring).
     read_from_shared_memory.register(space_type)(_read)  # type: ignore[arg-type]
     write_to_shared_memory.register(space_type)(_write)
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once, as before
+    raise SystemExit(128 + signum)
+
+
+def close_episodes_on_sigterm() -> None:
+    """In a child process, make SIGTERM unwind (``SystemExit``) instead of killing outright.
+
+    gymnasium's async worker closes its env in a ``finally`` clause, so unwinding is enough for
+    ``RemoteEnv.close`` to close the remote episode before the worker exits; the parent joins
+    its workers, so that close is done when ``AsyncVectorEnv.close`` returns. Only where SIGTERM
+    still has its default action, in the main thread of a ``multiprocessing`` child: a handler
+    someone else set is left alone, and the user's own (parent) process is never touched.
+    """
+    if multiprocessing.parent_process() is None or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)

@@ -29,7 +29,7 @@ from gymnasium import spaces
 from toolgym._gym import register_envs
 from toolgym.actions import action_from_wire, action_to_wire
 from toolgym.client._core import RetryPolicy
-from toolgym.client._gym_vector import register_shared_memory
+from toolgym.client._gym_vector import close_episodes_on_sigterm, register_shared_memory
 from toolgym.client._sync import EnvClient
 from toolgym.errors import EpisodeNotFound, ValidationFailed
 
@@ -160,6 +160,7 @@ class RemoteEnv(gym.Env[dict[str, Any], Any]):
         self._options = dict(options or {})
         self.episode_id: str | None = None
         self.observation_space = ChatObservation(shared_memory_bytes)
+        close_episodes_on_sigterm()  # an AsyncVectorEnv worker that is terminated still closes
         self.action_space = ChatAction()
 
     def _close_episode(self) -> None:

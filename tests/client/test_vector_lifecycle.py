@@ -9,6 +9,7 @@ sub-env's ``episode_id`` and ask the server, after every step, which episodes ar
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from typing import Any
 
@@ -156,3 +157,26 @@ def test_async_waits_time_out_instead_of_hanging(server_factory: Callable[..., A
     finally:
         envs.close(timeout=WAIT_S)
     assert "live" not in server_episodes(server.base_url).values()
+
+
+def test_terminated_workers_still_close_their_episodes(server_factory: Callable[..., Any]) -> None:
+    """``close(terminate=True)`` (also what a timed-out close and garbage collection do) sends the
+    workers SIGTERM; each still closes its remote episode, before ``close`` returns."""
+    server = server_factory("process", warm_pool_size=0)
+    idle = gymnasium.make_vec(FUNCTIONCALL, num_envs=N, vectorization_mode="async", base_url=server.base_url)
+    idle.reset(seed=1)
+    busy = gymnasium.make_vec(CODEMATH, num_envs=N, vectorization_mode="async", base_url=server.base_url)
+    busy.reset(seed=2)
+    assert list(server_episodes(server.base_url).values()) == ["live"] * 2 * N
+    idle.close(terminate=True)
+    busy.step_async([CODE] * N)
+    busy.close(terminate=True)  # mid-step: the waits are cut short, the workers terminated
+    statuses = server_episodes(server.base_url)
+    assert len(statuses) == 2 * N and "live" not in statuses.values()
+
+    forgotten = gymnasium.make_vec(FUNCTIONCALL, num_envs=N, vectorization_mode="async", base_url=server.base_url)
+    forgotten.reset(seed=3)
+    del forgotten  # AsyncVectorEnv.__del__ closes with terminate=True
+    gc.collect()
+    statuses = server_episodes(server.base_url)
+    assert len(statuses) == 3 * N and "live" not in statuses.values()
