@@ -135,8 +135,16 @@ def register_shared_memory(space_type: type[ChatObservation]) -> None:
     write_to_shared_memory.register(space_type)(_write)
 
 
+TERMINATE_GRACE_S = 5
+"""How long a terminated worker may spend closing its episode (a dead server would otherwise
+hold ``close(terminate=True)`` through the client's timeouts and retries)."""
+
+
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once, as before
+    if hasattr(signal, "alarm"):
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(TERMINATE_GRACE_S)  # then SIGALRM's default action ends the process
     raise SystemExit(128 + signum)
 
 

@@ -10,7 +10,10 @@ sub-env's ``episode_id`` and ask the server, after every step, which episodes ar
 from __future__ import annotations
 
 import gc
+import signal
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import gymnasium
@@ -22,6 +25,8 @@ from scripted_policies import CODEMATH, FUNCTIONCALL, TOOLUSE, ToolUsePolicy, fu
 import toolgym  # noqa: F401  (registers the envs)
 from toolgym import errors
 from toolgym.client import EnvClient
+from toolgym.client._gym_vector import TERMINATE_GRACE_S
+from toolgym.server.embedded import EmbeddedServer, free_port
 
 N = 2
 WAIT_S = 60.0
@@ -180,3 +185,27 @@ def test_terminated_workers_still_close_their_episodes(server_factory: Callable[
     gc.collect()
     statuses = server_episodes(server.base_url)
     assert len(statuses) == 3 * N and "live" not in statuses.values()
+
+
+def test_terminate_does_not_wait_on_a_server_that_is_gone(tmp_path: Path) -> None:
+    """With the server gone, a terminated worker's close would sit in the client's retries: it
+    gets ``TERMINATE_GRACE_S``, then it is killed, and ``close(terminate=True)`` returns."""
+    from toolgym.server import Settings, create_app
+    from toolgym.server.sandbox.process import ProcessBackend
+
+    port = free_port()
+    settings = Settings(host="127.0.0.1", port=port, instance_id=f"grace-{port}", db_path=str(tmp_path / "g.db"),
+                        warm_pool_size=0)
+    backend = ProcessBackend()
+    server = EmbeddedServer(create_app(settings, backend=backend), port=port).start(timeout_s=60)
+    envs = gymnasium.make_vec(FUNCTIONCALL, num_envs=N, vectorization_mode="async",
+                              base_url=f"http://127.0.0.1:{port}")
+    try:
+        envs.reset(seed=0)
+    finally:
+        server.stop()
+        backend.close()
+    started = time.monotonic()
+    envs.close(terminate=True)
+    assert time.monotonic() - started < TERMINATE_GRACE_S + 3
+    assert [p.exitcode for p in envs.unwrapped.processes] == [-signal.SIGALRM] * N
