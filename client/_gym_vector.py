@@ -13,21 +13,23 @@ them for ``ChatObservation`` here. Why this and not the alternatives:
   default ``sync`` mode would break.
 * gymnasium's own spaces: chat messages are nested, variable-length JSON. ``Sequence`` and
   ``Graph`` refuse shared memory; ``Text`` has a fixed alphabet and length, and its reader
-  returns a tuple copied once at construction, so an async env would keep showing the first
-  observations.
+  builds a tuple of strings, so the one the parent keeps from construction never changes.
 
 Each sub-env owns a fixed slot of ``ChatObservation.shared_memory_bytes``: an 8-byte length,
 then the observation as UTF-8 JSON (lossless: observations arrive as JSON). The parent reads
 through ``SharedChatBatch``, a live view that decodes the slots when asked; ``AsyncVectorEnv``
 deep-copies it (``copy=True``, its default) into a plain tuple of dicts, the same value the sync
-vector env returns. An observation that does not fit fails that step with ``PayloadTooLarge``
-naming both ways out: a larger ``shared_memory_bytes``, or ``vector_kwargs={"shared_memory":
-False}``, which sends observations through the worker pipes instead and has no size limit.
+vector env returns (with ``copy=False`` the view itself comes back, rewritten by the next step).
+An observation that does not fit fails that step with ``PayloadTooLarge`` (gymnasium then shuts
+that worker down, and its env closes its episode), naming both ways out: a larger
+``shared_memory_bytes``, or ``vector_kwargs={"shared_memory": False}``, which sends
+observations through the worker pipes instead and has no size limit.
 
 ``close_episodes_on_sigterm`` covers the other way an async vector env ends: ``close(terminate=
 True)``, a ``close`` that timed out, and garbage collection all ``terminate()`` the workers, and a
 SIGTERM would kill a worker before its env could close its remote episode, leaving it (and its
-sandbox) live on the server until the idle timeout.
+sandbox) live on the server until the idle timeout. The worker unwinds instead, for at most
+``TERMINATE_GRACE_S``.
 """
 
 from __future__ import annotations
