@@ -1,12 +1,11 @@
-"""``gymnasium.make_vec`` over ToolUse on a Docker-backed server: a scripted policy plays three
+"""``gymnasium.make_vec`` over ToolUse on a Docker-backed server: a scripted policy plays the
 sub-envs through termination and gymnasium's autoreset, and nothing stays open after close.
 
-``vectorization_mode="async"`` runs each sub-env in a subprocess and by default puts
-observations in shared memory, which needs fixed-size arrays: chat observations are
-variable-length dicts, so gymnasium refuses at construction with a ValueError naming
-``shared_memory=False`` (checked below: it fails at once, it does not hang). With
-``vector_kwargs={"shared_memory": False}`` observations travel through the worker pipes and
-async vectorization works; every wait below has a timeout, so a stuck worker fails the test.
+``vectorization_mode="async"`` runs each sub-env in a subprocess and, by default, passes
+observations back through shared memory; chat observations have their own layout there
+(``toolgym.client._gym_vector``), so gymnasium's defaults work. Every wait below has a
+timeout, so a stuck worker fails the test. The three env families on the process backend,
+both shared-memory settings, and the episode bookkeeping are in ``test_vector_lifecycle.py``.
 """
 
 from __future__ import annotations
@@ -96,19 +95,16 @@ def test_sync_vector_env(server_factory: Callable[..., Any]) -> None:
     assert live(server.base_url) == 0
 
 
-def test_async_vector_env_needs_shared_memory_off(server_factory: Callable[..., Any]) -> None:
+def test_async_vector_env_with_gymnasiums_defaults(server_factory: Callable[..., Any]) -> None:
     server = server_factory("docker", warm_pool_size=2)
-    with pytest.raises(ValueError, match="shared_memory=False"):
-        gymnasium.make_vec(TOOLUSE, num_envs=2, vectorization_mode="async", base_url=server.base_url)
-    assert live(server.base_url) == 0
-
     envs = gymnasium.make_vec(TOOLUSE, num_envs=2, vectorization_mode="async", base_url=server.base_url,
-                              vector_kwargs={"shared_memory": False}, options={"split": "train"})
-    assert isinstance(envs, AsyncVectorEnv)
+                              options={"split": "train"})
+    assert isinstance(envs, AsyncVectorEnv) and envs.unwrapped.shared_memory  # gymnasium's default
     tally = Tally(2)
     try:
         envs.reset_async(seed=7)
         observations, _ = envs.reset_wait(timeout=WAIT_S)
+        assert isinstance(observations, tuple) and all(o in envs.single_observation_space for o in observations)
         for _ in range(5):
             envs.step_async(tally.act(observations))
             observations, rewards, terminated, truncated, _ = envs.step_wait(timeout=WAIT_S)
