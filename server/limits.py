@@ -1,0 +1,100 @@
+"""Per-key request limits and the request content-type check, both before any route's work.
+
+``RateLimiter`` is a token bucket per owner id (an API key's hash): ``rate`` tokens a second,
+holding at most ``burst`` (one second's worth, at least one), so a key may send a short burst
+and then its steady rate. Every authenticated HTTP request and every WebSocket frame takes a
+token; without one the request is refused with ``RateLimited`` (429), whose ``retry_after_s``
+is the time until the next token. ``rate == 0`` switches it off.
+
+``ContentTypeGuard`` refuses a request body whose declared ``Content-Type`` the routes cannot
+read with ``UnsupportedMediaType`` (415): JSON everywhere, JSONL (``application/x-ndjson``)
+only on the task upload route. A body with no ``Content-Type`` is read as JSON, as before.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from toolgym.errors import RateLimited, UnsupportedMediaType
+from toolgym.server.errors import error_response
+from toolgym.server.routes.envs import NDJSON_TYPES
+
+__all__ = ["ContentTypeGuard", "RateLimiter"]
+
+JSON_TYPES = frozenset({"application/json"})
+_TASK_UPLOAD = re.compile(r"^/v1/envs/.+/tasks/?$")
+"""The one route that also reads JSONL (``POST /v1/envs/{env_id}/tasks``)."""
+
+
+class RateLimiter:
+    """A token bucket per owner id: ``rate`` requests a second, bursts of up to ``burst``.
+
+    Thread-safe (sync dependencies run in a thread pool). Buckets are kept per owner, and
+    owners are few (one per configured key, plus ``anonymous``), so none is ever dropped.
+    """
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1.0, rate)
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether a rate is set (``rate_limit_per_key`` > 0)."""
+        return self.rate > 0
+
+    def take(self, owner: str) -> None:
+        """Take one token of ``owner``'s bucket, or raise ``RateLimited`` with the wait for the next."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        with self._lock:
+            tokens, at = self._buckets.get(owner, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - at) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[owner] = (tokens - 1.0, now)
+                return
+            self._buckets[owner] = (tokens, now)
+        wait = (1.0 - tokens) / self.rate
+        raise RateLimited(
+            f"this API key is over its rate of {self.rate:g} requests/s (rate_limit_per_key);"
+            f" retry in {math.ceil(wait * 1000) / 1000:g} s",
+            retry_after_s=round(wait, 3), rate_per_s=self.rate, burst=self.burst,
+        )
+
+
+class ContentTypeGuard:
+    """ASGI middleware: a body whose ``Content-Type`` is neither JSON nor (on the task upload) JSONL is a 415.
+
+    It looks only at headers, so it costs nothing for a good request and refuses a bad one
+    before its body is read.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry: check the declared media type of a request that carries a body."""
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
+            headers = dict(scope.get("headers", []))
+            has_body = headers.get(b"content-length", b"0").strip() not in (b"0", b"") or (
+                b"transfer-encoding" in headers
+            )
+            raw = headers.get(b"content-type", b"").decode("latin-1")
+            media = raw.split(";", 1)[0].strip().lower()
+            if has_body and media:
+                allowed = JSON_TYPES | frozenset(NDJSON_TYPES) if _TASK_UPLOAD.match(scope["path"]) else JSON_TYPES
+                if media not in allowed:
+                    error = UnsupportedMediaType(
+                        f"unsupported content type {media!r}; send {' or '.join(sorted(allowed))}",
+                        content_type=media, accepted=sorted(allowed),
+                    )
+                    await error_response(error)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
