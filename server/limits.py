@@ -8,7 +8,8 @@ is the time until the next token. ``rate == 0`` switches it off.
 
 ``ContentTypeGuard`` refuses a request body whose declared ``Content-Type`` the routes cannot
 read with ``UnsupportedMediaType`` (415): JSON everywhere, JSONL (``application/x-ndjson``)
-only on the task upload route. A body with no ``Content-Type`` is read as JSON, as before.
+only on the task upload route. A body with no ``Content-Type`` is refused too (the JSON routes
+cannot read it), except on the task upload, which reads it as JSON.
 """
 
 from __future__ import annotations
@@ -88,13 +89,14 @@ class ContentTypeGuard:
             )
             raw = headers.get(b"content-type", b"").decode("latin-1")
             media = raw.split(";", 1)[0].strip().lower()
-            if has_body and media:
-                allowed = JSON_TYPES | frozenset(NDJSON_TYPES) if _TASK_UPLOAD.match(scope["path"]) else JSON_TYPES
-                if media not in allowed:
-                    error = UnsupportedMediaType(
-                        f"unsupported content type {media!r}; send {' or '.join(sorted(allowed))}",
-                        content_type=media, accepted=sorted(allowed),
-                    )
-                    await error_response(error)(scope, receive, send)
-                    return
+            upload = bool(_TASK_UPLOAD.match(scope["path"]))
+            allowed = JSON_TYPES | frozenset(NDJSON_TYPES) if upload else JSON_TYPES
+            if has_body and media not in allowed and (media or not upload):
+                what = f"content type {media!r}" if media else "a body without a Content-Type"
+                error = UnsupportedMediaType(
+                    f"unsupported {what}; send {' or '.join(sorted(allowed))}",
+                    content_type=media, accepted=sorted(allowed),
+                )
+                await error_response(error)(scope, receive, send)
+                return
         await self.app(scope, receive, send)
