@@ -63,9 +63,12 @@ class StepResult:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Retries 503s, 429 ``rate_limited`` and, for requests that are safe to repeat, transport errors, with
-    exponential backoff and jitter. A 503's or 429's ``Retry-After`` is a floor on the wait (capped at
-    ``max_backoff_s``); ``max_retries`` counts the attempts after the first."""
+    """How a client retries: 503s, 429 ``rate_limited``, and transport errors of safe requests.
+
+    Each with exponential backoff and jitter (the server did nothing, so sending again is
+    safe). A 503's or 429's ``Retry-After`` is a floor on the wait (capped at ``max_backoff_s``);
+    ``max_retries`` counts the attempts after the first.
+    """
 
     max_retries: int = 5
     backoff_s: float = 0.25
