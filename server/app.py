@@ -27,7 +27,7 @@ from toolgym.server.episodes import EpisodeManager
 from toolgym.server.errors import BodySizeLimit, install_error_handlers
 from toolgym.server.instance import claim_instance
 from toolgym.server.judge import build_judge
-from toolgym.server.limits import ContentTypeGuard, RateLimiter
+from toolgym.server.limits import ConcurrencyLimit, ContentTypeGuard, RateLimiter
 from toolgym.server.metrics import Metrics
 from toolgym.server.routes import batch, dataloop, envs, episodes, health, ws
 from toolgym.server.sandbox.base import SandboxBackend
@@ -133,6 +133,7 @@ def create_app(settings: Settings, *, backend: SandboxBackend | None = None) -> 
     install_error_handlers(app)
     app.add_middleware(ContentTypeGuard)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(ConcurrencyLimit, max_requests=settings.max_concurrent_requests)  # outermost
     app.include_router(health.router)
     app.include_router(envs.router)
     app.include_router(episodes.router)

@@ -6,6 +6,11 @@ and then its steady rate. Every authenticated HTTP request and every WebSocket f
 token; without one the request is refused with ``RateLimited`` (429), whose ``retry_after_s``
 is the time until the next token. ``rate == 0`` switches it off.
 
+``ConcurrencyLimit`` bounds the HTTP requests in flight (``max_concurrent_requests``): one
+more is refused at once with ``Overloaded`` (503, Retry-After), so overload is a fast answer,
+never a queue that ends in a client's timeout. Health and metrics are not counted, so probes
+still see the server.
+
 ``ContentTypeGuard`` refuses a request body whose declared ``Content-Type`` the routes cannot
 read with ``UnsupportedMediaType`` (415): JSON everywhere, JSONL (``application/x-ndjson``)
 only on the task upload route. A body with no ``Content-Type`` is refused too (the JSON routes
@@ -21,11 +26,11 @@ import time
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from toolgym.errors import RateLimited, UnsupportedMediaType
+from toolgym.errors import Overloaded, RateLimited, UnsupportedMediaType
 from toolgym.server.errors import error_response
 from toolgym.server.routes.envs import NDJSON_TYPES
 
-__all__ = ["ContentTypeGuard", "RateLimiter"]
+__all__ = ["ConcurrencyLimit", "ContentTypeGuard", "RateLimiter"]
 
 JSON_TYPES = frozenset({"application/json"})
 _TASK_UPLOAD = re.compile(r"^/v1/envs/.+/tasks/?$")
@@ -100,3 +105,41 @@ class ContentTypeGuard:
                 await error_response(error)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+"""Probes and scrapes: never counted, never refused for load."""
+
+
+class ConcurrencyLimit:
+    """ASGI middleware: at most ``max_requests`` HTTP requests in flight; one more is a 503 ``overloaded``.
+
+    The count lives on the event loop's thread, so it needs no lock.
+    """
+
+    def __init__(self, app: ASGIApp, max_requests: int, retry_after_s: float = 1.0) -> None:
+        self.app = app
+        self.max_requests = max_requests
+        self.retry_after_s = retry_after_s
+        self.active = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry: count the request in, or refuse it when the server is full."""
+        if scope["type"] not in ("http", "websocket") or scope["path"] in EXEMPT_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.max_requests:
+            error = Overloaded(
+                f"the server has {self.max_requests} requests in flight (max_concurrent_requests); retry shortly",
+                retry_after_s=self.retry_after_s,
+            )
+            if scope["type"] == "http" or "websocket.http.response" in scope.get("extensions", {}):
+                await error_response(error)(scope, receive, send)  # a handshake is denied with the same 503
+            else:  # a server without the denial extension: close before accepting
+                await send({"type": "websocket.close", "code": 1013, "reason": "overloaded"})
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1

@@ -98,6 +98,10 @@ class Settings:
     sandbox_cpus: float = 1.0
     worker_threads: int = 64
     """Threads for sandbox I/O; bounds concurrent steps."""
+    max_concurrent_requests: int = 1024
+    """HTTP requests in flight at most (health and metrics not counted); beyond it 503
+    ``overloaded`` with Retry-After at once, never a queue that ends in a timeout. A WebSocket
+    counts as one while it is open; its frames are bounded per socket (back-pressure)."""
 
     judge_base_url: str | None = None
     """An OpenAI-compatible endpoint (``http://host:port/v1``) for LoopTool's label judge
@@ -156,7 +160,7 @@ class Settings:
         if self.backend not in ("auto", "docker", "process"):
             raise ValueError(f"backend must be auto, docker or process, not {self.backend!r}")
         for name in ("max_live_episodes", "max_request_bytes", "max_action_chars", "max_output_chars",
-                     "worker_threads"):
+                     "worker_threads", "max_concurrent_requests"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.max_live_episodes_per_key < 0 or self.rate_limit_per_key < 0:

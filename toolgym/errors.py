@@ -23,6 +23,7 @@ same class (``error_from_wire``), so ``except EpisodeNotFound`` works on both si
     ├── RateLimited                   429 rate_limited       (retryable; per-key request rate)
     └── Unavailable                   503 unavailable        (retryable; carries retry_after_s)
         ├── AtCapacity                503 at_capacity        (live-episode limit reached)
+        ├── Overloaded                503 overloaded         (request concurrency limit reached)
         ├── ShuttingDown              503 shutting_down
         ├── JudgeUnavailable          503 judge_unavailable  (too few judge votes came back)
         └── SandboxError              503 sandbox_error      (the sandbox failed, not the policy)
@@ -49,6 +50,7 @@ __all__ = [
     "JudgeNotConfigured",
     "JudgeUnavailable",
     "NotFound",
+    "Overloaded",
     "PayloadTooLarge",
     "QuotaExceeded",
     "RateLimited",
@@ -245,6 +247,15 @@ class AtCapacity(Unavailable):
     """The server holds as many live episodes as it may; retry once some have closed."""
 
     code = "at_capacity"
+
+
+class Overloaded(Unavailable):
+    """The server has as many HTTP requests in flight as it may (``max_concurrent_requests``).
+
+    Refused at once rather than queued, so a flood gets a fast 503 instead of a slow timeout.
+    """
+
+    code = "overloaded"
 
 
 class ShuttingDown(Unavailable):

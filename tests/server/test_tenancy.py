@@ -1,7 +1,8 @@
 """Keys and limits over real HTTP and WebSocket (process backend, loopback): the per-key live
 episode quota (429), the live-episode limit (503), the body cap (413), the per-key request rate
-(429 ``rate_limited``), media types (415), another key's episodes (404), and keys kept out of
-logs and reprs. Key rotation through a real ``toolgym serve`` is in test_key_rotation.py."""
+(429 ``rate_limited``), media types (415), another key's episodes (404), requests in flight
+(503 ``overloaded``), and keys kept out of logs and reprs. Key rotation through a real
+``toolgym serve`` is in test_key_rotation.py."""
 
 from __future__ import annotations
 
@@ -10,12 +11,25 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
-from server_kit import ENV, TASKS_URL, Server, ServerFarm, call, expect_error, reset, tags, tooluse_record
+from server_kit import (
+    ENV,
+    TASKS_URL,
+    Server,
+    ServerFarm,
+    call,
+    expect_error,
+    register,
+    reset,
+    tags,
+    tooluse_record,
+)
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from toolgym.client import EnvClient, RetryPolicy
 from toolgym.errors import RateLimited
@@ -242,3 +256,48 @@ def test_keys_appear_in_no_log_and_no_repr(farm: ServerFarm, caplog: pytest.LogC
     assert "API keys" in logged or "toolgym" in logged, "the server logged"
     for key in (KEY_A, KEY_B):
         assert key[8:] not in logged
+
+
+# --- overload: a bounded number of requests in flight -----------------------------------------------------
+SLOW_TOOL = "def slow(seconds):\n    import time\n    time.sleep(float(seconds))\n    return 'slept'\n"
+
+
+def test_requests_over_max_concurrent_requests_are_503_at_once(farm: ServerFarm) -> None:
+    server = farm.start("process", max_concurrent_requests=2, warm_pool_size=0)
+    with server.client(timeout=60) as c:
+        [task] = register(c, tooluse_record({"slow": SLOW_TOOL}, params={"slow": {"seconds": "number"}}))
+        episodes = [reset(c, task, tool_timeout_s=20)["episode_id"] for _ in range(2)]
+
+        def slow_step(episode_id: str) -> int:
+            with server.client(timeout=60) as mine:
+                r = mine.post(f"/v1/episodes/{episode_id}/step", json={"action": tags(call("slow", seconds=4))})
+                return r.status_code
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            steps = [pool.submit(slow_step, e) for e in episodes]
+            eventually_full = time.monotonic() + 3
+            while True:  # both slow steps are in flight once a third request is refused
+                started = time.monotonic()
+                r = c.get("/v1/envs")
+                if r.status_code == 503 or time.monotonic() > eventually_full:
+                    break
+                time.sleep(0.1)
+            err = expect_error(r, 503, "overloaded")
+            assert time.monotonic() - started < 2, "overload is refused at once, never queued"
+            assert r.headers["Retry-After"] == "1" and err["retryable"] is True
+            assert "max_concurrent_requests" in err["message"]
+            assert c.get("/healthz").status_code == 200 and c.get("/metrics").status_code == 200
+
+            async def handshake() -> None:
+                url = server.base_url.replace("http://", "ws://") + "/v1/ws"
+                with pytest.raises(InvalidStatus) as refused:
+                    async with connect(url):
+                        pass
+                assert refused.value.response.status_code == 503
+                assert json.loads(refused.value.response.body)["error"]["code"] == "overloaded"
+
+            asyncio.run(handshake())
+            assert [s.result(timeout=60) for s in steps] == [200, 200]
+        assert c.get("/v1/envs").status_code == 200, "the slots are free again"
+        for episode_id in episodes:
+            assert c.delete(f"/v1/episodes/{episode_id}").status_code == 204

@@ -35,6 +35,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--rate-limit-per-key", type=float, default=None, metavar="R",
                    help="requests per second per API key, bursts of max(1, R); beyond it 429 with Retry-After"
                         " (default 0: unlimited)")
+    p.add_argument("--max-concurrent-requests", type=int, default=None, metavar="N",
+                   help="HTTP requests in flight at most; beyond it 503 overloaded at once (default 1024)")
     p.add_argument("--image", dest="sandbox_image", default=None, help="sandbox image")
     p.add_argument("--log-level", default="info", help="debug, info, warning or error (default info)")
     p.set_defaults(run=run)
@@ -88,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {k: getattr(args, k) for k in ("host", "port", "backend", "api_keys_file", "insecure_no_auth",
                                                "db_path", "warm_pool_size", "max_live_episodes", "sandbox_image",
-                                               "max_live_episodes_per_key", "rate_limit_per_key")}
+                                               "max_live_episodes_per_key", "rate_limit_per_key",
+                                               "max_concurrent_requests")}
     if args.task_files:
         overrides["task_files"] = tuple(args.task_files)
     settings = Settings.from_env(**overrides)
