@@ -38,7 +38,7 @@ class Serve:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "toolgym.cli", "serve", "--port", str(port), "--backend", "process",
              "--warm-pool", "0", "--db", str(tmp / "db.sqlite"), "--api-keys-file", str(keys_file),
-             "--log-level", "debug"],
+             "--max-live-episodes-per-key", "1", "--rate-limit-per-key", "50", "--log-level", "debug"],
             env=env, stdout=self._log, stderr=subprocess.STDOUT,
         )
 
@@ -116,6 +116,10 @@ def test_keys_rotate_on_change_and_on_sighup(serve: Serve, keys_file: Path) -> N
         r = old.post("/v1/episodes", json={"env_id": ENV, "task_id": "tu-single-1"})
         assert r.status_code == 201, r.text
         episode = r.json()["episode_id"]
+        # --max-live-episodes-per-key 1 reached the server.
+        r = old.post("/v1/episodes", json={"env_id": ENV, "task_id": "tu-single-1"})
+        assert r.status_code == 429 and r.json()["error"]["code"] == "quota_exceeded", r.text
+        assert r.headers["Retry-After"] == "1"
 
     # 1. SIGHUP: a rewrite a stat cannot see (same size, same inode, mtime put back) is read on
     #    the signal alone. NEW replaces OLD: NEW has the same length, so the size stays.

@@ -301,3 +301,14 @@ def test_requests_over_max_concurrent_requests_are_503_at_once(farm: ServerFarm)
         assert c.get("/v1/envs").status_code == 200, "the slots are free again"
         for episode_id in episodes:
             assert c.delete(f"/v1/episodes/{episode_id}").status_code == 204
+
+
+def test_the_limits_are_settings_with_variables() -> None:
+    settings = Settings.from_env({"TOOLGYM_RATE_LIMIT_PER_KEY": "2.5", "TOOLGYM_MAX_LIVE_EPISODES_PER_KEY": "3",
+                                  "TOOLGYM_MAX_CONCURRENT_REQUESTS": "7"})
+    assert (settings.rate_limit_per_key, settings.max_live_episodes_per_key, settings.max_concurrent_requests) == (
+        2.5, 3, 7)
+    settings.validate()
+    for bad in ({"rate_limit_per_key": -1.0}, {"max_live_episodes_per_key": -1}, {"max_concurrent_requests": 0}):
+        with pytest.raises(ValueError):
+            Settings(**bad).validate()  # type: ignore[arg-type]
