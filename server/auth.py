@@ -71,6 +71,7 @@ class Authenticator:
         self._signature: tuple[int, int, int] | None = None
         self._checked_at = 0.0
         self._table: tuple[tuple[bytes, str], ...] = ()
+        self._loaded = False
         self.enabled = bool(self._static) or keys_file is not None
         """Whether requests need a key; without one every request is ``ANONYMOUS``."""
         self.reload()
@@ -103,9 +104,10 @@ class Authenticator:
         self._checked_at = time.monotonic()
         table = tuple((_digest(k), owner_id(k)) for k in dict.fromkeys(keys))
         changed = {d for d, _ in table} != {d for d, _ in self._table}
-        if changed and self._table:
+        if changed and self._loaded:
             log.info("API keys reloaded: %d keys accepted", len(table))
         self._table = table
+        self._loaded = True
         return changed
 
     def _stat(self) -> tuple[int, int, int]:
