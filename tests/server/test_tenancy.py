@@ -195,7 +195,7 @@ def test_rate_limit_is_429_with_retry_after_per_key(rate_server: Server) -> None
             if r.status_code != 200:
                 break
             passed += 1
-            assert passed <= 10
+            assert passed <= 30, "the bucket refills only at 2 tokens/s"
         assert passed >= 2, "the burst is one second's worth (2 requests)"
         err = expect_error(r, 429, "rate_limited")
         assert err["retryable"] is True and "rate_limit_per_key" in err["message"]
@@ -270,12 +270,12 @@ def test_requests_over_max_concurrent_requests_are_503_at_once(farm: ServerFarm)
 
         def slow_step(episode_id: str) -> int:
             with server.client(timeout=60) as mine:
-                r = mine.post(f"/v1/episodes/{episode_id}/step", json={"action": tags(call("slow", seconds=4))})
+                r = mine.post(f"/v1/episodes/{episode_id}/step", json={"action": tags(call("slow", seconds=6))})
                 return r.status_code
 
         with ThreadPoolExecutor(max_workers=2) as pool:
             steps = [pool.submit(slow_step, e) for e in episodes]
-            eventually_full = time.monotonic() + 3
+            eventually_full = time.monotonic() + 5
             while True:  # both slow steps are in flight once a third request is refused
                 started = time.monotonic()
                 r = c.get("/v1/envs")
