@@ -55,6 +55,11 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8")).digest()
 
 
+def _entry(key: str) -> tuple[bytes, str]:
+    """What the authenticator keeps of a key: its digest and its owner id, never the key."""
+    return _digest(key), owner_id(key)
+
+
 class Authenticator:
     """Maps an ``Authorization`` header to an owner id; with no keys at all, everyone is anonymous.
 
@@ -65,14 +70,14 @@ class Authenticator:
     """
 
     def __init__(self, keys: tuple[str, ...] = (), keys_file: str | None = None) -> None:
-        self._static = tuple(k for k in keys if k)
+        self._static = tuple(_entry(k) for k in dict.fromkeys(keys) if k)
         self._file = keys_file
         self._lock = threading.Lock()
         self._signature: tuple[int, int, int] | None = None
         self._checked_at = 0.0
         self._table: tuple[tuple[bytes, str], ...] = ()
         self._loaded = False
-        self.enabled = bool(self._static) or keys_file is not None
+        self.enabled: bool = bool(self._static) or keys_file is not None
         """Whether requests need a key; without one every request is ``ANONYMOUS``."""
         self.reload()
 
@@ -91,18 +96,18 @@ class Authenticator:
             return self._load()
 
     def _load(self) -> bool:
-        keys = list(self._static)
+        entries = list(self._static)
         if self._file is not None:
             try:
                 signature = self._stat()
-                keys.extend(read_keys_file(self._file))
+                entries.extend(_entry(k) for k in read_keys_file(self._file))
             except (OSError, UnicodeDecodeError) as exc:
                 log.warning("cannot read the API keys file %s (%s); the keys in force stay", self._file,
                             type(exc).__name__)
                 return False
             self._signature = signature
         self._checked_at = time.monotonic()
-        table = tuple((_digest(k), owner_id(k)) for k in dict.fromkeys(keys))
+        table = tuple(dict(entries).items())
         changed = {d for d, _ in table} != {d for d, _ in self._table}
         if changed and self._loaded:
             log.info("API keys reloaded: %d keys accepted", len(table))

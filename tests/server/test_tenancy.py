@@ -243,6 +243,9 @@ def test_keys_appear_in_no_log_and_no_repr(farm: ServerFarm, caplog: pytest.LogC
     caplog.set_level(logging.DEBUG)
     server = farm.start("process", api_keys=(KEY_A, KEY_B), warm_pool_size=0)
     assert KEY_A not in repr(server.settings)
+    # The authenticator holds digests and owner ids only, never a key.
+    held = repr(vars(server.app.state.auth))
+    assert KEY_A not in held and KEY_B not in held
     for header in (f"Bearer {KEY_A}x", f"Bearer {KEY_A[:-1]}", KEY_B, f"Basic {KEY_B}", "Bearer"):
         with httpx.Client(base_url=server.base_url, headers={"Authorization": header}) as c:
             err = expect_error(c.get("/v1/envs"), 401, "unauthorized")
