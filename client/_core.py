@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import httpx
 
 from toolgym.actions import action_from_wire, action_to_wire
-from toolgym.errors import ToolGymError, Unavailable, error_from_wire
+from toolgym.errors import RateLimited, ToolGymError, Unavailable, error_from_wire
 
 __all__ = [
     "Call",
@@ -67,9 +67,12 @@ class StepResult:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Retries 503s and, for requests that are safe to repeat, transport errors, with
-    exponential backoff and jitter. A 503's ``Retry-After`` is a floor on the wait (capped at
-    ``max_backoff_s``); ``max_retries`` counts the attempts after the first."""
+    """How a client retries: 503s, 429 ``rate_limited``, and transport errors of safe requests.
+
+    Each with exponential backoff and jitter (the server did nothing, so sending again is
+    safe). A 503's or 429's ``Retry-After`` is a floor on the wait (capped at ``max_backoff_s``);
+    ``max_retries`` counts the attempts after the first.
+    """
 
     max_retries: int = 5
     backoff_s: float = 0.25
@@ -126,7 +129,7 @@ class Exchange:
             if outcome.is_success:
                 return self.call.read(outcome)
             error = response_error(outcome)
-            may_retry = isinstance(error, Unavailable)
+            may_retry = isinstance(error, Unavailable | RateLimited)  # the server did nothing
             retry_after = getattr(error, "retry_after_s", None)
         else:
             error, may_retry = transport_error(self.call, outcome)

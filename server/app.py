@@ -27,6 +27,7 @@ from toolgym.server.episodes import EpisodeManager
 from toolgym.server.errors import BodySizeLimit, install_error_handlers
 from toolgym.server.instance import claim_instance
 from toolgym.server.judge import build_judge
+from toolgym.server.limits import ConcurrencyLimit, ContentTypeGuard, RateLimiter
 from toolgym.server.metrics import Metrics
 from toolgym.server.routes import batch, dataloop, envs, episodes, health, ws
 from toolgym.server.sandbox.base import SandboxBackend
@@ -54,8 +55,11 @@ def _load_task_files(tasks: TaskRegistry, specs: tuple[str, ...]) -> None:
 
 
 def create_app(settings: Settings, *, backend: SandboxBackend | None = None) -> FastAPI:
-    """A ToolGym app. ``backend`` defaults to ``select_backend(settings)`` at startup; pass one
-    to share it (tests) or to use a custom backend."""
+    """A ToolGym app: its routes, error handlers and request limits wired to ``settings``.
+
+    ``backend`` defaults to ``select_backend(settings)`` at startup; pass one to share it (tests)
+    or to use a custom backend.
+    """
     settings.validate()
 
     @asynccontextmanager
@@ -122,12 +126,15 @@ def create_app(settings: Settings, *, backend: SandboxBackend | None = None) -> 
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.auth = Authenticator(settings.all_api_keys())
+    app.state.auth = Authenticator(settings.api_keys, settings.api_keys_file)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_key)
     app.state.judge = build_judge(settings)
     if not app.state.auth.enabled:
         log.warning("no API keys configured: authentication is OFF (allowed on %s)", settings.host)
     install_error_handlers(app)
+    app.add_middleware(ContentTypeGuard)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(ConcurrencyLimit, max_requests=settings.max_concurrent_requests)  # outermost
     app.include_router(health.router)
     app.include_router(envs.router)
     app.include_router(episodes.router)

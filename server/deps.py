@@ -1,4 +1,9 @@
-"""Typed dependencies, so route signatures stay short."""
+"""Typed dependencies, so route signatures stay short.
+
+``OwnerDep`` is the gate of every authenticated route: it checks the key (``Authenticator``)
+and then takes a token of that key's rate bucket (``RateLimiter``), so no route can forget
+either.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ def _owner(
     # The raw header is checked by our Authenticator (its errors are ours); the Security
     # parameter only declares the bearer scheme in the OpenAPI document.
     owner: str = request.app.state.auth.owner(authorization)
+    request.app.state.rate_limiter.take(owner)
     return owner
 
 

@@ -1,7 +1,7 @@
 """Where every error becomes HTTP: one place, one JSON shape.
 
 ``{"error": {"code", "message", "retryable", "details"?}}`` with the status from
-``toolgym.errors.HTTP_STATUS``; 503s carry ``Retry-After``. FastAPI's own errors (bad JSON,
+``toolgym.errors.HTTP_STATUS``; 503s and 429s carry ``Retry-After``. FastAPI's own errors (bad JSON,
 schema, unknown route) are translated into the same shape here.
 """
 
@@ -21,6 +21,8 @@ from toolgym.errors import (
     BadRequest,
     NotFound,
     PayloadTooLarge,
+    QuotaExceeded,
+    RateLimited,
     ToolGymError,
     Unavailable,
     ValidationFailed,
@@ -31,15 +33,26 @@ __all__ = ["BodySizeLimit", "error_response", "install_error_handlers", "interna
 
 log = logging.getLogger(__name__)
 
+QUOTA_RETRY_AFTER_S = 1.0
+"""``Retry-After`` of a per-key quota refusal: no sooner than this may a slot have been freed."""
+
 
 def error_response(exc: ToolGymError, request: Request | None = None) -> JSONResponse:
-    """The JSON response of ``exc``: its status from ``HTTP_STATUS``, and ``Retry-After`` on a 503.
+    """The JSON response of ``exc``: its status from ``HTTP_STATUS``, and ``Retry-After`` on a 503 or 429.
 
+    A rate limit's ``Retry-After`` is the wait for the key's next token, rounded up to whole
+    seconds (the body's ``details.retry_after_s`` is exact). A per-key quota frees only when the
+    key closes an episode, so its ``Retry-After`` is a polite floor (``QUOTA_RETRY_AFTER_S``).
     With ``request``, the error is also counted in the app's metrics by its code.
     """
     headers = {}
-    if isinstance(exc, Unavailable):
-        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+    retry_after: float | None = None
+    if isinstance(exc, Unavailable | RateLimited):
+        retry_after = exc.retry_after_s
+    elif isinstance(exc, QuotaExceeded):
+        retry_after = QUOTA_RETRY_AFTER_S
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     if request is not None:
         metrics = getattr(request.app.state, "metrics", None)
         if metrics is not None:

@@ -13,9 +13,9 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
+from toolgym.server.auth import read_keys_file
 from toolgym.server.sandbox.base import SandboxSpec
 
 __all__ = ["BackendName", "Settings"]
@@ -43,9 +43,11 @@ class Settings:
     port: int = 8000
     backend: BackendName = "auto"
     """``docker`` whenever an engine is reachable (``auto``), else ``process``."""
-    api_keys: tuple[str, ...] = ()
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    """API keys (``TOOLGYM_API_KEYS``, comma-separated); never shown in a repr or log."""
     api_keys_file: str | None = None
-    """A file with one API key per line (``#`` comments allowed)."""
+    """A file with one API key per line (``#`` comments allowed). The server reads it again when
+    it changes (checked at most once a second) and on SIGHUP, so keys rotate without a restart."""
     insecure_no_auth: bool = False
     """Serve without keys on a non-loopback address. Off unless asked for by name."""
     instance_id: str = ""
@@ -68,7 +70,11 @@ class Settings:
     max_live_episodes: int = 256
     """Above this many open episodes, reset answers 503 with Retry-After."""
     max_live_episodes_per_key: int = 0
-    """Per-API-key limit on open episodes (429 beyond it); 0 means no per-key limit."""
+    """Per-API-key limit on open episodes (429 ``quota_exceeded`` beyond it); 0 means no per-key limit."""
+    rate_limit_per_key: float = 0.0
+    """Requests per second per API key (HTTP requests and WebSocket frames alike), a token bucket
+    holding one second's worth (at least 1) as its burst; beyond it 429 ``rate_limited`` with
+    Retry-After. 0 means unlimited."""
     warm_pool_size: int = 2
     """Sandboxes kept started ahead of resets, so a reset does not wait for ``docker run``."""
     warm_pool_max: int = 0
@@ -95,6 +101,10 @@ class Settings:
     sandbox_cpus: float = 1.0
     worker_threads: int = 64
     """Threads for sandbox I/O; bounds concurrent steps."""
+    max_concurrent_requests: int = 1024
+    """HTTP requests in flight at most (health and metrics not counted); beyond it 503
+    ``overloaded`` with Retry-After at once, never a queue that ends in a timeout. A WebSocket
+    counts as one while it is open; its frames are bounded per socket (back-pressure)."""
 
     judge_base_url: str | None = None
     """An OpenAI-compatible endpoint (``http://host:port/v1``) for LoopTool's label judge
@@ -124,10 +134,7 @@ class Settings:
         """The API keys from ``api_keys`` and ``api_keys_file`` together, blanks dropped, each once, in order."""
         keys = [k for k in self.api_keys if k]
         if self.api_keys_file:
-            for line in Path(self.api_keys_file).read_text(encoding="utf-8").splitlines():
-                line = line.split("#", 1)[0].strip()
-                if line:
-                    keys.append(line)
+            keys.extend(read_keys_file(self.api_keys_file))
         return tuple(dict.fromkeys(keys))
 
     def sandbox_spec(self, labels: dict[str, str]) -> SandboxSpec:
@@ -156,9 +163,11 @@ class Settings:
         if self.backend not in ("auto", "docker", "process"):
             raise ValueError(f"backend must be auto, docker or process, not {self.backend!r}")
         for name in ("max_live_episodes", "max_request_bytes", "max_action_chars", "max_output_chars",
-                     "worker_threads"):
+                     "worker_threads", "max_concurrent_requests"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.max_live_episodes_per_key < 0 or self.rate_limit_per_key < 0:
+            raise ValueError("max_live_episodes_per_key and rate_limit_per_key must be 0 (off) or positive")
         if self.warm_pool_size < 0 or self.warm_pool_size > self.max_live_episodes:
             raise ValueError("warm_pool_size must be between 0 and max_live_episodes")
         if self.warm_pool_max and not self.warm_pool_size <= self.warm_pool_max <= self.max_live_episodes:

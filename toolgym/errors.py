@@ -16,12 +16,15 @@ same class (``error_from_wire``), so ``except EpisodeNotFound`` works on both si
     │   ├── TurnMismatch              409 turn_mismatch      (expected_turn ahead of the episode)
     │   └── DuplicateTask             409 duplicate_task
     ├── PayloadTooLarge               413 payload_too_large
+    ├── UnsupportedMediaType          415 unsupported_media_type (a body that is not JSON/JSONL)
     ├── ValidationFailed              422 validation_failed  (schema, bad record, bad options)
     │   └── JudgeNotConfigured        422 judge_not_configured
-    ├── QuotaExceeded                 429 quota_exceeded
+    ├── QuotaExceeded                 429 quota_exceeded     (per-key live-episode limit)
+    ├── RateLimited                   429 rate_limited       (retryable; per-key request rate)
     ├── EpisodeLost                   --  episode_lost       (client side: the episode's server is down)
     └── Unavailable                   503 unavailable        (retryable; carries retry_after_s)
         ├── AtCapacity                503 at_capacity        (live-episode limit reached)
+        ├── Overloaded                503 overloaded         (request concurrency limit reached)
         ├── ShuttingDown              503 shutting_down
         ├── JudgeUnavailable          503 judge_unavailable  (too few judge votes came back)
         └── SandboxError              503 sandbox_error      (the sandbox failed, not the policy)
@@ -49,8 +52,10 @@ __all__ = [
     "JudgeNotConfigured",
     "JudgeUnavailable",
     "NotFound",
+    "Overloaded",
     "PayloadTooLarge",
     "QuotaExceeded",
+    "RateLimited",
     "SandboxError",
     "SandboxTimeout",
     "ShuttingDown",
@@ -59,6 +64,7 @@ __all__ = [
     "TurnMismatch",
     "Unauthorized",
     "Unavailable",
+    "UnsupportedMediaType",
     "ValidationFailed",
     "error_from_wire",
 ]
@@ -189,6 +195,12 @@ class PayloadTooLarge(ToolGymError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaType(ToolGymError):
+    """The body's ``Content-Type`` is not one the route reads (JSON, or JSONL where tasks are uploaded)."""
+
+    code = "unsupported_media_type"
+
+
 class ValidationFailed(ToolGymError):
     """The request was read but is not valid: schema, a bad record, bad options."""
 
@@ -227,6 +239,21 @@ class EpisodeLost(ToolGymError):
         self.reason = reason
 
 
+class RateLimited(ToolGymError):
+    """This API key sent requests faster than the server's per-key rate allows.
+
+    Unlike ``QuotaExceeded``, waiting is enough: ``retry_after_s`` is the time until the key's
+    token bucket holds a token again, so the same request may be sent then.
+    """
+
+    code = "rate_limited"
+    retryable = True
+
+    def __init__(self, message: str, retry_after_s: float = 1.0, **details: Any) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, **details)
+        self.retry_after_s = retry_after_s
+
+
 class Unavailable(ToolGymError):
     """The server cannot serve this now; the same request may succeed after ``retry_after_s``."""
 
@@ -242,6 +269,15 @@ class AtCapacity(Unavailable):
     """The server holds as many live episodes as it may; retry once some have closed."""
 
     code = "at_capacity"
+
+
+class Overloaded(Unavailable):
+    """The server has as many HTTP requests in flight as it may (``max_concurrent_requests``).
+
+    Refused at once rather than queued, so a flood gets a fast 503 instead of a slow timeout.
+    """
+
+    code = "overloaded"
 
 
 class ShuttingDown(Unavailable):
@@ -276,8 +312,10 @@ HTTP_STATUS: dict[type[ToolGymError], int] = {
     NotFound: 404,
     Conflict: 409,
     PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
     ValidationFailed: 422,
     QuotaExceeded: 429,
+    RateLimited: 429,
     Unavailable: 503,
 }
 
@@ -314,6 +352,6 @@ def error_from_wire(status: int, body: Any) -> ToolGymError:
     ToolGymError.__init__(exc, message, **details)
     for key, value in details.items():
         setattr(exc, key, value)
-    if isinstance(exc, Unavailable) and not hasattr(exc, "retry_after_s"):
+    if isinstance(exc, Unavailable | RateLimited) and not hasattr(exc, "retry_after_s"):
         exc.retry_after_s = 1.0
     return exc

@@ -18,6 +18,10 @@ frame's ``id`` when it could be read); the socket stays open. The handshake carr
 Episodes belong to the key, not to the socket: a dropped connection ends nothing, in-flight
 requests still finish (a retry with the same idempotency key gets their stored result), and
 every episode stays addressable over HTTP.
+
+Each frame is a request for the key's limits: it takes a token of the key's rate bucket
+(``rate_limit_per_key``; 429 ``rate_limited`` when empty, the socket stays open), and a key
+removed from the keys file while its socket is open is refused (401) from its next frame on.
 """
 
 from __future__ import annotations
@@ -31,10 +35,12 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from toolgym.errors import PayloadTooLarge, ToolGymError, Unauthorized, http_status
+from toolgym.errors import PayloadTooLarge, RateLimited, ToolGymError, Unauthorized, http_status
+from toolgym.server.auth import Authenticator
 from toolgym.server.deps import OwnerDep
 from toolgym.server.episodes import EpisodeManager
 from toolgym.server.errors import error_response, internal_error, validation_error
+from toolgym.server.limits import RateLimiter
 from toolgym.server.models import ResetRequest, StepRequest
 from toolgym.server.routes.episodes import run_reset, run_step, state_response
 from toolgym.server.settings import Settings
@@ -129,14 +135,18 @@ async def ws_session(websocket: WebSocket) -> None:
             await websocket.close(code=1008, reason=exc.message[:120])
         return
     await websocket.accept()
-    await _Session(websocket, app.state.manager, app.state.settings, owner).serve()
+    await _Session(websocket, app.state.manager, app.state.settings, owner, app.state.auth,
+                   app.state.rate_limiter).serve()
 
 
 class _Session:
     """One accepted socket: reads frames, runs each as a task, sends answers as they finish."""
 
-    def __init__(self, websocket: WebSocket, manager: EpisodeManager, settings: Settings, owner: str) -> None:
+    def __init__(self, websocket: WebSocket, manager: EpisodeManager, settings: Settings, owner: str,
+                 auth: Authenticator, limiter: RateLimiter) -> None:
         self.websocket = websocket
+        self.auth = auth
+        self.limiter = limiter
         self.manager = manager
         self.settings = settings
         self.owner = owner
@@ -169,13 +179,24 @@ class _Session:
 
     async def _answer(self, raw: str | bytes) -> None:
         frame_id: str | int | None = None
+        refused: ToolGymError | None = None
+        try:
+            # Every frame counts, a malformed one too; the refusal is answered with the frame's id.
+            if not self.auth.accepts(self.owner):
+                refused = Unauthorized("this API key is no longer accepted")
+            else:
+                self.limiter.take(self.owner)
+        except RateLimited as exc:
+            refused = exc
         try:
             request = self._parse(raw)
             frame_id = request.id
+            if refused is not None:
+                raise refused
             status, body = await self._run(request)
         except _FrameError as exc:
             frame_id = exc.frame_id
-            status, body = self._error(exc.error)
+            status, body = self._error(refused or exc.error)
         except ToolGymError as exc:
             status, body = self._error(exc)
         except Exception as exc:  # one request's bug must not take the socket down

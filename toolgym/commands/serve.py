@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from typing import Any
 
 __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub: Any) -> None:
+    """Add ``serve`` and its options (each overrides its ``TOOLGYM_*`` variable) to ``sub``."""
     p: argparse.ArgumentParser = sub.add_parser("serve", help="run the ToolGym server")
     p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default 8000)")
     p.add_argument("--backend", choices=["auto", "docker", "process"], default=None,
                    help="sandbox backend (default auto: docker if an engine answers, else process)")
-    p.add_argument("--api-keys-file", default=None, help="file with one API key per line")
+    p.add_argument("--api-keys-file", default=None,
+                   help="file with one API key per line; read again when it changes and on SIGHUP")
     p.add_argument("--insecure-no-auth", action="store_true", default=None,
                    help="serve without API keys on a non-loopback address")
     p.add_argument("--db", dest="db_path", default=None, help="SQLite file (default toolgym.db)")
@@ -26,6 +30,13 @@ def add_parser(sub: Any) -> None:
                    help="sandboxes kept started ahead, so a reset does not wait for one (default 2)")
     p.add_argument("--max-live-episodes", type=int, default=None, metavar="N",
                    help="open episodes at most; beyond it a reset gets 503 with Retry-After (default 256)")
+    p.add_argument("--max-live-episodes-per-key", type=int, default=None, metavar="N",
+                   help="open episodes per API key at most; beyond it a reset gets 429 (default 0: no limit)")
+    p.add_argument("--rate-limit-per-key", type=float, default=None, metavar="R",
+                   help="requests per second per API key, bursts of max(1, R); beyond it 429 with Retry-After"
+                        " (default 0: unlimited)")
+    p.add_argument("--max-concurrent-requests", type=int, default=None, metavar="N",
+                   help="HTTP requests in flight at most; beyond it 503 overloaded at once (default 1024)")
     p.add_argument("--image", dest="sandbox_image", default=None, help="sandbox image")
     p.add_argument("--log-level", default="info", help="debug, info, warning or error (default info)")
     p.set_defaults(run=run)
@@ -48,10 +59,28 @@ def ensure_image(image: str, say: Any = print) -> None:
         client.close()
 
 
+def _reload_keys_on_sighup(auth: Any) -> None:
+    """On SIGHUP, read the API keys file again (``Authenticator.reload``).
+
+    The reload runs in a thread of its own: the handler interrupts the event loop's thread,
+    which may hold the authenticator's lock at that moment.
+    """
+    if not hasattr(signal, "SIGHUP"):
+        return
+
+    def on_hup(signum: int, frame: Any) -> None:
+        threading.Thread(target=auth.reload, name="toolgym-reload-keys", daemon=True).start()
+
+    signal.signal(signal.SIGHUP, on_hup)
+
+
 def run(args: argparse.Namespace) -> int:
-    """Serve until SIGTERM/SIGINT. The port is bound first: a second server on a busy port
-    fails at once, before it touches any sandbox (exit status 1); a start-up that fails later,
-    e.g. on an instance id a live server holds, exits with status 3 as uvicorn does."""
+    """Serve until SIGTERM/SIGINT; SIGHUP reads the API keys file again.
+
+    The port is bound first: a second server on a busy port fails at once, before it touches
+    any sandbox (exit status 1); a start-up that fails later, e.g. on an instance id a live
+    server holds, exits with status 3 as uvicorn does.
+    """
     import uvicorn
 
     from toolgym.server import Settings, create_app
@@ -60,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {k: getattr(args, k) for k in ("host", "port", "backend", "api_keys_file", "insecure_no_auth",
-                                               "db_path", "warm_pool_size", "max_live_episodes", "sandbox_image")}
+                                               "db_path", "warm_pool_size", "max_live_episodes", "sandbox_image",
+                                               "max_live_episodes_per_key", "rate_limit_per_key",
+                                               "max_concurrent_requests")}
     if args.task_files:
         overrides["task_files"] = tuple(args.task_files)
     settings = Settings.from_env(**overrides)
@@ -79,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         if settings.backend in ("auto", "docker") and docker_reachable():
             ensure_image(settings.sandbox_image)
         app = create_app(settings)
+        _reload_keys_on_sighup(app.state.auth)
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level.lower(),
                                 timeout_graceful_shutdown=int(settings.shutdown_grace_s))
         server = uvicorn.Server(config)
