@@ -28,7 +28,8 @@ __all__ = [
 @dataclass(frozen=True)
 class ResetResult:
     """A new episode: its id and first observation (also what a fork answers, at the turn
-    it was forked at)."""
+    it was forked at).
+    """
 
     episode_id: str
     observation: dict[str, Any]
@@ -68,7 +69,8 @@ class RecordedStep:
 
     def to_wire(self) -> dict[str, Any]:
         """One trajectory entry: turn, action, then the result's keys (no log-probability:
-        it is the trainer's own figure, kept for the task statistics)."""
+        it is the trainer's own figure, kept for the task statistics).
+        """
         return {"turn": self.turn, "action": self.action, **self.result.to_wire()}
 
 
@@ -98,7 +100,8 @@ class EpisodePage:
 class EpisodeSnapshot:
     """An episode as it stands: what it was reset with, its status, and every step so far.
 
-    ``reset`` holds the reset's ``observation`` and ``info``."""
+    ``reset`` holds the reset's ``observation`` and ``info``.
+    """
 
     episode_id: str
     env_id: str

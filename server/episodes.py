@@ -122,7 +122,8 @@ class EpisodeManager:
     # --- plumbing -----------------------------------------------------------------------------
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking ``fn(*args)`` on a worker thread (at most ``worker_threads`` at once),
-        so the event loop never waits for I/O or CPU work."""
+        so the event loop never waits for I/O or CPU work.
+        """
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
     _blocking = run_blocking  # the manager's own shorthand (and the name older callers used)
@@ -152,7 +153,8 @@ class EpisodeManager:
         options: dict[str, Any] | None,
     ) -> ResetResult:
         """``reset``, answered from the first attempt when the same key comes again (also
-        while that attempt is still running). A failed attempt is forgotten: retry it."""
+        while that attempt is still running). A failed attempt is forgotten: retry it.
+        """
         if idempotency_key is None:
             return await self.reset(owner, env_id, task_id, seed, options)
         slot = (owner, idempotency_key)
@@ -175,7 +177,8 @@ class EpisodeManager:
         self, owner: str, env_id: str, task_id: str | None, seed: int | None, options: dict[str, Any] | None,
     ) -> ResetResult:
         """A new episode on ``env_id``: the task ``task_id``, or one drawn from the split
-        and sampler named in ``options``; its first observation once it is stored."""
+        and sampler named in ``options``; its first observation once it is stored.
+        """
         return (await self._start_episode(owner, env_id, task_id, seed, options)).reset_result
 
     async def _start_episode(
@@ -261,7 +264,8 @@ class EpisodeManager:
     ) -> StepResult:
         """Play ``action`` on the episode; its result once the step is on disk. A retried
         step (same ``idempotency_key``, or an ``expected_turn`` already played) gets the
-        recorded result again; nothing is played twice."""
+        recorded result again; nothing is played twice.
+        """
         live = self._live.get(episode_id)
         if live is None or live.owner != owner:
             # Closed (DELETE, the idle reaper) and forgotten: its row says it has ended.
@@ -348,7 +352,8 @@ class EpisodeManager:
 
     async def _release(self, live: LiveEpisode) -> None:
         """Every way an episode ends (last step, close, reaper, shutdown) comes through here.
-        The sandbox goes to the teardown worker; the caller does not wait for its removal."""
+        The sandbox goes to the teardown worker; the caller does not wait for its removal.
+        """
         self._open.pop(live.id, None)
         sandbox, live.slot.sandbox = live.slot.sandbox, None
         if sandbox is not None:
@@ -363,7 +368,8 @@ class EpisodeManager:
     # --- state, close, fork -------------------------------------------------------------------
     async def state(self, owner: str, episode_id: str) -> EpisodeSnapshot:
         """The episode as it stands: from memory while this process holds it, else from the
-        store (read on a worker thread)."""
+        store (read on a worker thread).
+        """
         live = self._live.get(episode_id)
         if live is not None and live.owner == owner:
             return live.snapshot()
@@ -375,7 +381,8 @@ class EpisodeManager:
 
     async def close(self, owner: str, episode_id: str, reason: str = "closed") -> bool:
         """Close an episode; its sandbox is removed in the background. False if it was
-        already finished."""
+        already finished.
+        """
         live = self._live.get(episode_id)
         if live is None or live.owner != owner:
             row = await self._blocking(self.store.get_episode, episode_id)
@@ -396,7 +403,8 @@ class EpisodeManager:
     async def fork(self, owner: str, episode_id: str, turn: int | None) -> ResetResult:
         """A new episode at ``turn`` of this one (default: its current turn), built by replaying
         the recorded actions into a fresh episode and sandbox. Answers the observation and info
-        of that turn."""
+        of that turn.
+        """
         source = await self.state(owner, episode_id)
         upto = source.turn if turn is None else turn
         if not 0 <= upto <= source.turn:
@@ -449,7 +457,8 @@ class EpisodeManager:
     async def stop(self) -> None:
         """Refuse resets, let in-flight steps finish (up to ``shutdown_grace_s``), store
         everything and remove every sandbox: the teardown queue is drained before this
-        returns, so nothing of ours outlives the process."""
+        returns, so nothing of ours outlives the process.
+        """
         self._accepting = False
         if self._reaper is not None:
             self._reaper.cancel()

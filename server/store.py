@@ -140,7 +140,8 @@ class Store:
     def commit_group(self, ops: Sequence[WriteOp]) -> list[Outcome]:
         """Run ``ops`` in one transaction and commit once. Each runs in a savepoint: one that
         raises is rolled back alone and its error returned in its ``Outcome``; the others
-        commit. If the commit itself fails, nothing is kept and the error propagates."""
+        commit. If the commit itself fails, nothing is kept and the error propagates.
+        """
         outcomes: list[Outcome] = []
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
@@ -226,7 +227,8 @@ class Store:
         status: str, reason: str | None, success: bool | None = None,
     ) -> WriteOp:
         """The write of one step and the episode's new state (for ``commit_group``). The JSON
-        is encoded here, in the caller, so the writer thread spends its time on SQL."""
+        is encoded here, in the caller, so the writer thread spends its time on SQL.
+        """
         now = time.time()
         step_row = (episode_id, turn, json.dumps(action), json.dumps(result), mean_logprob, idempotency_key, now)
         episode_row = (turn + 1, total_reward, status, reason, None if success is None else int(success), now,
@@ -320,7 +322,8 @@ class Store:
     def task_stats(self, env_id: str) -> list[TaskStatsRow]:
         """Per task: episodes served, finished, mean return of finished ones, finished ones that
         succeeded (the family's rule, stored at the end), and the mean of the policy's reported
-        mean log-probabilities."""
+        mean log-probabilities.
+        """
         rows = self._query(
             "SELECT e.task_id, COUNT(*),"
             " SUM(CASE WHEN e.status='finished' AND e.success IS NOT NULL THEN 1 ELSE 0 END),"
@@ -386,7 +389,8 @@ class Store:
 
     def set_task_metadata(self, env_id: str, task_id: str, metadata: dict[str, Any]) -> bool:
         """Replace a registered task's stored metadata; False if the task is not stored
-        (built-in tasks are not)."""
+        (built-in tasks are not).
+        """
         with self._lock:
             cur = self._conn.execute(
                 "UPDATE tasks SET metadata=? WHERE env_id=? AND id=?", (json.dumps(metadata), env_id, task_id)

@@ -86,7 +86,8 @@ def new_episode_id(replica: str) -> str:
 
 class SandboxPool:
     """Keeps between ``size`` and ``max_size`` sandboxes ready, as demand asks;
-    ``acquire`` takes one or makes one on demand."""
+    ``acquire`` takes one or makes one on demand.
+    """
 
     def __init__(
         self,
@@ -172,7 +173,8 @@ class SandboxPool:
 
     def _next_job(self) -> str | tuple[str, Sandbox]:
         """Wait until there is work: ``"make"``, ``"stop"``, or a ready sandbox to remove
-        (demand fell). Re-checked every second, as demand decays with time alone."""
+        (demand fell). Re-checked every second, as demand decays with time alone.
+        """
         with self._cond:
             while True:
                 if self._stopping:
