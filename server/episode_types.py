@@ -27,8 +27,9 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ResetResult:
-    """A new episode: its id and first observation (also what a fork answers, at the turn
-    it was forked at).
+    """A new episode: its id and first observation.
+
+    Also what a fork answers: then the observation is the one of the turn it was forked at.
     """
 
     episode_id: str
@@ -68,8 +69,9 @@ class RecordedStep:
     mean_logprob: float | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        """One trajectory entry: turn, action, then the result's keys (no log-probability:
-        it is the trainer's own figure, kept for the task statistics).
+        """One trajectory entry: turn, action, then the result's keys.
+
+        The log-probability is left out: it is the trainer's own figure, kept for the task statistics.
         """
         return {"turn": self.turn, "action": self.action, **self.result.to_wire()}
 
