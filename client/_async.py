@@ -21,8 +21,9 @@ __all__ = ["AsyncEnvClient"]
 
 
 class AsyncEnvClient:
-    """The async twin of ``EnvClient``: same methods, awaited; ``aclose`` (or ``async with``)
-    releases the connection pool (and the WebSocket).
+    """The async twin of ``EnvClient``: same methods, awaited.
+
+    ``aclose`` (or ``async with``) releases the connection pool (and the WebSocket).
 
     ``protocol="ws"`` sends ``reset``, ``step``, ``close`` and ``episode`` over one WebSocket
     session (``/v1/ws``, needs the ``websockets`` package) rather than one HTTP request each:
@@ -60,8 +61,10 @@ class AsyncEnvClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool and the WebSocket (idempotent). Open episodes stay open
-        on the server."""
+        """Close the connection pool and the WebSocket (idempotent).
+
+        Open episodes stay open on the server.
+        """
         if self._ws is not None:
             await self._ws.aclose()
         await self._http.aclose()

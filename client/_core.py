@@ -1,7 +1,10 @@
-"""The client's I/O-free half, shared by ``EnvClient`` and ``AsyncEnvClient``: what each method
-sends (a ``Call``), how its answer is read, and the retry loop (``Exchange``). Neither client
-duplicates any of it; each only moves bytes and sleeps. The WebSocket transport reuses it too:
-``ws_frame`` frames a ``Call`` and ``ws_response`` reads the answer as the HTTP response."""
+"""The client's I/O-free half, shared by ``EnvClient`` and ``AsyncEnvClient``.
+
+It holds what each method sends (a ``Call``), how its answer is read, and the retry loop
+(``Exchange``). Neither client duplicates any of it; each only moves bytes and sleeps. The
+WebSocket transport reuses it too: ``ws_frame`` frames a ``Call`` and ``ws_response`` reads
+the answer as the HTTP response.
+"""
 
 from __future__ import annotations
 
@@ -113,9 +116,12 @@ class Retry(NamedTuple):
 
 
 class Exchange:
-    """The retry loop of one call, without I/O: a client sends ``call``, hands each attempt's
-    outcome (a response, or the transport error) to ``settle``, and either gets the result,
-    gets a ``Retry`` to sleep on, or sees the typed error raised."""
+    """The retry loop of one call, without I/O.
+
+    A client sends ``call``, hands each attempt's outcome (a response, or the transport error)
+    to ``settle``, and either gets the result, gets a ``Retry`` to sleep on, or sees the typed
+    error raised.
+    """
 
     def __init__(self, call: Call, policy: RetryPolicy) -> None:
         self.call = call
@@ -183,8 +189,11 @@ def http_client_options(base_url: str | None, api_key: str | None, timeout_s: fl
 
 
 def transport_error(call: Call, exc: httpx.TransportError) -> tuple[ToolGymError, bool]:
-    """The error for a request that got no answer, and whether it may be sent again: always
-    when the connection was never made, else only when the call is safe to repeat."""
+    """The error for a request that got no answer, and whether it may be sent again.
+
+    It may always be sent again when the connection was never made, else only when the call is
+    safe to repeat.
+    """
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         return Unavailable(f"cannot connect to the ToolGym server: {exc}"), True
     return Unavailable(f"the request to the ToolGym server failed: {exc!r}"), call.safe_to_repeat
@@ -199,8 +208,10 @@ def response_error(response: httpx.Response) -> ToolGymError:
 
 
 def parse_error(status: int, body: Any, retry_after: str | None) -> ToolGymError:
-    """The typed error of an error answer. A 503 is ``Unavailable`` (retried) even when it
-    does not come from ToolGym (a proxy's HTML page)."""
+    """The typed error of an error answer.
+
+    A 503 is ``Unavailable`` (retried) even when it does not come from ToolGym (a proxy's HTML page).
+    """
     exc = error_from_wire(status, body)
     if status == 503 and not isinstance(exc, Unavailable):
         exc = Unavailable(exc.message, status=status)
@@ -213,10 +224,13 @@ def parse_error(status: int, body: Any, retry_after: str | None) -> ToolGymError
 
 
 def action_to_json(action: Any) -> Any:
-    """The JSON a step sends for ``action``: a string, an assistant message dict
-    (``content``/``tool_calls``; ``role``, ``reasoning_content`` and ``refusal`` are dropped) or
-    an ``AssistantMessage``. Any other shape raises ``ValidationFailed`` here, as the server's
-    422 would, before anything is sent: the one converter is ``toolgym.actions``."""
+    """The JSON a step sends for ``action``, checked before anything is sent.
+
+    ``action`` is a string, an assistant message dict (``content``/``tool_calls``; ``role``,
+    ``reasoning_content`` and ``refusal`` are dropped) or an ``AssistantMessage``. Any other
+    shape raises ``ValidationFailed`` here, as the server's 422 would: the one converter is
+    ``toolgym.actions``.
+    """
     return action_to_wire(action_from_wire(action))
 
 
@@ -332,7 +346,9 @@ def batch_reset_call(resets: list[dict[str, Any]]) -> Call:
 
 def batch_step_call(steps: list[dict[str, Any]]) -> Call:
     """Each item: ``{"episode_id", "action", "expected_turn"?, "mean_logprob"?, "idempotency_key"?}``.
-    Every item gets an idempotency key, so the whole batch is safe to send again."""
+
+    Every item gets an idempotency key, so the whole batch is safe to send again.
+    """
     items = []
     for step in steps:
         item = {k: v for k, v in step.items() if v is not None}
@@ -383,10 +399,12 @@ def ws_url(base_url: str) -> str:
 
 
 def ws_frame(call: Call) -> dict[str, Any] | None:
-    """``call`` as a request frame of the WebSocket session (without its ``id``), or None when
-    the session has no such op (listing, tasks, batches, fork ...: those stay on HTTP). The
-    frame carries the call's body and its ``Idempotency-Key``, so a frame sent again after a
-    dropped socket is the same request."""
+    """``call`` as a request frame of the WebSocket session (without its ``id``), or None for HTTP.
+
+    None when the session has no such op (listing, tasks, batches, fork ...: those stay on
+    HTTP). The frame carries the call's body and its ``Idempotency-Key``, so a frame sent again
+    after a dropped socket is the same request.
+    """
     for method, pattern, op in _WS_OPS:
         if call.method != method:
             continue
@@ -406,9 +424,11 @@ def ws_frame(call: Call) -> dict[str, Any] | None:
 
 
 def ws_response(status: int, body: Any) -> httpx.Response:
-    """An answer frame as the response the HTTP route would have given, so ``Exchange`` and
-    the readers handle both transports alike (an ``Unavailable`` body carries its
-    ``retry_after_s``, as the header would)."""
+    """An answer frame as the response the HTTP route would have given.
+
+    So ``Exchange`` and the readers handle both transports alike (an ``Unavailable`` body
+    carries its ``retry_after_s``, as the header would).
+    """
     if body is None:
         return httpx.Response(status)
     return httpx.Response(status, json=body)

@@ -84,8 +84,10 @@ class EnvClient:
         return self._json(_core.tasks_call(env_id, split, offset, limit))  # type: ignore[no-any-return]
 
     def register_tasks(self, env_id: str, records: list[dict[str, Any]]) -> list[str]:
-        """Register task records (the env's format, sent as JSONL); returns their ids. All or
-        none: ``DuplicateTask`` (409) or ``ValidationFailed`` (422) name the first bad record."""
+        """Register task records (the env's format, sent as JSONL); returns their ids.
+
+        All or none: ``DuplicateTask`` (409) or ``ValidationFailed`` (422) name the first bad record.
+        """
         return self._json(_core.register_tasks_call(env_id, records))  # type: ignore[no-any-return]
 
     def task_stats(self, env_id: str) -> list[dict[str, Any]]:
@@ -105,13 +107,19 @@ class EnvClient:
         return self._json(call)  # type: ignore[no-any-return]
 
     def batch_reset(self, resets: list[dict[str, Any]]) -> list[ResetResult | ToolGymError]:
-        """Many resets in one request (items: ``env_id``, ``task_id``?, ``seed``?, ``options``?);
-        one result per item, in order: a ``ResetResult``, or the item's typed error."""
+        """Many resets in one request; one result per item, in order.
+
+        Items: ``env_id``, ``task_id``?, ``seed``?, ``options``?. Each result is a
+        ``ResetResult``, or the item's typed error.
+        """
         return self._json(_core.batch_reset_call(resets))  # type: ignore[no-any-return]
 
     def batch_step(self, steps: list[dict[str, Any]]) -> list[StepResult | ToolGymError]:
-        """Steps on different episodes in one request (items: ``episode_id``, ``action``,
-        ``expected_turn``?, ``mean_logprob``?, ``idempotency_key``?); one result per item."""
+        """Steps on different episodes in one request; one result per item, in order.
+
+        Items: ``episode_id``, ``action``, ``expected_turn``?, ``mean_logprob``?,
+        ``idempotency_key``?. Each result is a ``StepResult``, or the item's typed error.
+        """
         return self._json(_core.batch_step_call(steps))  # type: ignore[no-any-return]
 
     def episode(self, episode_id: str) -> dict[str, Any]:

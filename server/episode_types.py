@@ -27,8 +27,10 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ResetResult:
-    """A new episode: its id and first observation (also what a fork answers, at the turn
-    it was forked at)."""
+    """A new episode: its id and first observation.
+
+    Also what a fork answers: then the observation is the one of the turn it was forked at.
+    """
 
     episode_id: str
     observation: dict[str, Any]
@@ -67,8 +69,10 @@ class RecordedStep:
     mean_logprob: float | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        """One trajectory entry: turn, action, then the result's keys (no log-probability:
-        it is the trainer's own figure, kept for the task statistics)."""
+        """One trajectory entry: turn, action, then the result's keys.
+
+        The log-probability is left out: it is the trainer's own figure, kept for the task statistics.
+        """
         return {"turn": self.turn, "action": self.action, **self.result.to_wire()}
 
 
@@ -98,7 +102,8 @@ class EpisodePage:
 class EpisodeSnapshot:
     """An episode as it stands: what it was reset with, its status, and every step so far.
 
-    ``reset`` holds the reset's ``observation`` and ``info``."""
+    ``reset`` holds the reset's ``observation`` and ``info``.
+    """
 
     episode_id: str
     env_id: str

@@ -1,6 +1,6 @@
 """The episode manager: joins an env family's ``Episode`` to a sandbox, for many owners.
 
-It owns the lifecycle rules of DESIGN.md, and nothing about HTTP:
+It owns the lifecycle rules of docs/architecture.md ("The request path"), and nothing about HTTP:
 
 - reset draws or looks up a task, takes a warm sandbox, and records the episode;
 - steps on one episode are serialized; each step is written to the store before it is
@@ -20,6 +20,14 @@ It owns the lifecycle rules of DESIGN.md, and nothing about HTTP:
 
 The public API returns the dataclasses of ``toolgym.server.episode_types``; ``LiveEpisode``
 and ``SandboxSlot`` are the manager's own bookkeeping.
+
+Over the project's ~400-line guideline, on purpose: every method shares one in-memory state
+(``_live``, ``_open``, ``_starting``, the per-episode locks, the writer, the teardown queue),
+and its invariants (a reset's slot counted across its awaits, one ``_release`` for every end,
+the order of shutdown) hold because one class owns it. The movable parts are small and lean
+on it: fork starts its child through ``_start_episode``, the reaper walks ``_live``; moving
+them would spread those rules without reaching 400 lines. What needs no state lives apart:
+``live_episode``, ``episode_types``, ``writer`` and ``sandbox.teardown``.
 """
 
 from __future__ import annotations
@@ -121,8 +129,10 @@ class EpisodeManager:
 
     # --- plumbing -----------------------------------------------------------------------------
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run blocking ``fn(*args)`` on a worker thread (at most ``worker_threads`` at once),
-        so the event loop never waits for I/O or CPU work."""
+        """Run blocking ``fn(*args)`` on a worker thread, at most ``worker_threads`` at once.
+
+        So the event loop never waits for I/O or CPU work.
+        """
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
     _blocking = run_blocking  # the manager's own shorthand (and the name older callers used)
@@ -151,8 +161,11 @@ class EpisodeManager:
         self, owner: str, idempotency_key: str | None, env_id: str, task_id: str | None, seed: int | None,
         options: dict[str, Any] | None,
     ) -> ResetResult:
-        """``reset``, answered from the first attempt when the same key comes again (also
-        while that attempt is still running). A failed attempt is forgotten: retry it."""
+        """``reset``, answered from the first attempt when the same key comes again.
+
+        That holds also while the first attempt is still running. A failed attempt is forgotten:
+        retry it.
+        """
         if idempotency_key is None:
             return await self.reset(owner, env_id, task_id, seed, options)
         slot = (owner, idempotency_key)
@@ -174,8 +187,10 @@ class EpisodeManager:
     async def reset(
         self, owner: str, env_id: str, task_id: str | None, seed: int | None, options: dict[str, Any] | None,
     ) -> ResetResult:
-        """A new episode on ``env_id``: the task ``task_id``, or one drawn from the split
-        and sampler named in ``options``; its first observation once it is stored."""
+        """A new episode on ``env_id``; its first observation, answered once the episode is stored.
+
+        The task is ``task_id``, or one drawn from the split and sampler named in ``options``.
+        """
         return (await self._start_episode(owner, env_id, task_id, seed, options)).reset_result
 
     async def _start_episode(
@@ -259,9 +274,11 @@ class EpisodeManager:
         self, owner: str, episode_id: str, action: Action, *, expected_turn: int | None = None,
         idempotency_key: str | None = None, mean_logprob: float | None = None,
     ) -> StepResult:
-        """Play ``action`` on the episode; its result once the step is on disk. A retried
-        step (same ``idempotency_key``, or an ``expected_turn`` already played) gets the
-        recorded result again; nothing is played twice."""
+        """Play ``action`` on the episode; its result, answered once the step is on disk.
+
+        A retried step (same ``idempotency_key``, or an ``expected_turn`` already played) gets
+        the recorded result again; nothing is played twice.
+        """
         live = self._live.get(episode_id)
         if live is None or live.owner != owner:
             # Closed (DELETE, the idle reaper) and forgotten: its row says it has ended.
@@ -348,7 +365,9 @@ class EpisodeManager:
 
     async def _release(self, live: LiveEpisode) -> None:
         """Every way an episode ends (last step, close, reaper, shutdown) comes through here.
-        The sandbox goes to the teardown worker; the caller does not wait for its removal."""
+
+        The sandbox goes to the teardown worker; the caller does not wait for its removal.
+        """
         self._open.pop(live.id, None)
         sandbox, live.slot.sandbox = live.slot.sandbox, None
         if sandbox is not None:
@@ -362,8 +381,10 @@ class EpisodeManager:
 
     # --- state, close, fork -------------------------------------------------------------------
     async def state(self, owner: str, episode_id: str) -> EpisodeSnapshot:
-        """The episode as it stands: from memory while this process holds it, else from the
-        store (read on a worker thread)."""
+        """The episode as it stands: from memory while this process holds it, else from the store.
+
+        The store is read on a worker thread.
+        """
         live = self._live.get(episode_id)
         if live is not None and live.owner == owner:
             return live.snapshot()
@@ -374,8 +395,10 @@ class EpisodeManager:
         return snapshot
 
     async def close(self, owner: str, episode_id: str, reason: str = "closed") -> bool:
-        """Close an episode; its sandbox is removed in the background. False if it was
-        already finished."""
+        """Close an episode; its sandbox is removed in the background.
+
+        Returns False if it was already finished (closing is idempotent for the caller).
+        """
         live = self._live.get(episode_id)
         if live is None or live.owner != owner:
             row = await self._blocking(self.store.get_episode, episode_id)
@@ -394,9 +417,11 @@ class EpisodeManager:
         return was_open
 
     async def fork(self, owner: str, episode_id: str, turn: int | None) -> ResetResult:
-        """A new episode at ``turn`` of this one (default: its current turn), built by replaying
-        the recorded actions into a fresh episode and sandbox. Answers the observation and info
-        of that turn."""
+        """A new episode at ``turn`` of this one (default: its current turn), built by replay.
+
+        The recorded actions are replayed into a fresh episode and sandbox. Answers the
+        observation and info of that turn.
+        """
         source = await self.state(owner, episode_id)
         upto = source.turn if turn is None else turn
         if not 0 <= upto <= source.turn:
@@ -447,9 +472,11 @@ class EpisodeManager:
                 log.exception("reaper pass failed")
 
     async def stop(self) -> None:
-        """Refuse resets, let in-flight steps finish (up to ``shutdown_grace_s``), store
-        everything and remove every sandbox: the teardown queue is drained before this
-        returns, so nothing of ours outlives the process."""
+        """Refuse resets, let in-flight steps finish (up to ``shutdown_grace_s``), store everything.
+
+        Then every sandbox is removed: the teardown queue is drained before this returns, so
+        nothing of ours outlives the process.
+        """
         self._accepting = False
         if self._reaper is not None:
             self._reaper.cancel()

@@ -31,8 +31,11 @@ __all__ = ["LiveEpisode", "SandboxSlot", "cap_output", "stored_page", "stored_sn
 
 @dataclass
 class SandboxSlot:
-    """Where an episode's env runs code. The env holds ``slot.run``; the manager swaps the
-    sandbox behind it when one fails, and the env never notices."""
+    """Where an episode's env runs code.
+
+    The env holds ``slot.run``; the manager swaps the sandbox behind it when one fails, and the
+    env never notices.
+    """
 
     episode_id: str
     sandbox: Sandbox | None = None
@@ -83,8 +86,10 @@ class LiveEpisode:
 
 
 def stored_snapshot(store: Store, owner: str, episode_id: str) -> EpisodeSnapshot | None:
-    """An episode this process no longer holds, from its stored rows; None when there is no
-    such episode of ``owner`` (blocking I/O)."""
+    """An episode this process no longer holds, from its stored rows (blocking I/O).
+
+    Returns None when there is no such episode of ``owner``.
+    """
     row = store.get_episode(episode_id)
     if row is None or row.owner != owner:
         return None
@@ -111,8 +116,10 @@ def stored_page(store: Store, owner: str, status: str | None, offset: int, limit
 
 
 def cap_output(observation: dict[str, Any], cap: int) -> bool:
-    """Cut message text over ``max_output_chars`` (what the policy is shown; the env has
-    already verified the whole output). Returns whether anything was cut."""
+    """Cut message text over ``cap`` (``max_output_chars``) characters; returns whether anything was cut.
+
+    Only what the policy is shown is cut: the env has already verified the whole output.
+    """
     cut = False
     for message in observation.get("messages", []):
         content = message.get("content")

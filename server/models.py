@@ -90,6 +90,11 @@ class ToolCallIn(_In):
 
 
 class AssistantMessageIn(_In):
+    """An OpenAI-style assistant message as a step's action: its text and/or its tool calls.
+
+    Only `content` and `tool_calls` are read; the other fields are accepted so that a model server's
+    message can be passed on as it is.
+    """
     role: Literal["assistant"] | None = Field(default=None, description="Optional; must be 'assistant'.")
     content: str | None = Field(default=None, description="The message text.")
     tool_calls: list[ToolCallIn] = Field(default_factory=list, description="OpenAI-style tool calls.")
@@ -98,8 +103,11 @@ class AssistantMessageIn(_In):
 
 
 def _action_shape(value: Any, info: ValidationInfo) -> Any:
-    """Refuse a bad action shape with the wire converter's own message, before pydantic tries
-    the ``str | AssistantMessageIn`` arms (whose errors would only say neither arm fits)."""
+    """Refuse a bad action shape with the wire converter's own message.
+
+    It runs before pydantic tries the ``str | AssistantMessageIn`` arms, whose errors would only
+    say that neither arm fits.
+    """
     try:
         action_from_wire(value, info.field_name or "action")
     except ValidationFailed as exc:
@@ -108,6 +116,7 @@ def _action_shape(value: Any, info: ValidationInfo) -> Any:
 
 
 class ResetRequest(_In):
+    """Starts an episode: the env, and the task (given, or drawn by seed, split and sampler)."""
     env_id: str = Field(description="An env id, e.g. 'toolgym/ToolUse-v0'.", examples=["toolgym/ToolUse-v0"])
     task_id: str | None = Field(default=None, description="Reset this task; without it a task is drawn.")
     seed: int | None = Field(
@@ -121,6 +130,7 @@ class ResetRequest(_In):
 
 
 class StepRequest(_In):
+    """One action for an episode, with optional guards against playing a retried step twice."""
     action: str | AssistantMessageIn = Field(
         description="The raw assistant turn (parsed by the env), or an OpenAI-style assistant message"
         " with content and/or tool_calls; any other shape is a 422."
@@ -147,12 +157,14 @@ MAX_BATCH = 1024
 
 
 class BatchResetRequest(_In):
+    """Several resets in one request; they run concurrently and are answered one result each."""
     resets: list[ResetRequest] = Field(
         description="Resets to run together; each gets its own result, in order.", min_length=1, max_length=MAX_BATCH
     )
 
 
 class BatchStepItem(StepRequest):
+    """One step of a batch: a step request plus the episode it is for and its own idempotency key."""
     episode_id: str = Field(description="The episode this action is for; at most once per batch.")
     idempotency_key: str | None = Field(
         default=None, max_length=200, description="As the Idempotency-Key header of a single step."
@@ -160,6 +172,7 @@ class BatchStepItem(StepRequest):
 
 
 class BatchStepRequest(_In):
+    """Steps on several distinct episodes in one request; they run concurrently."""
     steps: list[BatchStepItem] = Field(
         description="Steps to run together (different episodes); each gets its own result, in order.",
         min_length=1, max_length=MAX_BATCH,
@@ -167,6 +180,7 @@ class BatchStepRequest(_In):
 
 
 class RegisterTasksRequest(_In):
+    """New tasks for an env, in its record format (see `record_format` in GET /v1/envs)."""
     tasks: list[dict[str, Any]] = Field(
         description="Task records in the env's record format (see GET /v1/envs); each may carry 'id' and 'split'.",
         max_length=100_000,
@@ -174,11 +188,16 @@ class RegisterTasksRequest(_In):
 
 
 class ForkRequest(_In):
+    """Where to fork an episode; the body may be omitted to fork at its current turn."""
     turn: int | None = Field(default=None, ge=0, description="Fork at this turn (default: the current turn).")
 
 
 # --- responses --------------------------------------------------------------------------------
 class ObservationOut(_Out):
+    """What the policy sees after a reset or a step: new chat messages, and the tool schemas when shown.
+
+    Envs may add their own keys; `tools` is left out when the env shows none.
+    """
     model_config = ConfigDict(extra="allow")
     messages: list[dict[str, Any]] = Field(description="New chat messages for the policy.")
     tools: list[dict[str, Any]] | None = Field(default=None, description="OpenAI tool schemas, when shown.")
@@ -192,12 +211,14 @@ class ObservationOut(_Out):
 
 
 class ResetResponse(_Out):
+    """A new episode (from a reset or a fork): its id and first observation."""
     episode_id: str = Field(description="Names the episode (and the replica that holds it).")
     observation: ObservationOut
     info: dict[str, Any] = Field(description="status, retryable, reward_components, metrics, ...")
 
 
 class StepResponse(_Out):
+    """The outcome of one step, Gymnasium-style: observation, reward, terminated, truncated, info."""
     observation: ObservationOut
     reward: float = Field(description="The verifiable reward for this step.")
     terminated: bool = Field(description="The episode reached a terminal state (e.g. the final answer).")
@@ -209,6 +230,7 @@ class StepResponse(_Out):
 
 
 class EpisodeState(_Out):
+    """An episode as it stands, with its whole trajectory so far; ended episodes stay readable."""
     episode_id: str
     env_id: str
     task_id: str
@@ -224,6 +246,7 @@ class EpisodeState(_Out):
 
 
 class EpisodeSummary(_Out):
+    """One row of the episode list: an episode's task, progress and return, without its trajectory."""
     episode_id: str
     env_id: str
     task_id: str
@@ -235,6 +258,7 @@ class EpisodeSummary(_Out):
 
 
 class EpisodeList(_Out):
+    """A page of the caller's episodes, oldest first; `total` counts all that match."""
     episodes: list[EpisodeSummary]
     total: int
     offset: int
@@ -242,6 +266,7 @@ class EpisodeList(_Out):
 
 
 class EnvSpec(_Out):
+    """What an env offers: its action, observation and reward formats, reset options and task counts."""
     id: str
     description: str
     action_format: str
@@ -253,16 +278,19 @@ class EnvSpec(_Out):
 
 
 class EnvList(_Out):
+    """Every env this server offers."""
     envs: list[EnvSpec]
 
 
 class TaskInfo(_Out):
+    """A registered task as clients may see it: id, split and public metadata, never its gold answer."""
     id: str
     split: str
     metadata: dict[str, Any] = Field(description="Public facts about the task (never its gold).")
 
 
 class TaskPage(_Out):
+    """A page of an env's tasks; `total` counts all that match."""
     tasks: list[TaskInfo]
     total: int
     offset: int
@@ -270,10 +298,12 @@ class TaskPage(_Out):
 
 
 class RegisterTasksResponse(_Out):
+    """The ids given to the tasks just registered (a record without an `id` gets one)."""
     ids: list[str]
 
 
 class TaskStat(_Out):
+    """How the policy fares on one task so far, from the episodes stored on the server."""
     task_id: str
     split: str
     episodes: int
@@ -285,17 +315,20 @@ class TaskStat(_Out):
 
 
 class TaskStatsResponse(_Out):
+    """Per-task statistics of one env, used to pick tasks to expand or retire."""
     env_id: str
     tasks: list[TaskStat]
 
 
 class VersionInfo(_Out):
+    """The server's version, its API version and the env ids it offers."""
     version: str
     api_version: str
     envs: list[str]
 
 
 class ErrorDetail(_Out):
+    """A machine-readable error: a stable `code`, a message for humans, and whether retrying may help."""
     code: str
     message: str
     retryable: bool
@@ -303,10 +336,12 @@ class ErrorDetail(_Out):
 
 
 class ErrorResponse(_Out):
+    """The body of every error response: `{"error": {...}}`."""
     error: ErrorDetail
 
 
 class BatchItemResult(_Out):
+    """The outcome of one batch item: its result, or its error, with the status it would have had alone."""
     ok: bool = Field(description="Whether this item succeeded; if not, 'error' says why (its HTTP-style code).")
     status: int = Field(description="The HTTP status this item alone would have had.")
     result: dict[str, Any] | None = Field(default=None, description="The reset's or step's response, when ok.")
@@ -314,6 +349,7 @@ class BatchItemResult(_Out):
 
 
 class BatchResponse(_Out):
+    """The answers to a batch request, one per item, in order."""
     results: list[BatchItemResult] = Field(description="One per request item, in the same order.")
 
 
@@ -332,6 +368,7 @@ def _train() -> list[SplitName]:
 
 
 class ExpandRequest(_In):
+    """Asks the env for verified variants of tasks: named ones, or those of some splits in some classes."""
     task_ids: list[str] | None = Field(
         default=None, max_length=_MAX_IDS,
         description="Expand these tasks (any split). Without them: every task of `splits` classed in `status`.",
@@ -352,11 +389,13 @@ class ExpandRequest(_In):
 
 
 class ExpandRejection(_Out):
+    """A proposed variant that was not kept, and why."""
     parent_id: str = Field(description="The task the rejected variant was grown from.")
     reason: str = Field(description="Why it was not kept (invalid record, gold not scoring 1, duplicate).")
 
 
 class ExpandResponse(_Out):
+    """What an expansion produced: new task ids, rejected and skipped ones, and the seed to reproduce it."""
     created: list[str] = Field(description="Ids of the new tasks, registered in their parent's split.")
     rejected: int = Field(description="Proposed variants that failed verification or already existed.")
     skipped: list[str] = Field(description="Selected tasks for which the env proposed no variant.")
@@ -365,6 +404,7 @@ class ExpandResponse(_Out):
 
 
 class RetireRequest(_In):
+    """Takes tasks out of the draw: named ones, or every task of some splits in one class (exactly one)."""
     task_ids: list[str] | None = Field(default=None, max_length=_MAX_IDS, description="Retire these tasks.")
     status: TaskClass | None = Field(
         default=None, description="Or retire every task of `splits` in this class (usually 'mastered')."
@@ -381,20 +421,24 @@ class RetireRequest(_In):
 
 
 class RetireResponse(_Out):
+    """Which tasks this request retired, and which were retired already."""
     retired: list[str] = Field(description="Tasks retired by this request.")
     already_retired: list[str] = Field(description="Selected tasks that were retired before.")
 
 
 class UnretireRequest(_In):
+    """Puts retired tasks back in the draw."""
     task_ids: list[str] = Field(max_length=_MAX_IDS, description="Put these tasks back in the draw.")
 
 
 class UnretireResponse(_Out):
+    """Which tasks are back in the draw, and which were not retired."""
     unretired: list[str] = Field(description="Tasks back in the draw.")
     not_retired: list[str] = Field(description="Selected tasks that were not retired.")
 
 
 class JudgeRequest(_In):
+    """A policy's answer to a task, to be compared with the task's label by the judge."""
     response: str | AssistantMessageIn = Field(
         description="The policy's answer to the task: the raw assistant turn, or an OpenAI-style message."
     )
@@ -403,6 +447,7 @@ class JudgeRequest(_In):
 
 
 class JudgeVote(_Out):
+    """One judge call's verdict, or why it gave none."""
     verdict: str | None = Field(description="This vote's verdict, or null when it gave none.")
     error: str | None = Field(
         default=None, description="Why it gave none: timeout, unreachable, http_<status>, bad_response, unparsable."
@@ -412,6 +457,7 @@ class JudgeVote(_Out):
 
 
 class JudgeResponse(_Out):
+    """The judge's consensus on a policy's answer versus the task's label, and what to do with the task."""
     verdict: Literal[
         "RESPONSE1_INCORRECT", "RESPONSE2_INCORRECT", "BOTH_CORRECT", "BOTH_INCORRECT", "no_consensus"
     ] = Field(description="Response 1 is the task's label, Response 2 the policy's answer (LoopTool's order).")

@@ -68,6 +68,12 @@ CREATE TABLE IF NOT EXISTS retired_tasks (
 
 @dataclass(frozen=True)
 class EpisodeRow:
+    """One stored episode: task, options, progress as of its last committed step, the reset's answer.
+
+    ``status`` is ``live``, ``finished`` or ``interrupted`` (left live by a run that stopped
+    without closing it); ``created`` and ``updated`` are Unix times in seconds.
+    """
+
     id: str
     owner: str
     env_id: str
@@ -88,6 +94,8 @@ class EpisodeRow:
 
 @dataclass(frozen=True)
 class TaskStatsRow:
+    """One task's figures across its stored episodes (see ``Store.task_stats``); no finished one: mean_return 0.0."""
+
     task_id: str
     episodes: int
     finished: int
@@ -116,6 +124,7 @@ class Store:
         self._closed = False
 
     def close(self) -> None:
+        """Close both connections; later calls do nothing, so every shutdown path may call it."""
         with self._lock:
             if not self._closed:
                 self._closed = True
@@ -138,9 +147,12 @@ class Store:
         return outcome.value
 
     def commit_group(self, ops: Sequence[WriteOp]) -> list[Outcome]:
-        """Run ``ops`` in one transaction and commit once. Each runs in a savepoint: one that
-        raises is rolled back alone and its error returned in its ``Outcome``; the others
-        commit. If the commit itself fails, nothing is kept and the error propagates."""
+        """Run ``ops`` in one transaction and commit once; one ``Outcome`` per op, in order.
+
+        Each runs in a savepoint: one that raises is rolled back alone and its error returned in
+        its ``Outcome``; the others commit. If the commit itself fails, nothing is kept and the
+        error propagates.
+        """
         outcomes: list[Outcome] = []
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
@@ -181,6 +193,7 @@ class Store:
                 raise
 
     def iter_tasks(self) -> Iterator[tuple[str, str, str, dict[str, Any], dict[str, Any]]]:
+        """Every registered task as ``(env_id, id, split, record, metadata)``, in registration order."""
         for env_id, tid, split, rec, meta in self._query(
             "SELECT env_id, id, split, record, metadata FROM tasks ORDER BY created, rowid"
         ):
@@ -225,8 +238,10 @@ class Store:
         mean_logprob: float | None, idempotency_key: str | None, total_reward: float,
         status: str, reason: str | None, success: bool | None = None,
     ) -> WriteOp:
-        """The write of one step and the episode's new state (for ``commit_group``). The JSON
-        is encoded here, in the caller, so the writer thread spends its time on SQL."""
+        """The write of one step and the episode's new state (for ``commit_group``).
+
+        The JSON is encoded here, in the caller, so the writer thread spends its time on SQL.
+        """
         now = time.time()
         step_row = (episode_id, turn, json.dumps(action), json.dumps(result), mean_logprob, idempotency_key, now)
         episode_row = (turn + 1, total_reward, status, reason, None if success is None else int(success), now,
@@ -292,10 +307,12 @@ class Store:
              " reset_result, parent_id, parent_turn, created, updated")
 
     def get_episode(self, episode_id: str) -> EpisodeRow | None:
+        """The stored episode, or None; any owner's (the caller checks ownership)."""
         rows = self._query(f"SELECT {self._COLS} FROM episodes WHERE id=?", (episode_id,))
         return self._row(rows[0]) if rows else None
 
     def list_episodes(self, owner: str, *, status: str | None, offset: int, limit: int) -> tuple[list[EpisodeRow], int]:
+        """A page of ``owner``'s episodes, oldest first, and how many match in all (for paging)."""
         where, params = "owner=?", [owner]
         if status:
             where += " AND status=?"
@@ -308,6 +325,7 @@ class Store:
         return [self._row(r) for r in rows], int(total)
 
     def steps(self, episode_id: str) -> list[dict[str, Any]]:
+        """An episode's steps in turn order, in wire form: turn, action, the result's keys, mean_logprob."""
         rows = self._query(
             "SELECT turn, action, result, mean_logprob FROM steps WHERE episode_id=? ORDER BY turn", (episode_id,)
         )
@@ -318,9 +336,13 @@ class Store:
 
     # --- statistics -------------------------------------------------------------------------
     def task_stats(self, env_id: str) -> list[TaskStatsRow]:
-        """Per task: episodes served, finished, mean return of finished ones, finished ones that
-        succeeded (the family's rule, stored at the end), and the mean of the policy's reported
-        mean log-probabilities."""
+        """Per-task figures of ``env_id``, from every stored episode, ordered by task id.
+
+        Per task: episodes served, finished ones, the mean return of finished ones, finished ones
+        that succeeded (the family's rule, stored at the end), and the mean of the policy's
+        reported mean log-probabilities. "Finished" here counts only episodes whose success was
+        judged, so closed or interrupted ones do not weigh on the figures.
+        """
         rows = self._query(
             "SELECT e.task_id, COUNT(*),"
             " SUM(CASE WHEN e.status='finished' AND e.success IS NOT NULL THEN 1 ELSE 0 END),"
@@ -385,8 +407,10 @@ class Store:
         return [(e, t) for e, t in self._query("SELECT env_id, task_id FROM retired_tasks ORDER BY created, rowid")]
 
     def set_task_metadata(self, env_id: str, task_id: str, metadata: dict[str, Any]) -> bool:
-        """Replace a registered task's stored metadata; False if the task is not stored
-        (built-in tasks are not)."""
+        """Replace a registered task's stored metadata; False if the task is not stored.
+
+        Built-in tasks are not stored, so their metadata cannot be changed here.
+        """
         with self._lock:
             cur = self._conn.execute(
                 "UPDATE tasks SET metadata=? WHERE env_id=? AND id=?", (json.dumps(metadata), env_id, task_id)

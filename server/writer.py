@@ -79,8 +79,10 @@ class StoreWriter:
         return self._queue.qsize()
 
     async def write(self, op: WriteOp) -> Any:
-        """Queue ``op`` and return its value once the transaction holding it has committed;
-        its own error (e.g. a duplicate turn) is raised here and undoes only ``op``."""
+        """Queue ``op`` and return its value once the transaction holding it has committed.
+
+        Its own error (e.g. a duplicate turn) is raised here and undoes only ``op``.
+        """
         if self._closed or self._thread is None:
             raise ShuttingDown("the store writer is stopped", retry_after_s=5.0)
         loop = asyncio.get_running_loop()
@@ -114,7 +116,9 @@ class StoreWriter:
 
     def _take(self) -> tuple[list[_Pending], bool]:
         """Block for one operation, then take whatever else is queued (up to ``MAX_GROUP``).
-        Returns the group and whether the stop sentinel was seen."""
+
+        Returns the group and whether the stop sentinel was seen.
+        """
         first = self._queue.get()
         if first is None:
             return [], True

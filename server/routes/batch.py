@@ -48,6 +48,12 @@ async def _settle(work: Awaitable[BaseModel], ok_status: int) -> BatchItemResult
 
 @router.post("/reset", response_model=BatchResponse, summary="Many resets in one request, one result each")
 async def batch_reset(body: BatchResetRequest, manager: ManagerDep, owner: OwnerDep) -> BatchResponse:
+    """Run many resets concurrently; each item gets its own result, in order.
+
+    Each item is answered as `POST /v1/episodes` would answer it (201, or its error with that
+    status) inside a 200 response, so one failed item never fails the others. Resets in a batch
+    take no `Idempotency-Key`.
+    """
     results = await asyncio.gather(*(_settle(run_reset(manager, owner, item), 201) for item in body.resets))
     return BatchResponse(results=list(results))
 
@@ -56,6 +62,12 @@ async def batch_reset(body: BatchResetRequest, manager: ManagerDep, owner: Owner
 async def batch_step(
     body: BatchStepRequest, manager: ManagerDep, owner: OwnerDep, settings: SettingsDep
 ) -> BatchResponse:
+    """Play one step on each of many episodes concurrently; each item gets its own result, in order.
+
+    Each item is answered as `POST /v1/episodes/{episode_id}/step` would answer it, with its own
+    `idempotency_key`, inside a 200 response. Errors: 422 when an episode appears twice in one batch
+    (the order of its steps would be undefined: send the next one in the next batch).
+    """
     seen: set[str] = set()
     for item in body.steps:
         if item.episode_id in seen:

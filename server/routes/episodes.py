@@ -81,6 +81,13 @@ async def reset(
     body: ResetRequest, manager: ManagerDep, owner: OwnerDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> ResetResponse:
+    """Start an episode: draw a task (or take `task_id`), give it a sandbox, and answer its first observation.
+
+    With an `Idempotency-Key` header, a retried reset returns the first attempt's episode instead of
+    starting a second one. Errors: 404 unknown env or task; 422 bad options or a task outside the
+    requested split; 429 this API key's open-episode quota is reached; 503 the server is at
+    capacity, shutting down, or could not start a sandbox (retry after `Retry-After`).
+    """
     return await run_reset(manager, owner, body, idempotency_key)
 
 
@@ -91,6 +98,11 @@ async def list_episodes(
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EpisodeList:
+    """List the caller's episodes, oldest first, optionally only those with one status.
+
+    Only episodes started with the caller's API key are listed; `total` counts them all, so pages can
+    be walked with `offset` and `limit`.
+    """
     page = await manager.list_episodes(owner, status, offset, limit)
     episodes = [
         EpisodeSummary(episode_id=e.episode_id, env_id=e.env_id, task_id=e.task_id, split=e.split, turn=e.turn,
@@ -105,17 +117,34 @@ async def step(
     episode_id: str, body: StepRequest, manager: ManagerDep, owner: OwnerDep, settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> StepResponse:
+    """Play one action on an episode and answer the observation, the reward and whether it ended.
+
+    The step is stored before it is answered. A retry is never played twice: the same
+    `Idempotency-Key`, or an `expected_turn` already played, returns the recorded result. A bad
+    action is not an error: it is a step with `info.status` `invalid_action`. Errors: 404 unknown
+    episode; 409 the episode has ended, or `expected_turn` is ahead of the episode; 422 a malformed
+    action; 503 the sandbox failed twice in this step (it has been replaced: retry the step).
+    """
     return await run_step(manager, owner, settings, episode_id, body, idempotency_key)
 
 
 @router.get("/{episode_id}", response_model=EpisodeState, summary="State: turn, trajectory so far")
 async def get_episode(episode_id: str, manager: ManagerDep, owner: OwnerDep) -> EpisodeState:
+    """Answer an episode's state: its task, options, turn, status, total reward and trajectory so far.
+
+    Ended episodes stay readable (from the store). Errors: 404 unknown episode, or one of another key.
+    """
     return state_response(await manager.state(owner, episode_id))
 
 
 @router.get("/{episode_id}/trajectory", response_class=PlainTextResponse,
             summary="The trajectory as JSONL: the reset, then one line per step")
 async def trajectory(episode_id: str, manager: ManagerDep, owner: OwnerDep) -> PlainTextResponse:
+    """Download an episode's trajectory as JSONL: a first line with the reset, then one line per step.
+
+    The first line has `turn` null, the episode's task, seed and options, and the reset's
+    observation and info; each further line is one turn's action and result. Errors: 404 unknown episode.
+    """
     state = await manager.state(owner, episode_id)
     head = {"episode_id": state.episode_id, "env_id": state.env_id, "task_id": state.task_id, "split": state.split,
             "seed": state.seed, "options": state.options}
@@ -127,10 +156,22 @@ async def trajectory(episode_id: str, manager: ManagerDep, owner: OwnerDep) -> P
 @router.post("/{episode_id}/fork", response_model=ResetResponse, status_code=201,
              summary="Fork: a new episode at the same point, by deterministic replay")
 async def fork(episode_id: str, manager: ManagerDep, owner: OwnerDep, body: ForkRequest | None = None) -> ResetResponse:
+    """Start a new episode at a turn of this one by replaying its recorded actions in a fresh sandbox.
+
+    Answers like a reset, with the observation and info of that turn; the new episode is then
+    stepped on its own. The replay is deterministic for deterministic envs; a divergence is logged,
+    not refused. Errors: 404 unknown episode; 422 `turn` past the episode's current turn; as a
+    reset for capacity, quota and sandbox failures (the half-built fork is closed).
+    """
     return reset_response(await manager.fork(owner, episode_id, body.turn if body else None))
 
 
 @router.delete("/{episode_id}", status_code=204, summary="Close: the sandbox is destroyed")
 async def close(episode_id: str, manager: ManagerDep, owner: OwnerDep) -> Response:
+    """Close an episode: it ends with reason `closed` and its sandbox is removed in the background.
+
+    Closing an episode that has already ended succeeds too (204), so a retried DELETE is harmless.
+    Errors: 404 unknown episode.
+    """
     await manager.close(owner, episode_id)
     return Response(status_code=204)

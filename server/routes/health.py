@@ -18,14 +18,18 @@ router = APIRouter()
 
 @router.get("/healthz", summary="Liveness: the process answers")
 async def healthz() -> dict[str, str]:
+    """Answer 200 while the process serves requests; it checks nothing else (use `/readyz` for that)."""
     return {"status": "ok"}
 
 
 @router.get("/readyz", summary="Readiness: accepting resets, sandbox backend and warm pool state")
 async def readyz(request: Request, manager: ManagerDep) -> JSONResponse:
-    # 200 when a reset would be accepted. The body also reports the warm pool and the teardown
-    # backlog (sandboxes of ended episodes still being removed in the background). No docstring:
-    # it would become the operation's description in the OpenAPI document.
+    """Answer 200 when a reset would be accepted, else 503 (shutting down, full, or the sandbox backend fails).
+
+    The body also reports open episodes, the sandbox backend, the warm pool, the teardown backlog
+    (sandboxes of ended episodes still being removed in the background) and the store's write
+    backlog, so a load balancer and an operator read the same answer.
+    """
     backend = request.app.state.backend
     status = manager.status()
     body: dict[str, Any] = {
@@ -57,7 +61,10 @@ async def readyz(request: Request, manager: ManagerDep) -> JSONResponse:
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(request: Request, manager: ManagerDep) -> Response:
-    # The gauges are refreshed from the manager at each scrape.
+    """Serve the Prometheus metrics in the text exposition format; no API key needed.
+
+    The gauges (open episodes, warm pool, teardown and store backlogs) are refreshed at each scrape.
+    """
     m = request.app.state.metrics
     status = manager.status()
     m.live_episodes.set(status.open_episodes)
@@ -73,4 +80,8 @@ async def metrics(request: Request, manager: ManagerDep) -> Response:
 
 @router.get("/v1/version", response_model=VersionInfo, summary="Server and API version, for compatibility checks")
 async def version(manager: ManagerDep, owner: OwnerDep) -> VersionInfo:
+    """Answer the server version, the API version and the env ids this server offers.
+
+    Meant for compatibility checks: a client can compare `api_version` with the one it was built for.
+    """
     return VersionInfo(version=__version__, api_version=API_VERSION, envs=sorted(manager.families))

@@ -1,7 +1,8 @@
-"""A warm pool: sandboxes started ahead of resets, so a reset does not wait for container
-start-up (a quarter of a second with Docker here). It hides creation latency, not creation
-rate: Docker makes ~3-4 hardened containers/s on 2 cores (5/s from one thread, ~8/s from two
-on a quiet machine).
+"""A warm pool: sandboxes started ahead of resets, so a reset does not wait for container start-up.
+
+Container start-up takes a quarter of a second with Docker here. The pool hides creation
+latency, not creation rate: Docker makes ~3-4 hardened containers/s on 2 cores (5/s from one
+thread, ~8/s from two on a quiet machine).
 
 Sized by demand: the pool holds what resets will take while new sandboxes are being made,
 ``ceil(reset rate x creation time x 1.5)`` (Little's law with headroom; the rate over the
@@ -85,8 +86,10 @@ def new_episode_id(replica: str) -> str:
 
 
 class SandboxPool:
-    """Keeps between ``size`` and ``max_size`` sandboxes ready, as demand asks;
-    ``acquire`` takes one or makes one on demand."""
+    """Keeps between ``size`` and ``max_size`` sandboxes ready, as demand asks.
+
+    ``acquire`` takes a ready one that still answers, or makes one when none is ready.
+    """
 
     def __init__(
         self,
@@ -171,8 +174,10 @@ class SandboxPool:
         return sandbox
 
     def _next_job(self) -> str | tuple[str, Sandbox]:
-        """Wait until there is work: ``"make"``, ``"stop"``, or a ready sandbox to remove
-        (demand fell). Re-checked every second, as demand decays with time alone."""
+        """Wait until there is work: ``"make"``, ``"stop"``, or a ready sandbox to remove (demand fell).
+
+        Re-checked every second, as demand decays with time alone.
+        """
         with self._cond:
             while True:
                 if self._stopping:

@@ -74,8 +74,11 @@ class Teardown:
             self._threads.append(thread)
 
     def submit(self, sandbox: Sandbox) -> bool:
-        """Queue ``sandbox`` for removal; never blocks. False when it was not taken (the
-        queue is full, or the worker is stopped): the caller must remove it itself."""
+        """Queue ``sandbox`` for removal; never blocks.
+
+        Returns False when it was not taken (the queue is full, or the worker is stopped): the
+        caller must then remove it itself.
+        """
         if not self._accepting or not self._threads:
             return False
         with self._lock:
@@ -118,9 +121,11 @@ class Teardown:
                 self._pending -= 1
 
     def drain(self, timeout_s: float = 60.0) -> int:
-        """Stop taking sandboxes, remove everything queued, end the threads. Whatever the
-        workers could not finish in ``timeout_s`` is removed here, on the caller's thread.
-        Returns how many sandboxes were removed by this call itself."""
+        """Stop taking sandboxes, remove everything queued, end the threads.
+
+        Whatever the workers could not finish in ``timeout_s`` is removed here, on the caller's
+        thread. Returns how many sandboxes were removed by this call itself.
+        """
         self._accepting = False
         deadline = time.monotonic() + timeout_s
         for _ in self._threads:
