@@ -27,6 +27,8 @@ from _common import (
 )
 
 RESET_BODY: dict[str, Any] = {"env_id": TOOLUSE, "task_id": TOOLUSE_TASK, "seed": 0, "options": {"max_turns": 200}}
+PER_EPISODE = 150
+"""Tool steps per episode in the sequential runs (ToolUse allows at most 200 turns)."""
 
 
 def final_answer() -> str:
@@ -49,12 +51,16 @@ def _tool_ok(body: Any) -> None:
 
 # --- one client, one request at a time ---------------------------------------------------------------
 def sequential_tool_steps(base_url: str, steps: int) -> list[float]:
-    """``steps`` tool steps on one live episode over HTTP (``httpx.Client``, keep-alive)."""
+    """``steps`` tool steps over HTTP (``httpx.Client``, keep-alive), on one live episode at a
+    time (a new one every ``PER_EPISODE`` steps, within the turn limit; the reset untimed)."""
     out: list[float] = []
     with httpx.Client(base_url=base_url, timeout=60) as c:
         eid = _ok(c.post("/v1/episodes", json=RESET_BODY))["episode_id"]
         try:
             for i in range(steps + 5):
+                if i and i % PER_EPISODE == 0:
+                    c.delete(f"/v1/episodes/{eid}")
+                    eid = _ok(c.post("/v1/episodes", json=RESET_BODY))["episode_id"]
                 t = time.perf_counter()
                 body = _ok(c.post(f"/v1/episodes/{eid}/step", json={"action": TOOL_ACTION}))
                 dt = time.perf_counter() - t
@@ -79,7 +85,8 @@ def ws_available(base_url: str) -> str | None:
 
 
 async def ws_tool_steps(base_url: str, steps: int) -> list[float]:
-    """``steps`` tool steps on one live episode over ``/v1/ws`` (one socket, one frame at a time)."""
+    """``steps`` tool steps over ``/v1/ws`` (one socket, one frame at a time), a new episode
+    every ``PER_EPISODE`` steps as over HTTP."""
     from websockets.asyncio.client import connect
 
     out: list[float] = []
@@ -94,6 +101,9 @@ async def ws_tool_steps(base_url: str, steps: int) -> list[float]:
         eid = (await call(0, "reset", body=RESET_BODY))["episode_id"]
         try:
             for i in range(steps + 5):
+                if i and i % PER_EPISODE == 0:
+                    await call(-1, "close", episode_id=eid)
+                    eid = (await call(0, "reset", body=RESET_BODY))["episode_id"]
                 t = time.perf_counter()
                 body = await call(i + 1, "step", episode_id=eid, body={"action": TOOL_ACTION})
                 dt = time.perf_counter() - t

@@ -122,7 +122,7 @@ def run_toolgym(tmp: str, args: argparse.Namespace, out: dict[str, Any], rate2: 
               flush=True)
 
         def profiled(name: str) -> Any:
-            return Recording(server.proc.pid, args.profile, name) if args.profile else nullcontext()
+            return Recording(server.proc.pid, args.profile, tmp, name) if args.profile else nullcontext()
 
         url = server.base_url
         r["tool_step_http"] = tg.sequential_tool_steps(url, args.steps)
@@ -187,6 +187,11 @@ def main() -> int:
         if "agentbox" not in skip:
             run_agentbox(args, out)
         run_toolgym(tmp, args, out, rate2)
+        if args.profile:
+            from _profile import write_summaries
+
+            write_summaries(args.profile, tmp, ["reset", "step"])
+            print(f"profiles  {args.profile}/{{reset,step}}.svg and {{reset,step}}-top.txt", flush=True)
     out["load_end"] = os.getloadavg()
     out["wall_s"] = time.time() - started
     report(out)
