@@ -71,6 +71,17 @@ def report(out: dict[str, Any]) -> None:
     rates.append([f"ToolGym: open {b['episodes']} live episodes (batch resets) / close them", "s",
                   f"{r['open_live_s']:.1f} / {r['close_live_s']:.1f}", ""])
     table(["what", "unit", "rate", "n"], rates, "Rates")
+    cpu_rows = []
+    for key, label in (("cpu_reset", f"reset (opening {b['episodes']} live episodes)"),
+                       ("cpu_batch", f"tool step (/v1/batch/step x{b['episodes']})")):
+        c = r.get(key)
+        if c:
+            cpu_rows.append([label] + [f"{c[k]:.1f}" for k in ("server", "dockerd", "containerd", "shims", "host")]
+                            + [f"{c['host_busy_pct']:.0f}%"])
+    if cpu_rows:
+        table(["per item", "server ms", "dockerd ms", "containerd ms", "shims ms", "whole host ms", "host busy"],
+              cpu_rows, "CPU time per reset / step (from /proc; the whole host includes the containers and"
+              " everyone else on the machine)")
 
     targets = _targets(out)
     out["targets"] = targets

@@ -40,6 +40,7 @@ from typing import Any
 import _floors
 import _peer_setup as peers
 import _toolgym_load as tg
+import throughput
 from _common import (
     IMAGE,
     SubprocessServer,
@@ -107,13 +108,29 @@ def run_floors(args: argparse.Namespace, out: dict[str, Any]) -> None:
         remove_containers(instance)
 
 
+def cpu_snapshot(server_pid: int) -> dict[str, float]:
+    """CPU seconds so far of the server, the engine's daemons, the containers' shims, and the host."""
+    snap = throughput.cpu_snapshot(server_pid)
+    snap["shims"] = sum(throughput._cpu_s(p) for p in throughput._pids("containerd-shim"))
+    del snap["client"]
+    return snap
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float], count: int, wall_s: float) -> dict[str, float]:
+    """CPU ms per item (reset or step) of each process group, and how busy the host was (of 200%)."""
+    out = {k: (after[k] - before[k]) / max(count, 1) * 1000 for k in before}
+    out["host_busy_pct"] = (after["host"] - before["host"]) / wall_s * 100
+    return out
+
+
 def run_toolgym(tmp: str, args: argparse.Namespace, out: dict[str, Any], rate2: float) -> None:
     from contextlib import nullcontext
 
     from _profile import Recording
 
+    extra = {"PYTHONPATH": args.server_pythonpath} if args.server_pythonpath else None
     server = SubprocessServer("docker", tmp, "peers", warm_pool=args.warm_pool, max_live=args.live + 64,
-                              uvicorn=["--loop", "asyncio", "--http", "h11"])
+                              uvicorn=["--loop", "asyncio", "--http", "h11"], extra_env=extra)
     r: dict[str, Any] = {}
     out["toolgym"] = r
     with server:
@@ -134,12 +151,17 @@ def run_toolgym(tmp: str, args: argparse.Namespace, out: dict[str, Any], rate2: 
         r["fresh"] = [asyncio.run(tg.fresh_episodes(url, w, args.fresh)) for w in (1, 2)]
         r["functioncall"] = asyncio.run(tg.functioncall_episodes(url, 64, args.fc_episodes))
         live = tg.LiveEpisodes(url)
+        pid = server.proc.pid
         try:
             with profiled("reset"):
+                before = cpu_snapshot(pid)
                 r["open_live_s"] = asyncio.run(live.open(args.live))
+                r["cpu_reset"] = cpu_delta(before, cpu_snapshot(pid), len(live.ids), r["open_live_s"])
             print(f"          {len(live.ids)} live episodes opened in {r['open_live_s']:.1f} s", flush=True)
             with profiled("step"):
+                before = cpu_snapshot(pid)
                 r["batch"] = asyncio.run(live.batch_steps(args.batch_rounds))
+                r["cpu_batch"] = cpu_delta(before, cpu_snapshot(pid), r["batch"]["steps"], r["batch"]["wall_s"])
                 r["client_steps"] = [asyncio.run(live.client_steps(c, args.client_steps)) for c in (8, args.live)]
         finally:
             r["close_live_s"] = asyncio.run(live.close_all())
@@ -165,6 +187,9 @@ def main() -> int:
     parser.add_argument("--docker-runs", type=int, default=8)
     parser.add_argument("--sdk-per-thread", type=int, default=10)
     parser.add_argument("--skip", default="", help="comma-separated: openenv, agentbox")
+    parser.add_argument("--server-pythonpath", default=None, metavar="DIR",
+                        help="serve ToolGym's package from DIR (a view of another checkout, laid out as"
+                             " scripts/typecheck.sh lays one out), e.g. a branch with /v1/ws")
     args = parser.parse_args()
     why = docker_problem()
     if why is not None:
@@ -175,7 +200,9 @@ def main() -> int:
         k: getattr(args, k) for k in ("steps", "seconds", "live", "batch_rounds", "client_steps", "warm_pool",
                                       "rest_episodes", "paced", "fresh", "fc_episodes", "agentbox_episodes")})
     out: dict[str, Any] = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                           "load_start": os.getloadavg(), "image": IMAGE}
+                           "load_start": os.getloadavg(), "image": IMAGE, "server_pythonpath": args.server_pythonpath}
+    if args.server_pythonpath:
+        print(f"server    ToolGym's package served from {args.server_pythonpath} (PYTHONPATH)")
     skip = set(filter(None, args.skip.split(",")))
     with tempfile.TemporaryDirectory(prefix="toolgym-bench-") as tmp:
         run_floors(args, out)
