@@ -5,7 +5,8 @@
 - ``InProcessServer``: a real ToolGym server on a free loopback port in a thread of this
   process, as ``tests/conftest.py`` starts one (``server_factory``);
 - ``SubprocessServer``: ``toolgym serve`` in a child process (so a load-generating client does
-  not share the server's GIL), ended by its own PID;
+  not share the server's GIL), ended by its own PID; or, given uvicorn options, the same app
+  started by ``bench/_serve.py`` with those options;
 - ``count_containers`` / ``remove_containers``: the containers of one server instance, found by
   the labels the Docker backend sets (``toolgym.managed=1``, ``toolgym.instance=<id>``).
 
@@ -284,7 +285,7 @@ class SubprocessServer:
     that PID (the server then removes its containers) and reports what it left."""
 
     def __init__(self, backend: str, tmpdir: str, tag: str, *, warm_pool: int, max_live: int = 256,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, uvicorn: list[str] | None = None) -> None:
         self.backend_name = backend
         self.instance = bench_instance(tag)
         self.port = free_port()
@@ -297,6 +298,12 @@ class SubprocessServer:
                     "--max-live-episodes", str(max_live), "--image", IMAGE, "--log-level", "warning"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLGYM_")}
         env.update({"TOOLGYM_INSTANCE_ID": self.instance, **(extra_env or {})})
+        if uvicorn is not None:  # the harness's launcher (bench/_serve.py) with these uvicorn options
+            env.update({"TOOLGYM_HOST": "127.0.0.1", "TOOLGYM_PORT": str(self.port), "TOOLGYM_BACKEND": backend,
+                        "TOOLGYM_DB_PATH": os.path.join(tmpdir, f"{self.instance}.db"),
+                        "TOOLGYM_WARM_POOL_SIZE": str(warm_pool), "TOOLGYM_MAX_LIVE_EPISODES": str(max_live),
+                        "TOOLGYM_SANDBOX_IMAGE": IMAGE})
+            self.cmd = [sys.executable, str(REPO / "bench" / "_serve.py"), *uvicorn]
         self._env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.leftover_after_stop = 0
