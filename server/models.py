@@ -3,6 +3,9 @@
 Requests are strict (``extra="forbid"``: an unknown field is a 422 naming it), split from
 responses by direction, and every field is described, so ``openapi/openapi.json`` documents
 the contract on its own.
+
+Size: over 400 lines on purpose. The whole wire contract reads top to bottom in one file, and
+most of its lines are field descriptions, which become the published OpenAPI document.
 """
 
 from __future__ import annotations

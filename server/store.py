@@ -14,6 +14,9 @@ The fsync this costs (~1 ms here) is paid once per group, not per step: the epis
 a time in one transaction (see ``toolgym.server.writer``), each in its own savepoint so one
 failing write never undoes its neighbours. The plain methods (``add_step`` ...) run one
 operation in its own transaction, for callers that write one thing at a time.
+
+Size: a little over 400 lines, because it is the one module that speaks SQL (schema, writes,
+reads and statistics); splitting it would spread the schema over several files.
 """
 
 from __future__ import annotations
