@@ -20,7 +20,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -71,6 +71,14 @@ class SandboxSlot:
         if self.sandbox is None:
             raise SandboxError(f"episode {self.episode_id} has no sandbox")
         return self.sandbox.run(request)
+
+    __call__ = run
+
+    def run_many(self, requests: Sequence[RunRequest]) -> list[RunResult]:
+        """A turn's parallel calls at once (``Sandbox.run_many``); the env finds it via ``run_all``."""
+        if self.sandbox is None:
+            raise SandboxError(f"episode {self.episode_id} has no sandbox")
+        return self.sandbox.run_many(requests)
 
 
 @dataclass
@@ -216,7 +224,7 @@ class EpisodeManager:
             env_rng = random.Random(rng.getrandbits(64))
             slot = SandboxSlot(episode_id, sandbox)
             try:
-                env = family.start(task, parsed, slot.run if family.needs_sandbox else None, env_rng)
+                env = family.start(task, parsed, slot if family.needs_sandbox else None, env_rng)
                 observation, info = await self._blocking(env.reset)
                 live = LiveEpisode(
                     id=episode_id, owner=owner, family=family, task=task, options={**raw, "split": task.split},
