@@ -289,7 +289,9 @@ def test_the_hard_cap_option_is_bounded() -> None:
         FAMILY.parse_options({"max_tool_output_bytes": 1 << 30}, "train")
 
 
-NAP_TOOL = "import time\n\ndef nap(city):\n    time.sleep(0.5)\n    return {'city': city, 'code': city.upper() + '-7'}\n"
+NAP_TOOL = (
+    "import time\n\ndef nap(city):\n    time.sleep(0.5)\n    return {'city': city, 'code': city.upper() + '-7'}\n"
+)
 
 
 def nap_record() -> dict[str, Any]:
@@ -306,8 +308,8 @@ def test_a_turns_parallel_calls_run_at_once_with_sequential_results(sandbox: Any
     well under 1 s together, and rewards, messages and info equal those of one call at a time."""
     from toolgym.server.episodes import SandboxSlot
 
-    turn = tags({"name": "nap", "arguments": {"city": "Oslo"}}, {"name": "nope", "arguments": {}},
-                {"name": "nap", "arguments": {"city": "Lima"}}, {"name": "nap", "arguments": {"city": "Oslo"}})
+    oslo, lima = ({"name": "nap", "arguments": {"city": c}} for c in ("Oslo", "Lima"))
+    turn = tags(oslo, {"name": "nope", "arguments": {}}, lima, oslo)
     steps = []
     for runner in (sandbox.run, SandboxSlot("ep", sandbox), SandboxSlot("ep", sandbox)):
         episode = FAMILY.start(task_of(nap_record()), ToolUseOptions(), runner, random.Random(0))

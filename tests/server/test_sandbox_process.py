@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import time
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -17,8 +17,8 @@ from sandbox_checks import (
     FORK_COUNT,
     check_output_caps,
     check_run_many,
-    check_runs_share_nothing,
     check_run_process_limit,
+    check_runs_share_nothing,
     check_timeout_kills_everything,
     leftovers,
     probe,
