@@ -10,22 +10,38 @@ Requests::
     {"id": 7, "op": "run", "code": "...", "call": {"function": "f", "arguments": {...}} | null,
      "timeout_s": 10.0, "memory_bytes": 536870912, "max_output_bytes": 1048576,
      "max_value_bytes": 16777216, "max_processes": 50 | null}
-    {"id": 8, "op": "ping"}
+    {"id": 8, "op": "run_many", "runs": [<the fields of a run, without op and id>, ...]}
+    {"id": 9, "op": "ping"}
 
-Every ``run`` forks a fresh child: it starts its own session, gets the limits (address space,
-CPU, open files, file size, processes), a clean stdin, its stdout/stderr on pipes and its work
-dir as cwd. Plain code runs as ``python3 main.py`` would run it (SimpleTIR's sandbox runs model
-code that way): it is written to ``main.py`` in the work dir and executed from that file as
-``__main__``, so warnings and tracebacks show its source lines. A ``call`` defines the code and
-calls ``function(**arguments)``.
+A ``run`` answers with its result; ``run_many`` (1 to ``MAX_BATCH`` runs: the parallel calls of
+one turn) starts every run before waiting on any and answers ``{"results": [...]}`` in request
+order, each run under its own limits and deadline. Runs of a batch share the sandbox's own
+limits (memory, a pids limit, the uid's process count) as they share its work dir.
+
+Every run is a fresh process: it starts its own session, gets the limits (address space, CPU,
+open files, file size, processes), a clean stdin, its stdout/stderr on pipes and its work dir as
+cwd. The agent is the zygote: at start it imports the standard modules tool code commonly needs
+(``WARM_MODULES``), and it keeps the code object of tool code a child of it has already run
+(``_Warm``), so a run is a fork of a warm process that finds its imports done and its code
+compiled. One prepared child waits ahead of the next run (``_Standby``): forked after the
+previous run was cleaned up, already in its own session with its pipes and environment, it
+takes one request, sets that run's limits and runs it, so the fork is off the call's clock.
+Runs never share a process: the agent itself runs no code, and each child serves one run.
+Scripts take the same path: the process the code sees is the one a fork of the agent gives.
+
+Plain code runs as ``python3 main.py`` would run it (SimpleTIR's sandbox runs model code that
+way): it is written to ``main.py`` in the work dir and executed from that file as ``__main__``,
+so warnings and tracebacks show its source lines. A ``call`` defines the code and calls
+``function(**arguments)``.
 
 The agent reads the pipes (and drains them, so a flood never blocks the child), keeping of each
 stream the first and the last half of ``max_output_bytes``, so the real end of a long output
 survives; a return value is kept whole up to ``max_value_bytes`` and is an error beyond it,
 never a cut value. It stops the run at ``timeout_s``, and then kills whatever the run left
 behind: the child's process group, and with ``--kill-all`` every process of the agent's user
-(``kill(-1)``), which also ends a fork bomb that escaped the group. ``--kill-all`` is only
-safe where the agent's uid belongs to this sandbox alone (a container, or a per-sandbox uid).
+(``kill(-1)``, after the last run of a batch), which also ends a fork bomb that escaped the
+group. ``--kill-all`` is only safe where the agent's uid belongs to this sandbox alone (a
+container, or a per-sandbox uid).
 
 ``--nproc N`` (given only where the uid is the sandbox's alone) sets ``RLIMIT_NPROC``, which
 counts every process and thread of the uid, the agent included: a run's ``max_processes`` M
