@@ -198,7 +198,7 @@ def _child(request, workdir, fds, nproc, compiled=None):
         _set_dumpable(True)
         timeout_s = float(request.get("timeout_s", 10.0))
         memory = int(request.get("memory_bytes", 512 * 1024 * 1024))
-        _set_limit(resource.RLIMIT_AS, memory)
+        _set_limit(resource.RLIMIT_AS, memory + _WARM_BYTES[0])
         _set_limit(resource.RLIMIT_CPU, int(timeout_s) + 2)
         _set_limit(resource.RLIMIT_CORE, 0)
         _set_limit(resource.RLIMIT_NOFILE, 256)
@@ -772,13 +772,36 @@ class _Warm(object):
                 pass
 
 
+_WARM_BYTES = [0]
+"""Address space the warm imports added to the agent, so to every run forked from it."""
+
+
+def _address_space():
+    """This process's address space in bytes (``VmSize``), 0 where /proc does not say."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def _warm_imports():
-    """Import ``WARM_MODULES`` into the agent (best effort: a missing one is skipped)."""
+    """Import ``WARM_MODULES`` into the agent (best effort: a missing one is skipped).
+
+    What they add to the address space (some 10 MB) is added to every run's ``RLIMIT_AS`` too,
+    so the code has the same room for its own allocations as in a child of a cold agent.
+    """
+    before = _address_space()
     for name in WARM_MODULES:
         try:
             __import__(name)
         except BaseException:
             pass
+    if before:
+        _WARM_BYTES[0] = max(0, _address_space() - before)
 
 
 def main(argv):
