@@ -8,7 +8,11 @@ Measures, on each backend (``process`` and, where an engine and the image exist,
 2. a turn of two calls that each sleep 0.5 s: sequential ``run`` against ``run_many`` (the
    agent runs a batch's calls at once), where the sandbox has ``run_many``.
 
-Run: ``.venv/bin/python bench/zygote_call.py [--calls 300] [--backends process,docker]``
+``--gap-ms`` waits that long between calls, as a policy's generation does between two turns:
+the agent forks its next standby child after each reply, so back-to-back calls (the default,
+0) also pay for that fork, and calls with a gap do not.
+
+Run: ``.venv/bin/python bench/zygote_call.py [--calls 300] [--gap-ms 0] [--backends process,docker]``
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ def pct(values: list[float], q: float) -> float:
     return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def bench(name: str, calls: int) -> None:
+def bench(name: str, calls: int, gap_s: float = 0.0) -> None:
     """Both measurements on one backend; prints one block."""
     from toolgym.envs.runner import FunctionCall, RunLimits, RunRequest
     from toolgym.server.sandbox.base import SandboxSpec
@@ -76,12 +80,13 @@ def bench(name: str, calls: int) -> None:
         inside: list[float] = []
         trip: list[float] = []
         for _ in range(calls):
+            time.sleep(gap_s)
             t = time.perf_counter()
             r = box.run(req)
             trip.append(time.perf_counter() - t)
             inside.append(r.duration_s)
             assert r.status == "ok", r
-        print(f"[{name}] tool call x{calls}: inside the agent p50 {pct(inside, .5):.3f} ms"
+        print(f"[{name}] tool call x{calls} gap {1000 * gap_s:g} ms: inside the agent p50 {pct(inside, .5):.3f} ms"
               f" p90 {pct(inside, .9):.3f} ms; Sandbox.run round trip p50 {pct(trip, .5):.3f} ms"
               f" p90 {pct(trip, .9):.3f} ms (mean {1000 * statistics.mean(trip):.3f} ms)")
         nap = RunRequest(code=SLEEP, call=FunctionCall("nap", {"s": 0.5}), limits=RunLimits(timeout_s=5))
@@ -105,10 +110,11 @@ def main() -> None:
     """Parse the flags and run the bench on each backend asked for."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--gap-ms", type=float, default=0.0, help="pause between two calls")
     parser.add_argument("--backends", default="process,docker")
     args = parser.parse_args()
     for name in args.backends.split(","):
-        bench(name, args.calls)
+        bench(name, args.calls, args.gap_ms / 1000)
 
 
 if __name__ == "__main__":
