@@ -833,9 +833,6 @@ def main(argv):
     _set_dumpable(False)
     # Orphans of a run come to the agent (as to a container's pid 1), which reaps them.
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
-    _warm_imports()
-    warm = _Warm()
-    standby = _Standby(workdir, nproc, warm.codes)
     inp = sys.stdin.buffer
     out = sys.stdout.buffer
 
@@ -845,6 +842,10 @@ def main(argv):
 
     send({"hello": "toolgym-agent", "protocol": PROTOCOL, "pid": os.getpid(),
           "python": sys.version.split()[0], "uid": os.getuid()})
+    # After the hello: the server's wait for a new sandbox does not include the warming.
+    _warm_imports()
+    warm = _Warm()
+    standby = _Standby(workdir, nproc, warm.codes)
     while True:
         line = inp.readline(MAX_REQUEST_BYTES + 1)
         if not line:

@@ -192,7 +192,11 @@ def test_a_dead_standby_is_replaced_and_the_run_is_not_touched(box: Sandbox) -> 
     request = RunRequest(code="def f(x):\n    return x * 2\n", call=FunctionCall("f", {"x": 21}))
     assert box.run(request).value == "42"
     for _ in range(3):
-        standby = _standby_pids(box)
+        for _ in range(500):  # the agent forks it just after its reply
+            standby = _standby_pids(box)
+            if standby:
+                break
+            time.sleep(0.01)
         assert len(standby) == 1, standby
         os.kill(standby[0], signal.SIGKILL)
         for _ in range(500):  # until it is dead (a zombie), not merely signalled
