@@ -12,9 +12,11 @@ infrastructure failure (the box died or stopped answering) is raised as ``Sandbo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from toolgym.errors import SandboxError
 
 __all__ = [
     "FunctionCall",
@@ -23,6 +25,7 @@ __all__ = [
     "RunResult",
     "RunStatus",
     "Runner",
+    "run_all",
 ]
 
 RunStatus = Literal["ok", "error", "timeout", "killed"]
@@ -104,3 +107,19 @@ class RunResult:
 
 Runner = Callable[[RunRequest], RunResult]
 """Runs code in the episode's sandbox. Raises ``SandboxError`` when the sandbox fails."""
+
+
+def run_all(runner: Runner, requests: Sequence[RunRequest]) -> list[RunResult]:
+    """Run ``requests`` (one turn's parallel calls) and return their results in the same order.
+
+    A runner that also has ``run_many(requests)`` (the server's sandbox does) runs them at once,
+    each in its own process under its own limits; any other runner runs them one after another.
+    Either way the results are the same; only the wall time differs.
+    """
+    many = getattr(runner, "run_many", None)
+    if len(requests) < 2 or not callable(many):
+        return [runner(r) for r in requests]
+    results = list(many(requests))
+    if len(results) != len(requests):
+        raise SandboxError(f"run_many returned {len(results)} results for {len(requests)} requests")
+    return results

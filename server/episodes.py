@@ -238,7 +238,7 @@ class EpisodeManager:
             env_rng = random.Random(rng.getrandbits(64))
             slot = SandboxSlot(episode_id, sandbox)
             try:
-                env = family.start(task, parsed, slot.run if family.needs_sandbox else None, env_rng)
+                env = family.start(task, parsed, slot if family.needs_sandbox else None, env_rng)
                 observation, info = await self._blocking(env.reset)
                 live = LiveEpisode(
                     id=episode_id, owner=owner, family=family, task=task, options={**raw, "split": task.split},

@@ -9,6 +9,7 @@ the manager runs them on a worker thread.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,8 +34,8 @@ __all__ = ["LiveEpisode", "SandboxSlot", "cap_output", "stored_page", "stored_sn
 class SandboxSlot:
     """Where an episode's env runs code.
 
-    The env holds ``slot.run``; the manager swaps the sandbox behind it when one fails, and the
-    env never notices.
+    The env holds the slot as its runner; the manager swaps the sandbox behind it when one
+    fails, and the env never notices.
     """
 
     episode_id: str
@@ -45,6 +46,14 @@ class SandboxSlot:
         if self.sandbox is None:
             raise SandboxError(f"episode {self.episode_id} has no sandbox")
         return self.sandbox.run(request)
+
+    __call__ = run
+
+    def run_many(self, requests: Sequence[RunRequest]) -> list[RunResult]:
+        """A turn's parallel calls at once (``Sandbox.run_many``); the env finds it via ``run_all``."""
+        if self.sandbox is None:
+            raise SandboxError(f"episode {self.episode_id} has no sandbox")
+        return self.sandbox.run_many(requests)
 
 
 @dataclass

@@ -3,7 +3,7 @@
 A task is a question, a set of tools given as OpenAI schemas, and the Python source of every
 tool. The policy answers with tool calls (Qwen/Hermes ``<tool_call>`` tags, several per turn,
 or OpenAI ``tool_calls``); each call runs the tool's source in the episode's sandbox (a fresh
-process per call, ``tool_timeout_s`` each) and comes back as a ``tool`` message. A turn
+process per call, ``tool_timeout_s`` each; a turn's calls run at once) and comes back as a ``tool`` message. A turn
 without a valid call is the final answer and ends the episode; 20 turns is the limit.
 
 Rewards follow FTRL's code exactly (``verifier.py``): a call solves at most one still-unsolved
@@ -44,7 +44,7 @@ from toolgym.envs.base import (
     Task,
     make_info,
 )
-from toolgym.envs.runner import FunctionCall, RunLimits, RunRequest
+from toolgym.envs.runner import FunctionCall, RunLimits, RunRequest, RunResult, run_all
 from toolgym.envs.tooluse.verifier import (
     RewardVariant,
     answer_verify,
@@ -256,24 +256,27 @@ class ToolUseEpisode(Episode):
         )
         return observation, make_info(metrics=self._metrics())
 
-    def _run_call(self, call: ParsedCall, index: int) -> tuple[str, bool]:
-        """The tool message content for one call, and whether it timed out."""
+    def _request(self, call: ParsedCall, index: int) -> RunRequest | str:
+        """The run for one call, or the tool message content when the call never runs."""
         if index >= MAX_CALLS_PER_TURN:
             why = f"not run, over {MAX_CALLS_PER_TURN} calls in one turn"
-            return error_text(call.name, why), False
+            return error_text(call.name, why)
         source = self._record["codes"].get(call.name)
         if source is None:
-            return error_text(call.name, f"no tool named {call.name!r} in this environment"), False
+            return error_text(call.name, f"no tool named {call.name!r} in this environment")
         try:
             json.dumps(call.arguments)
         except (TypeError, ValueError):
-            return error_text(call.name, "arguments are not JSON"), False
-        cap = self._options.max_tool_output_bytes
-        result = self._runner(RunRequest(
+            return error_text(call.name, "arguments are not JSON")
+        return RunRequest(
             code=source, call=FunctionCall(call.name, call.arguments),
             limits=RunLimits(timeout_s=self._options.tool_timeout_s, memory_bytes=TOOL_MEMORY_BYTES,
-                             max_value_bytes=cap),
-        ))
+                             max_value_bytes=self._options.max_tool_output_bytes),
+        )
+
+    def _content(self, call: ParsedCall, result: RunResult) -> tuple[str, bool]:
+        """The tool message content for one call's result, and whether it timed out."""
+        cap = self._options.max_tool_output_bytes
         if result.status == "ok" and result.value is not None:
             return result.value, False
         if result.value_truncated:
@@ -281,6 +284,20 @@ class ToolUseEpisode(Episode):
                    f" reset options, up to {MAX_TOOL_OUTPUT_BYTES})")
             return error_text(call.name, why), False
         return error_text(call.name, result.error or result.status), result.status == "timeout"
+
+    def _run_calls(self, calls: list[ParsedCall]) -> list[tuple[str, bool]]:
+        """Each call's tool message content and whether it timed out, in call order.
+
+        A turn's calls are independent (FTRL runs them one by one, each its own tool process): they
+        run at once when the runner can (``run_all``), which changes the wall time only.
+        """
+        prepared = [self._request(call, i) for i, call in enumerate(calls)]
+        requests = [p for p in prepared if isinstance(p, RunRequest)]
+        results = iter(run_all(self._runner, requests))
+        return [
+            self._content(call, next(results)) if isinstance(p, RunRequest) else (p, False)
+            for call, p in zip(calls, prepared, strict=True)
+        ]
 
     def step(self, action: Action) -> Step:
         """One assistant turn.
@@ -295,7 +312,7 @@ class ToolUseEpisode(Episode):
         parsed = parse_action(action, turn)
         if parsed.calls:
             # Run every call first: if the sandbox fails, nothing below has changed.
-            outputs = [self._run_call(call, i) for i, call in enumerate(parsed.calls)]
+            outputs = self._run_calls(parsed.calls)
             solved = 0
             per_call = []
             for call, (content, _) in zip(parsed.calls, outputs, strict=True):

@@ -10,22 +10,38 @@ Requests::
     {"id": 7, "op": "run", "code": "...", "call": {"function": "f", "arguments": {...}} | null,
      "timeout_s": 10.0, "memory_bytes": 536870912, "max_output_bytes": 1048576,
      "max_value_bytes": 16777216, "max_processes": 50 | null}
-    {"id": 8, "op": "ping"}
+    {"id": 8, "op": "run_many", "runs": [<the fields of a run, without op and id>, ...]}
+    {"id": 9, "op": "ping"}
 
-Every ``run`` forks a fresh child: it starts its own session, gets the limits (address space,
-CPU, open files, file size, processes), a clean stdin, its stdout/stderr on pipes and its work
-dir as cwd. Plain code runs as ``python3 main.py`` would run it (SimpleTIR's sandbox runs model
-code that way): it is written to ``main.py`` in the work dir and executed from that file as
-``__main__``, so warnings and tracebacks show its source lines. A ``call`` defines the code and
-calls ``function(**arguments)``.
+A ``run`` answers with its result; ``run_many`` (1 to ``MAX_BATCH`` runs: the parallel calls of
+one turn) starts every run before waiting on any and answers ``{"results": [...]}`` in request
+order, each run under its own limits and deadline. Runs of a batch share the sandbox's own
+limits (memory, a pids limit, the uid's process count) as they share its work dir.
+
+Every run is a fresh process: it starts its own session, gets the limits (address space, CPU,
+open files, file size, processes), a clean stdin, its stdout/stderr on pipes and its work dir as
+cwd. The agent is the zygote: at start it imports the standard modules tool code commonly needs
+(``WARM_MODULES``), and it keeps the code object of tool code a child of it has already run
+(``_Warm``), so a run is a fork of a warm process that finds its imports done and its code
+compiled. One prepared child waits ahead of the next run (``_Standby``): forked after the
+previous run was cleaned up, already in its own session with its pipes and environment, it
+takes one request, sets that run's limits and runs it, so the fork is off the call's clock.
+Runs never share a process: the agent itself runs no code, and each child serves one run.
+Scripts take the same path: the process the code sees is the one a fork of the agent gives.
+
+Plain code runs as ``python3 main.py`` would run it (SimpleTIR's sandbox runs model code that
+way): it is written to ``main.py`` in the work dir and executed from that file as ``__main__``,
+so warnings and tracebacks show its source lines. A ``call`` defines the code and calls
+``function(**arguments)``.
 
 The agent reads the pipes (and drains them, so a flood never blocks the child), keeping of each
 stream the first and the last half of ``max_output_bytes``, so the real end of a long output
 survives; a return value is kept whole up to ``max_value_bytes`` and is an error beyond it,
 never a cut value. It stops the run at ``timeout_s``, and then kills whatever the run left
 behind: the child's process group, and with ``--kill-all`` every process of the agent's user
-(``kill(-1)``), which also ends a fork bomb that escaped the group. ``--kill-all`` is only
-safe where the agent's uid belongs to this sandbox alone (a container, or a per-sandbox uid).
+(``kill(-1)``, after the last run of a batch), which also ends a fork bomb that escaped the
+group. ``--kill-all`` is only safe where the agent's uid belongs to this sandbox alone (a
+container, or a per-sandbox uid).
 
 ``--nproc N`` (given only where the uid is the sandbox's alone) sets ``RLIMIT_NPROC``, which
 counts every process and thread of the uid, the agent included: a run's ``max_processes`` M
@@ -52,6 +68,8 @@ import types
 
 PROTOCOL = 1
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
+MAX_BATCH = 64
+"""The most runs one ``run_many`` may start at once."""
 EXIT_GRACE_S = 0.2
 """After the child exits, how long to wait for descendants still holding its pipes."""
 
@@ -93,11 +111,21 @@ def _set_limit(which, value):
         pass
 
 
-def _child(request, workdir, fds, nproc):
-    """In the forked child: set up the process, run the code, never return."""
+CONTROL_FD = 4
+"""Where a standby child reads its one request (``_Standby``)."""
+
+
+def _prepare(fds, workdir, control=None):
+    """In a forked child, set up what every run gets, whatever its request.
+
+    Its own session, stdin from /dev/null, stdout/stderr (and fd 3, the return value's pipe) on
+    the agent's pipes, no other descriptor (bar ``control``, moved to ``CONTROL_FD``), the run's
+    environment and streams.
+
+    Exits with status 120 if the process cannot be set up.
+    """
     out_w, err_w, val_w = fds
     try:
-        _set_dumpable(True)
         os.setsid()
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
@@ -107,19 +135,10 @@ def _child(request, workdir, fds, nproc):
         if val_w is not None:
             os.dup2(val_w, 3)
             keep.add(3)
+        if control is not None:
+            os.dup2(control, CONTROL_FD)
+            keep.add(CONTROL_FD)
         os.closerange(max(keep) + 1, 65536)
-        timeout_s = float(request.get("timeout_s", 10.0))
-        memory = int(request.get("memory_bytes", 512 * 1024 * 1024))
-        _set_limit(resource.RLIMIT_AS, memory)
-        _set_limit(resource.RLIMIT_CPU, int(timeout_s) + 2)
-        _set_limit(resource.RLIMIT_CORE, 0)
-        _set_limit(resource.RLIMIT_NOFILE, 256)
-        _set_limit(resource.RLIMIT_FSIZE, 64 * 1024 * 1024)
-        if nproc:
-            wanted = request.get("max_processes")
-            # RLIMIT_NPROC counts the agent too: one more, so the run's own tree gets exactly M.
-            _set_limit(resource.RLIMIT_NPROC, min(nproc, int(wanted) + 1) if wanted else nproc)
-        os.chdir(workdir)
         # The agent's own environment is already minimal (the backend sets it); no clear().
         os.environ.update({
             "HOME": workdir, "TMPDIR": workdir, "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -131,6 +150,64 @@ def _child(request, workdir, fds, nproc):
                                       errors="backslashreplace", write_through=True)
         sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",
                                       errors="backslashreplace", write_through=True)
+    except BaseException:
+        os._exit(120)
+
+
+def _standby(fds, workdir, control, nproc, compiled):
+    """In a standby child: prepare, wait for the one request, then run it (``_Standby``); never return.
+
+    It stays undumpable (out of reach of other processes of the uid) until it holds its request.
+    At the end of the agent's stream (the agent is gone) it exits.
+    """
+    _prepare(fds, workdir, control)
+    chunks = []
+    try:
+        while True:
+            chunk = os.read(CONTROL_FD, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(CONTROL_FD)
+        request = json.loads(b"".join(chunks).decode("utf-8"))
+        if not isinstance(request, dict):
+            raise ValueError("not a request")
+    except BaseException:
+        os._exit(0)
+    if request.get("call") is None:
+        try:
+            os.close(3)  # a script gets no fd 3, as under ``python3 main.py``
+        except OSError:
+            pass
+    code = request.get("code", "")
+    hit = compiled.get(code) if request.get("call") is not None else None
+    _child(request, workdir, None, nproc, hit)
+
+
+def _child(request, workdir, fds, nproc, compiled=None):
+    """In the forked child: set up, set the run's limits, run the code, never return.
+
+    The set-up is ``_prepare``'s, unless ``fds`` is None: a standby did it already.
+
+    ``compiled`` is the agent's code object for a call's code, when it has one (``_Warm``): the
+    same ``compile`` of the same text, done once, so the child skips it.
+    """
+    if fds is not None:
+        _prepare(fds, workdir)
+    try:
+        _set_dumpable(True)
+        timeout_s = float(request.get("timeout_s", 10.0))
+        memory = int(request.get("memory_bytes", 512 * 1024 * 1024))
+        _set_limit(resource.RLIMIT_AS, memory + _WARM_BYTES[0])
+        _set_limit(resource.RLIMIT_CPU, int(timeout_s) + 2)
+        _set_limit(resource.RLIMIT_CORE, 0)
+        _set_limit(resource.RLIMIT_NOFILE, 256)
+        _set_limit(resource.RLIMIT_FSIZE, 64 * 1024 * 1024)
+        if nproc:
+            wanted = request.get("max_processes")
+            # RLIMIT_NPROC counts the agent too: one more, so the run's own tree gets exactly M.
+            _set_limit(resource.RLIMIT_NPROC, min(nproc, int(wanted) + 1) if wanted else nproc)
+        os.chdir(workdir)
         sys.argv = [MAIN_FILE] if request.get("call") is None else ["<code>"]
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -145,7 +222,7 @@ def _child(request, workdir, fds, nproc):
         result = {}
         try:
             namespace = {"__name__": "__toolgym_tool__", "__builtins__": builtins}
-            exec(compile(code, "<tool>", "exec"), namespace)
+            exec(compiled if compiled is not None else compile(code, "<tool>", "exec"), namespace)
             name = call.get("function")
             func = namespace.get(name)
             if not callable(func):
@@ -282,11 +359,8 @@ def _reap():
             return
 
 
-def _cleanup(child_pid, kill_all):
-    try:
-        os.killpg(child_pid, signal.SIGKILL)
-    except OSError:
-        pass
+def _cleanup(kill_all):
+    """After a batch: with ``kill_all``, end every other process of the uid; reap what is dead."""
     if kill_all:
         me = os.getpid()
         for _ in range(200):
@@ -338,12 +412,12 @@ class _Stream(object):
         return bytes(self.head).decode("utf-8", "replace") + bytes(self.tail).decode("utf-8", "replace")
 
 
-def _poll_children(pid):
-    """Reap every child that has exited, orphans the agent adopted included; the run's wait status if among them.
+def _poll_children():
+    """Reap every child that has exited, orphans the agent adopted included; ``{pid: wait status}``.
 
     Orphans are reaped too because a zombie still counts against the process limits.
     """
-    found = None
+    found = {}
     while True:
         try:
             got, status = os.waitpid(-1, os.WNOHANG)
@@ -351,140 +425,383 @@ def _poll_children(pid):
             return found
         if got == 0:
             return found
-        if got == pid:
-            found = status
+        found[got] = status
 
 
-def run(request, workdir, kill_all, nproc):
-    """Serve one ``run`` request in a forked child; return the reply (without its id).
+def _pidfd(pid):
+    """A descriptor that turns readable when ``pid`` exits (Linux 5.3+, Python 3.9+), else None.
 
-    Never raises for anything the code does: a timeout, a signal, a non-zero exit or a missing
-    or oversized return value is a ``status`` and an ``error`` in the reply. Whatever the run left
-    behind is killed before the reply is built.
+    With it the exit wakes the same ``select`` as the pipes do, instead of a sleep-and-poll loop.
     """
-    limit = max(0, int(request.get("max_output_bytes", 1024 * 1024)))
-    value_limit = max(0, int(request.get("max_value_bytes", 16 * 1024 * 1024)))
-    timeout_s = max(0.001, float(request.get("timeout_s", 10.0)))
-    is_call = request.get("call") is not None
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    val_r, val_w = os.pipe() if is_call else (None, None)
-    started = time.monotonic()
-    pid = os.fork()
-    if pid == 0:
-        for fd in (out_r, err_r, val_r):
-            if fd is not None:
-                os.close(fd)
-        _child(request, workdir, (out_w, err_w, val_w), nproc)
-    for fd in (out_w, err_w, val_w):
-        if fd is not None:
-            os.close(fd)
-    names = {out_r: "stdout", err_r: "stderr"}
-    streams = {"stdout": _Stream(limit), "stderr": _Stream(limit)}
-    if val_r is not None:
-        names[val_r] = "value"
-        streams["value"] = _Stream(value_limit, keep_tail=False)
-    open_fds = set(names)
-    deadline = started + timeout_s
-    exit_status = None
-    exited_at = None
-    timed_out = False
-    while open_fds:
-        now = time.monotonic()
-        if now >= deadline:
-            timed_out = exit_status is None
-            break
-        if exited_at is not None and now - exited_at > EXIT_GRACE_S:
-            break
-        wait = min(deadline - now, 0.05)
-        try:
-            ready, _, _ = select.select(list(open_fds), [], [], wait)
-        except InterruptedError:
-            continue
-        for fd in ready:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                open_fds.discard(fd)
-                continue
-            streams[names[fd]].add(chunk)
-        status = _poll_children(pid)
-        if status is not None and exit_status is None:
-            exit_status = status
-            exited_at = time.monotonic()
-    if exit_status is None and not timed_out:
-        # Pipes closed; the child is exiting. Wait for it, but never past the deadline.
-        while exit_status is None and time.monotonic() < deadline:
-            exit_status = _poll_children(pid)
-            if exit_status is None:
-                time.sleep(0.001)
-        timed_out = exit_status is None
-    _cleanup(pid, kill_all)
-    if exit_status is None:
-        try:
-            _, exit_status = os.waitpid(pid, 0)
-        except ChildProcessError:
-            exit_status = 0
-    for fd in names:
-        os.close(fd)
-    duration = time.monotonic() - started
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        return None
+    try:
+        return opener(pid)
+    except OSError:
+        return None
 
-    value = None
-    error = None
-    error_type = None
-    if timed_out:
-        status = "timeout"
-        error = "timed out after %g s" % timeout_s
-    elif os.WIFSIGNALED(exit_status):
-        status = "killed"
-        sig = os.WTERMSIG(exit_status)
-        try:
-            signame = signal.Signals(sig).name
-        except ValueError:
-            signame = str(sig)
-        hint = " (CPU time limit)" if sig == signal.SIGXCPU else " (memory limit?)" if sig == signal.SIGKILL else ""
-        error = "killed by %s%s" % (signame, hint)
-    else:
-        code = os.WEXITSTATUS(exit_status)
-        status = "ok" if code == 0 else "error"
-        if code == 120:
-            error = "sandbox could not set up the process"
-        elif code != 0 and not is_call:
-            error = "exit status %d" % code
-    value_truncated = False
-    if is_call and not timed_out and status != "killed":
-        raw = streams["value"]
-        if raw.truncated:
-            # Never a cut value: the verifier would judge what the tool did not return.
-            value_truncated = True
-            parsed = {"error": "the tool returned more than %d bytes (max_value_bytes=%d)" % (value_limit, value_limit),
-                      "error_type": "OutputTooLarge"}
+
+class _Run(object):
+    """One run of a batch: its forked child, its pipes, its own deadline and caps."""
+
+    def __init__(self, request, workdir, nproc, compiled, standby=None):
+        self.request = request
+        self.limit = max(0, int(request.get("max_output_bytes", 1024 * 1024)))
+        self.value_limit = max(0, int(request.get("max_value_bytes", 16 * 1024 * 1024)))
+        self.timeout_s = max(0.001, float(request.get("timeout_s", 10.0)))
+        self.is_call = request.get("call") is not None
+        self.started = time.monotonic()
+        if standby is not None and standby.hand(request):
+            pid = standby.pid
+            out_r, err_r, val_r = standby.pipes
+            if not self.is_call:
+                os.close(val_r)
+                val_r = None
         else:
+            if standby is not None:
+                standby.discard()
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            val_r, val_w = os.pipe() if self.is_call else (None, None)
+            self.started = time.monotonic()
+            pid = os.fork()
+            if pid == 0:
+                for fd in (out_r, err_r, val_r):
+                    if fd is not None:
+                        os.close(fd)
+                _child(request, workdir, (out_w, err_w, val_w), nproc, compiled)
+            for fd in (out_w, err_w, val_w):
+                if fd is not None:
+                    os.close(fd)
+        self.pid = pid
+        self.names = {out_r: "stdout", err_r: "stderr"}
+        self.streams = {"stdout": _Stream(self.limit), "stderr": _Stream(self.limit)}
+        if val_r is not None:
+            self.names[val_r] = "value"
+            self.streams["value"] = _Stream(self.value_limit, keep_tail=False)
+        self.open_fds = set(self.names)
+        self.pidfd = _pidfd(pid)
+        self.deadline = self.started + self.timeout_s
+        self.exit_status = None
+        self.exited_at = None
+        self.timed_out = False
+        self.done = False
+        self.duration = 0.0
+
+    def watched(self):
+        """The descriptors to wait on: open pipes, and the pidfd until the child has exited."""
+        fds = list(self.open_fds)
+        if self.pidfd is not None and self.exit_status is None:
+            fds.append(self.pidfd)
+        return fds
+
+    def read(self, fd):
+        """Take what is ready on one of this run's pipes."""
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            self.open_fds.discard(fd)
+        else:
+            self.streams[self.names[fd]].add(chunk)
+
+    def exited(self, status):
+        """Record the child's wait status (reaped by the batch's poll)."""
+        if self.exit_status is None:
+            self.exit_status = status
+            self.exited_at = time.monotonic()
+
+    def tick(self, now):
+        """End the run when it is over: deadline, exit with pipes drained, or exit grace spent.
+
+        Returns how long the batch may wait before looking at this run again.
+        """
+        if now >= self.deadline:
+            self.timed_out = self.exit_status is None
+            self.finish()
+            return 0.0
+        if self.exit_status is not None and (not self.open_fds or now - self.exited_at > EXIT_GRACE_S):
+            self.finish()
+            return 0.0
+        wait = min(self.deadline - now, 0.05)
+        if self.exit_status is not None:
+            wait = min(wait, self.exited_at + EXIT_GRACE_S - now)
+        elif not self.open_fds and self.pidfd is None:
+            wait = min(wait, 0.0005)  # pipes closed, the child is exiting: poll for it
+        return max(wait, 0.0)
+
+    def finish(self):
+        """Kill the run's process group, reap the child, close the pipes."""
+        self.done = True
+        self.duration = time.monotonic() - self.started
+        for kill in (os.killpg, os.kill):  # the group; the child itself, should it have left it
             try:
-                parsed = json.loads(raw.text()) if raw.total else {}
+                kill(self.pid, signal.SIGKILL)
+            except OSError:
+                pass
+        if self.exit_status is None:
+            try:
+                _, self.exit_status = os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                self.exit_status = 0
+        for fd in self.names:
+            os.close(fd)
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+
+    def reply(self):
+        """The run's reply (without its id)."""
+        streams = self.streams
+        exit_status = self.exit_status
+        value = None
+        error = None
+        error_type = None
+        if self.timed_out:
+            status = "timeout"
+            error = "timed out after %g s" % self.timeout_s
+        elif os.WIFSIGNALED(exit_status):
+            status = "killed"
+            sig = os.WTERMSIG(exit_status)
+            try:
+                signame = signal.Signals(sig).name
             except ValueError:
-                parsed = {"error": "the tool's result could not be read", "error_type": "ProtocolError"}
-        if "value" in parsed:
-            value = parsed["value"]
-            status = "ok"
+                signame = str(sig)
+            hint = " (CPU time limit)" if sig == signal.SIGXCPU else " (memory limit?)" if sig == signal.SIGKILL else ""
+            error = "killed by %s%s" % (signame, hint)
         else:
-            status = "error"
-            # An exception without a message (MemoryError(), KeyError()) is named by its class.
-            error = (parsed.get("error") or parsed.get("error_type") or error
-                     or "the tool exited without a result")
-            error_type = parsed.get("error_type")
-    reply = {
-        "status": status,
-        "stdout": streams["stdout"].text(),
-        "stderr": streams["stderr"].text(),
-        "stdout_truncated": streams["stdout"].truncated,
-        "stderr_truncated": streams["stderr"].truncated,
-        "value": value,
-        "value_truncated": value_truncated,
-        "error": error,
-        "error_type": error_type,
-        "duration_s": round(duration, 6),
-    }
-    return reply
+            code = os.WEXITSTATUS(exit_status)
+            status = "ok" if code == 0 else "error"
+            if code == 120:
+                error = "sandbox could not set up the process"
+            elif code != 0 and not self.is_call:
+                error = "exit status %d" % code
+        value_truncated = False
+        if self.is_call and not self.timed_out and status != "killed":
+            raw = streams["value"]
+            if raw.truncated:
+                # Never a cut value: the verifier would judge what the tool did not return.
+                value_truncated = True
+                parsed = {"error": "the tool returned more than %d bytes (max_value_bytes=%d)"
+                          % (self.value_limit, self.value_limit), "error_type": "OutputTooLarge"}
+            else:
+                try:
+                    parsed = json.loads(raw.text()) if raw.total else {}
+                except ValueError:
+                    parsed = {"error": "the tool's result could not be read", "error_type": "ProtocolError"}
+            if "value" in parsed:
+                value = parsed["value"]
+                status = "ok"
+            else:
+                status = "error"
+                # An exception without a message (MemoryError(), KeyError()) is named by its class.
+                error = (parsed.get("error") or parsed.get("error_type") or error
+                         or "the tool exited without a result")
+                error_type = parsed.get("error_type")
+        return {
+            "status": status,
+            "stdout": streams["stdout"].text(),
+            "stderr": streams["stderr"].text(),
+            "stdout_truncated": streams["stdout"].truncated,
+            "stderr_truncated": streams["stderr"].truncated,
+            "value": value,
+            "value_truncated": value_truncated,
+            "error": error,
+            "error_type": error_type,
+            "duration_s": round(self.duration, 6),
+        }
+
+
+class _Standby(object):
+    """A child forked ahead of the next run, already prepared (``_prepare``), waiting for its request.
+
+    The agent is the zygote: it imported what tool code commonly needs (``WARM_MODULES``) and
+    holds the code objects of tool code it has seen (``_Warm``), and the standby is a plain fork
+    of it, made after the previous batch ended and was cleaned up. So the fork, the copy-on-write
+    faults of a fresh child and the per-process set-up happen while the policy thinks, not on
+    the call's clock. A standby serves one run, then is gone like any run's process: runs never
+    share a process. Its request goes over a pipe of its own (``CONTROL_FD``), closed before the
+    code runs. Should it be dead or the request not fit the pipe at once, the run forks afresh.
+    """
+
+    def __init__(self, workdir, nproc, compiled):
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        val_r, val_w = os.pipe()
+        ctl_r, ctl_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            for fd in (out_r, err_r, val_r, ctl_w):
+                os.close(fd)
+            _standby((out_w, err_w, val_w), workdir, ctl_r, nproc, compiled)
+        for fd in (out_w, err_w, val_w, ctl_r):
+            os.close(fd)
+        os.set_blocking(ctl_w, False)
+        self.pid = pid
+        self.pipes = (out_r, err_r, val_r)
+        self.control = ctl_w
+
+    def hand(self, request):
+        """Give the standby its request; False (nothing sent) if it cannot take all of it at once."""
+        try:
+            data = json.dumps(request, ensure_ascii=False).encode("utf-8", "backslashreplace")
+        except (TypeError, ValueError):
+            return False
+        old = signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a dead standby must not end the agent
+        try:
+            sent = os.write(self.control, data)
+        except OSError:
+            sent = -1
+        finally:
+            signal.signal(signal.SIGPIPE, old)
+        if sent != len(data):
+            return False
+        os.close(self.control)
+        self.control = None
+        return True
+
+    def discard(self):
+        """End an unused standby and reap it."""
+        for fd in self.pipes + ((self.control,) if self.control is not None else ()):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        except OSError:
+            pass
+
+
+def run_batch(requests, workdir, kill_all, nproc, compiled=None, standby=None):
+    """Serve ``run`` requests at once, each in its own forked child; return their replies in order.
+
+    The first run goes to ``standby`` when one is given (it is used up either way).
+
+    Each run keeps its own deadline, caps and rlimits, and its process group is killed as soon as
+    it ends. ``--kill-all``'s sweep of the whole uid waits for the last run of the batch (it would
+    end the others too), so whatever any run left behind is killed before the replies are built.
+    Never raises for anything the code does: a timeout, a signal, a non-zero exit or a missing or
+    oversized return value is a ``status`` and an ``error`` in the reply.
+    """
+    compiled = compiled or {}
+    runs = []
+    try:
+        for request in requests:
+            code = request.get("code", "")
+            hit = compiled.get(code) if request.get("call") is not None else None
+            runs.append(_Run(request, workdir, nproc, hit, standby))
+            standby = None
+        by_pid = dict((r.pid, r) for r in runs)
+        while True:
+            now = time.monotonic()
+            wait = 0.05
+            owners = {}
+            for r in runs:
+                if r.done:
+                    continue
+                wait = min(wait, r.tick(now))
+                if not r.done:
+                    for fd in r.watched():
+                        owners[fd] = r
+            if not owners and all(r.done for r in runs):
+                break
+            try:
+                ready, _, _ = select.select(list(owners), [], [], wait)
+            except InterruptedError:
+                continue
+            for fd in ready:
+                r = owners[fd]
+                if fd in r.open_fds:
+                    r.read(fd)
+            for pid, status in _poll_children().items():
+                if pid in by_pid:
+                    by_pid[pid].exited(status)
+    finally:
+        if standby is not None:
+            standby.discard()
+        for r in runs:
+            if not r.done:
+                r.finish()
+        _cleanup(kill_all)
+    return [r.reply() for r in runs]
+
+
+def run(request, workdir, kill_all, nproc, compiled=None):
+    """Serve one ``run`` request in a forked child; return the reply (without its id)."""
+    return run_batch([request], workdir, kill_all, nproc, compiled)[0]
+
+
+WARM_MODULES = (
+    "re", "math", "cmath", "collections", "datetime", "itertools", "functools", "operator",
+    "string", "typing", "random", "decimal", "fractions", "statistics", "hashlib", "base64",
+    "copy", "textwrap", "urllib.parse", "dataclasses", "enum", "bisect", "heapq", "uuid",
+)
+"""Standard modules FTRL-style tool code commonly imports, loaded once in the agent so every
+forked run finds them in ``sys.modules``. Only modules whose import has no per-process state a
+child could see twice: ``random`` reseeds itself in every forked child (``os.register_at_fork``),
+and nothing here starts a thread."""
+
+MAX_WARM_SOURCE = 256 * 1024
+MAX_WARM_ENTRIES = 128
+
+
+class _Warm(object):
+    """Code objects of tool code the agent has seen run, so a call's child skips ``compile``.
+
+    The agent compiles a call's code only after a child of it compiled and ran that same text
+    to an ``ok`` (same interpreter, same input): untrusted text that could hurt the compiler never
+    reaches the agent first. Bounded in entries and in source size.
+    """
+
+    def __init__(self):
+        self.codes = {}
+
+    def learn(self, requests, replies):
+        """Compile, in the agent, the call code of runs that ended ``ok``; never raises."""
+        for i, request in enumerate(requests):
+            reply = replies[i]
+            code = request.get("code")
+            if (request.get("call") is None or reply.get("status") != "ok" or not isinstance(code, str)
+                    or code in self.codes or len(code) > MAX_WARM_SOURCE):
+                continue
+            if len(self.codes) >= MAX_WARM_ENTRIES:
+                self.codes.clear()
+            try:
+                self.codes[code] = compile(code, "<tool>", "exec")
+            except BaseException:
+                pass
+
+
+_WARM_BYTES = [0]
+"""Address space the warm imports added to the agent, so to every run forked from it."""
+
+
+def _address_space():
+    """This process's address space in bytes (``VmSize``), 0 where /proc does not say."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _warm_imports():
+    """Import ``WARM_MODULES`` into the agent (best effort: a missing one is skipped).
+
+    What they add to the address space (some 10 MB) is added to every run's ``RLIMIT_AS`` too,
+    so the code has the same room for its own allocations as in a child of a cold agent.
+    """
+    before = _address_space()
+    for name in WARM_MODULES:
+        try:
+            __import__(name)
+        except BaseException:
+            pass
+    if before:
+        _WARM_BYTES[0] = max(0, _address_space() - before)
 
 
 def main(argv):
@@ -525,6 +842,10 @@ def main(argv):
 
     send({"hello": "toolgym-agent", "protocol": PROTOCOL, "pid": os.getpid(),
           "python": sys.version.split()[0], "uid": os.getuid()})
+    # After the hello: the server's wait for a new sandbox does not include the warming.
+    _warm_imports()
+    warm = _Warm()
+    standby = _Standby(workdir, nproc, warm.codes)
     while True:
         line = inp.readline(MAX_REQUEST_BYTES + 1)
         if not line:
@@ -544,13 +865,24 @@ def main(argv):
             continue
         if op == "ping":
             send({"id": rid, "status": "ok", "pong": True})
-        elif op == "run":
+        elif op in ("run", "run_many"):
+            batch = [request] if op == "run" else request.get("runs")
+            if (not isinstance(batch, list) or not 0 < len(batch) <= MAX_BATCH
+                    or not all(isinstance(r, dict) for r in batch)):
+                send({"id": rid, "status": "protocol_error",
+                      "error": "run_many needs 'runs': 1 to %d run requests" % MAX_BATCH})
+                continue
             try:
-                reply = run(request, workdir, kill_all, nproc)
+                replies = run_batch(batch, workdir, kill_all, nproc, warm.codes, standby)
             except Exception as exc:  # the agent must outlive any request
                 reply = {"status": "protocol_error", "error": "%s: %s" % (type(exc).__name__, exc)}
+            else:
+                reply = replies[0] if op == "run" else {"status": "ok", "results": replies}
             reply["id"] = rid
             send(reply)
+            if reply.get("status") != "protocol_error":
+                warm.learn(batch, replies)
+            standby = _Standby(workdir, nproc, warm.codes)
         else:
             send({"id": rid, "status": "protocol_error", "error": "unknown op %r" % (op,)})
 

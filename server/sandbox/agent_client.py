@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ AGENT_SOURCE = (Path(__file__).parent / "agent.py").read_text(encoding="utf-8")
 
 MAX_REPLY_BYTES = 128 * 1024 * 1024
 """The floor of the reply bound; a run's own bound grows with its caps (``_reply_bound``)."""
+MAX_BATCH = 64
+"""The agent's bound on one ``run_many`` (``agent.MAX_BATCH``); longer batches go in slices."""
 JSON_ESCAPE_FACTOR = 6
 """The agent's replies are ASCII JSON: one byte of output is at most six (``\\u0001``)."""
 
@@ -209,20 +211,24 @@ class AgentSandbox:
         except SandboxError:
             return False
 
-    def run(self, request: RunRequest) -> RunResult:
-        """Run ``request`` in a fresh process in the box (``Sandbox.run``)."""
+    def _use_process_limit(self, max_processes: int | None) -> None:
+        """Set the box's own process limit for runs asking ``max_processes`` (module doc), once per change."""
+        if self._set_process_limit is None or max_processes == self._process_limit:
+            return
+        with self._lock:
+            if self._closed or self._broken:
+                why = self._broken or "closed"
+                raise SandboxError(f"sandbox {self._id} is unusable: {why}", sandbox_id=self._id)
+            try:
+                self._set_process_limit(max_processes)
+            except Exception as exc:
+                raise self._fail(f"could not set its process limit to {max_processes} ({exc})") from exc
+            self._process_limit = max_processes
+
+    @staticmethod
+    def _payload(request: RunRequest) -> dict[str, Any]:
         limits = request.limits
-        if self._set_process_limit is not None and limits.max_processes != self._process_limit:
-            with self._lock:
-                if self._closed or self._broken:
-                    why = self._broken or "closed"
-                    raise SandboxError(f"sandbox {self._id} is unusable: {why}", sandbox_id=self._id)
-                try:
-                    self._set_process_limit(limits.max_processes)
-                except Exception as exc:
-                    raise self._fail(f"could not set its process limit to {limits.max_processes} ({exc})") from exc
-                self._process_limit = limits.max_processes
-        payload: dict[str, Any] = {
+        return {
             "op": "run",
             "code": request.code,
             "call": (
@@ -236,7 +242,9 @@ class AgentSandbox:
             "max_value_bytes": limits.max_value_bytes,
             "max_processes": limits.max_processes,
         }
-        reply = self._request(payload, limits.timeout_s + self._grace, _reply_bound(limits))
+
+    @staticmethod
+    def _result(reply: dict[str, Any]) -> RunResult:
         value = reply.get("value")
         return RunResult(
             status=reply.get("status", "error"),
@@ -250,6 +258,38 @@ class AgentSandbox:
             value_truncated=bool(reply.get("value_truncated")),
             duration_s=float(reply.get("duration_s", 0.0)),
         )
+
+    def run(self, request: RunRequest) -> RunResult:
+        """Run ``request`` in a fresh process in the box (``Sandbox.run``)."""
+        limits = request.limits
+        self._use_process_limit(limits.max_processes)
+        reply = self._request(self._payload(request), limits.timeout_s + self._grace, _reply_bound(limits))
+        return self._result(reply)
+
+    def run_many(self, requests: Sequence[RunRequest]) -> list[RunResult]:
+        """Run ``requests`` at once, each in its own fresh process under its own limits; results in order.
+
+        One ``run_many`` line to the agent, which starts every run before waiting on any, so a turn's
+        calls take as long as the slowest, not the sum. Runs that ask for ``max_processes`` go one
+        after another instead: a process limit that concurrent runs would share (Docker's pids
+        limit, the uid's ``RLIMIT_NPROC``) would not be each run's own.
+        """
+        if len(requests) <= 1 or any(r.limits.max_processes is not None for r in requests):
+            return [self.run(r) for r in requests]
+        if len(requests) > MAX_BATCH:
+            return [result for i in range(0, len(requests), MAX_BATCH)
+                    for result in self.run_many(requests[i:i + MAX_BATCH])]
+        self._use_process_limit(None)
+        payload = {"op": "run_many", "runs": [self._payload(r) for r in requests]}
+        wait = max(r.limits.timeout_s for r in requests) + self._grace
+        bound = sum(_reply_bound(r.limits) for r in requests)
+        reply = self._request(payload, wait, bound)
+        results = reply.get("results")
+        if not isinstance(results, list) or len(results) != len(requests) or not all(
+            isinstance(r, dict) for r in results
+        ):
+            raise self._fail(f"run_many reply without one result per run: {str(reply)[:200]}")
+        return [self._result(r) for r in results]
 
     def close(self) -> bool:
         """Destroy the sandbox, even while a run is in flight (its caller gets ``SandboxError``).

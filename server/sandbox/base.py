@@ -16,6 +16,7 @@ a JSON line each way, not a process launch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -45,6 +46,13 @@ class Sandbox(Protocol):
         """Run code; blocks up to ``limits.timeout_s`` plus a small grace.
 
         Raises ``SandboxError`` when the sandbox itself fails (then it is unusable).
+        """
+        ...
+
+    def run_many(self, requests: Sequence[RunRequest]) -> list[RunResult]:
+        """Run ``requests`` concurrently, each a fresh process under its own limits; results in call order.
+
+        Raises ``SandboxError`` as ``run`` does (then no result is returned).
         """
         ...
 

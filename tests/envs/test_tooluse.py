@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from typing import Any
 
 import pytest
@@ -286,3 +287,37 @@ def test_the_hard_cap_option_is_bounded() -> None:
     assert FAMILY.parse_options({"max_tool_output_bytes": 1 << 20}, "train").max_tool_output_bytes == 1 << 20
     with pytest.raises(ValidationFailed):
         FAMILY.parse_options({"max_tool_output_bytes": 1 << 30}, "train")
+
+
+NAP_TOOL = (
+    "import time\n\ndef nap(city):\n    time.sleep(0.5)\n    return {'city': city, 'code': city.upper() + '-7'}\n"
+)
+
+
+def nap_record() -> dict[str, Any]:
+    return {
+        "messages": [{"role": "user", "content": "Codes of Oslo and Lima?"}],
+        "tools": [{"type": "function", "function": {"name": "nap", "parameters": {"type": "object"}}}],
+        "codes": {"nap": NAP_TOOL}, "answer": "OSLO-7, LIMA-7", "unsolved_set": {"nap": ["OSLO-7", "LIMA-7"]},
+    }
+
+
+@pytest.mark.docker
+def test_a_turns_parallel_calls_run_at_once_with_sequential_results(sandbox: Any) -> None:
+    """The server's runner (``SandboxSlot``) has ``run_many``: two calls that each sleep 0.5 s take
+    well under 1 s together, and rewards, messages and info equal those of one call at a time."""
+    from toolgym.server.episodes import SandboxSlot
+
+    oslo, lima = ({"name": "nap", "arguments": {"city": c}} for c in ("Oslo", "Lima"))
+    turn = tags(oslo, {"name": "nope", "arguments": {}}, lima, oslo)
+    steps = []
+    for runner in (sandbox.run, SandboxSlot("ep", sandbox), SandboxSlot("ep", sandbox)):
+        episode = FAMILY.start(task_of(nap_record()), ToolUseOptions(), runner, random.Random(0))
+        episode.reset()
+        started = time.monotonic()
+        steps.append((episode.step(turn), time.monotonic() - started))
+    (seq, seq_s), (_, _), (par, par_s) = steps
+    assert seq_s >= 1.5 and par_s < 0.95, (seq_s, par_s)
+    assert par.reward == seq.reward == pytest.approx(2 * 2 / 5)
+    assert par.observation.messages == seq.observation.messages and par.info == seq.info
+    assert [m["content"] for m in par.observation.messages][2] == '{"city": "Lima", "code": "LIMA-7"}'

@@ -4,6 +4,7 @@ test_sandbox_docker.py and test_sandbox_process.py."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from toolgym.envs.runner import FunctionCall, RunLimits, RunRequest, RunResult
@@ -200,3 +201,74 @@ def check_run_process_limit(box: Sandbox, sandbox_limit: int) -> None:
         assert result.status == "ok", result
         assert int(result.stdout) == held, f"held {result.stdout.strip()} processes under max_processes={limit}"
         leftovers(box)
+
+
+NAP = "import time\n\ndef nap(s, tag):\n    time.sleep(s)\n    return {'tag': tag}\n"
+BOOM = "def boom(x):\n    raise KeyError(x)\n"
+SPIN = "def spin():\n    while True:\n        pass\n"
+LOUD = "import sys\n\ndef loud(n):\n    print('o' * n)\n    sys.stderr.write('e' * n)\n    return n\n"
+
+
+def call(code: str, function: str, arguments: dict[str, Any], **limits: Any) -> RunRequest:
+    limits.setdefault("timeout_s", 5.0)
+    return RunRequest(code=code, call=FunctionCall(function, arguments), limits=RunLimits(**limits))
+
+
+def same(a: RunResult, b: RunResult) -> bool:
+    """Equal but for the wall time."""
+    return {**vars(a), "duration_s": 0} == {**vars(b), "duration_s": 0}
+
+
+def check_run_many(box: Sandbox) -> None:
+    """``run_many`` runs a turn's calls at once, each its own process under its own limits.
+
+    Two calls that each sleep 0.5 s take well under 1 s together; a batch mixing a value, an
+    exception, a timeout, capped output and a script returns, in call order, exactly what each
+    run returns alone; and the batch leaves nothing behind.
+    """
+    naps = [call(NAP, "nap", {"s": 0.5, "tag": i}) for i in range(2)]
+    box.run_many(naps)  # a first batch warms the agent's code cache
+    started = time.monotonic()
+    results = box.run_many(naps)
+    took = time.monotonic() - started
+    assert [r.value for r in results] == ['{"tag": 0}', '{"tag": 1}'], results
+    assert took < 0.9, f"two 0.5 s calls took {took:.2f} s together"
+    batch = [
+        call(NAP, "nap", {"s": 0.05, "tag": "a"}),
+        call(BOOM, "boom", {"x": "k"}),
+        call(SPIN, "spin", {}, timeout_s=0.5),
+        call(LOUD, "loud", {"n": 3000}, max_output_bytes=100),
+        RunRequest(code="import sys\nprint('script')\nsys.exit(3)\n", limits=RunLimits(timeout_s=5)),
+        call(NAP, "nap", {"s": 0, "tag": "z"}, max_value_bytes=4),
+    ]
+    together = box.run_many(batch)
+    alone = [box.run(r) for r in batch]
+    assert [r.status for r in together] == ["ok", "error", "timeout", "ok", "error", "error"], together
+    for t, a in zip(together, alone, strict=True):
+        assert same(t, a), (t, a)
+    assert together[3].stdout == "o" * 50 + "o" * 49 + "\n" and together[3].stdout_truncated
+    assert together[5].error_type == "OutputTooLarge"
+    assert box.run_many([]) == [] and same(box.run_many(batch[:1])[0], alone[0])
+    leftovers(box)
+
+
+STATE = r'''
+import json, os, random, sys
+def touch():
+    seen = {"pid": os.getpid(), "r": random.random(), "marked": hasattr(json, "toolgym_mark"),
+            "mods": "toolgym_fake" in sys.modules}
+    json.toolgym_mark = 1
+    sys.modules["toolgym_fake"] = json
+    random.seed(0)
+    return seen
+'''
+
+
+def check_runs_share_nothing(box: Sandbox) -> None:
+    """Runs forked from the warm agent share no state: each is its own process, sees modules as
+    fresh, and draws its own random numbers (a forked ``random`` is reseeded), whatever the
+    runs before it changed."""
+    seen = [json.loads(box.run(call(STATE, "touch", {})).value or "{}") for _ in range(4)]
+    assert len({s["pid"] for s in seen}) == 4, seen
+    assert len({s["r"] for s in seen}) == 4, seen
+    assert not any(s["marked"] or s["mods"] for s in seen), seen

@@ -12,7 +12,9 @@ import pytest
 from sandbox_checks import (
     FORK_COUNT,
     check_output_caps,
+    check_run_many,
     check_run_process_limit,
+    check_runs_share_nothing,
     check_timeout_kills_everything,
     leftovers,
     probe,
@@ -211,3 +213,11 @@ def test_work_dir_is_writable_and_kept_between_runs(box: Sandbox) -> None:
     wrote = run(box, "open('note.txt', 'w').write('kept')\nimport os\nprint(os.stat('.').st_uid)")
     assert wrote.status == "ok", wrote
     assert run(box, "print(open('/work/note.txt').read())").stdout == "kept\n"
+
+
+def test_run_many_runs_a_turns_calls_at_once(box: Sandbox) -> None:
+    check_run_many(box)
+
+
+def test_runs_forked_from_the_warm_agent_share_nothing(box: Sandbox) -> None:
+    check_runs_share_nothing(box)

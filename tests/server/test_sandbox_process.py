@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -14,13 +16,16 @@ import pytest
 from sandbox_checks import (
     FORK_COUNT,
     check_output_caps,
+    check_run_many,
     check_run_process_limit,
+    check_runs_share_nothing,
     check_timeout_kills_everything,
     leftovers,
     probe,
     run,
 )
 
+from toolgym.envs.runner import FunctionCall, RunRequest
 from toolgym.errors import SandboxError
 from toolgym.server.sandbox.base import Sandbox, SandboxBackend, SandboxSpec
 
@@ -155,3 +160,49 @@ def test_a_closed_sandboxs_uid_is_not_reused_at_once(process_backend: SandboxBac
         assert 0 < int(run(second, FORK_COUNT, timeout_s=5).stdout) < 16
     finally:
         second.close()
+
+
+def test_run_many_runs_a_turns_calls_at_once(box: Sandbox) -> None:
+    check_run_many(box)
+
+
+def test_runs_forked_from_the_warm_agent_share_nothing(box: Sandbox) -> None:
+    check_runs_share_nothing(box)
+
+
+def _standby_pids(box: Sandbox) -> list[int]:
+    """The agent's idle children (its pre-forked standby), read from /proc on the host."""
+    agent = int(getattr(box, "hello", {})["pid"])
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as fh:
+                    fields = fh.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == agent and fields[0] != b"Z":
+                found.append(int(entry))
+    return found
+
+
+def test_a_dead_standby_is_replaced_and_the_run_is_not_touched(box: Sandbox) -> None:
+    """The agent keeps one prepared child ahead of the next run. Dead (killed from outside, say)
+    it is not a result: the run forks afresh, and a new standby follows."""
+    request = RunRequest(code="def f(x):\n    return x * 2\n", call=FunctionCall("f", {"x": 21}))
+    assert box.run(request).value == "42"
+    for _ in range(3):
+        for _ in range(500):  # the agent forks it just after its reply
+            standby = _standby_pids(box)
+            if standby:
+                break
+            time.sleep(0.01)
+        assert len(standby) == 1, standby
+        os.kill(standby[0], signal.SIGKILL)
+        for _ in range(500):  # until it is dead (a zombie), not merely signalled
+            if standby[0] not in _standby_pids(box):
+                break
+            time.sleep(0.01)
+        result = box.run(request)
+        assert result.status == "ok" and result.value == "42", result
+        assert box.ping()
