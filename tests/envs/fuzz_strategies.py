@@ -9,8 +9,8 @@ from typing import Any
 from hypothesis import strategies as st
 
 # Finite floats only: a NaN is not equal to itself, and the parsers reject it on purpose.
-json_scalars = st.none() | st.booleans() | st.integers(-(10**12), 10**12) | st.floats(allow_nan=False,
-                                                                                      allow_infinity=False) | st.text(max_size=12)
+finite_floats = st.floats(allow_nan=False, allow_infinity=False)
+json_scalars = st.none() | st.booleans() | st.integers(-(10**12), 10**12) | finite_floats | st.text(max_size=12)
 json_values: st.SearchStrategy[Any] = st.recursive(
     json_scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),

@@ -137,7 +137,8 @@ def test_exact_tag_blocks_parse_back(prose: str, wanted: list[tuple[str, dict[st
 def test_lenient_reads_any_whitespace(wanted: list[tuple[str, dict[str, Any]]], spaces: list[str]) -> None:
     assume(all(_free_of("<tool_call>", "</tool_call>", "</think>", "<|im_end|>")([n, a]) for n, a in wanted))
     before, after = spaces
-    text = "".join(f"<tool_call>{before}{json.dumps({'name': n, 'arguments': a})}{after}</tool_call>" for n, a in wanted)
+    bodies = [json.dumps({"name": n, "arguments": a}) for n, a in wanted]
+    text = "".join(f"<tool_call>{before}{body}{after}</tool_call>" for body in bodies)
     parsed = parse_response(text, lenient=True)
     assert parsed.valid, parsed.problems
     assert parsed.calls_as_dicts() == [{"name": n, "arguments": a} for n, a in wanted]
