@@ -58,7 +58,7 @@ async def reset(
 async def list_episodes(
     manager: ManagerDep, owner: OwnerDep,
     status: Annotated[str | None, Query(description="live, finished or interrupted")] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,  # SQLite's OFFSET is a signed 64-bit int
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EpisodeList:
     rows, total = manager.list_episodes(owner, status, offset, limit)
