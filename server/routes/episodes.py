@@ -79,6 +79,7 @@ async def get_episode(episode_id: str, manager: ManagerDep, owner: OwnerDep) -> 
 
 
 @router.get("/{episode_id}/trajectory", response_class=PlainTextResponse,
+            responses={200: {"content": {"application/x-ndjson": {"schema": {"type": "string"}}}}},
             summary="The trajectory as JSONL: the reset, then one line per step")
 async def trajectory(episode_id: str, manager: ManagerDep, owner: OwnerDep) -> PlainTextResponse:
     state = manager.state(owner, episode_id)

@@ -20,3 +20,22 @@ def test_list_offset_past_int64_is_a_422_not_a_500(server_factory: Any) -> None:
         assert too_far.status_code == 422, too_far.text
         assert too_far.json()["error"]["code"] == "validation_failed"
 
+
+
+def test_trajectory_content_type_is_the_documented_one(server_factory: Any) -> None:
+    # The route answered application/x-ndjson while the spec promised only text/plain.
+    import json
+    from pathlib import Path
+
+    from server_kit import register, reset, tooluse_record
+
+    spec = json.loads((Path(__file__).resolve().parents[2] / "openapi" / "openapi.json").read_text())
+    documented = spec["paths"]["/v1/episodes/{episode_id}/trajectory"]["get"]["responses"]["200"]["content"]
+    server = server_factory("process", api_keys=(KEY,))
+    auth = {"Authorization": f"Bearer {KEY}"}
+    with httpx.Client(base_url=server.base_url, headers=auth, timeout=30) as http:
+        (task_id,) = register(http, tooluse_record({}))
+        episode_id = reset(http, task_id)["episode_id"]
+        got = http.get(f"/v1/episodes/{episode_id}/trajectory")
+        assert got.status_code == 200
+        assert got.headers["content-type"].split(";")[0] in documented, (got.headers["content-type"], documented)
