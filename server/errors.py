@@ -7,6 +7,7 @@ schema, unknown route) are translated into the same shape here.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from typing import Any
@@ -88,7 +89,13 @@ def internal_error(exc: BaseException) -> ToolGymError:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Route every error the app can raise, ours or FastAPI's, through ``error_response``: one JSON shape."""
+    """Route every error, ours and FastAPI's, to the one JSON error body; document it.
+
+    The OpenAPI document then lists that body for every status an operation may answer.
+
+    Args:
+        app: The app to equip; called once by ``create_app``.
+    """
     @app.exception_handler(ToolGymError)
     async def _toolgym(request: Request, exc: ToolGymError) -> JSONResponse:
         if http_status(exc) >= 500:
@@ -117,6 +124,50 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return error_response(internal_error(exc), request)
+
+    _document_errors(app)
+
+
+_ERROR_REF = "#/components/schemas/ErrorResponse"
+_FASTAPI_422 = "#/components/schemas/HTTPValidationError"
+
+
+def _error_content(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": _ERROR_REF}}}}
+
+
+def _document_errors(app: FastAPI) -> None:
+    """Make the OpenAPI document say what the handlers above really send.
+
+    Every operation gets a ``default`` response (any status it does not list: 401, 404, 409,
+    413, 429, 503, ... all carry the one error body), and FastAPI's own 422 schema
+    (``{"detail": [...]}``), which this server never sends, is replaced by the error body.
+    Without this a generated client, or a contract test, rejects every error answer.
+    """
+    from toolgym.server.models import ErrorResponse
+
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        if "ErrorResponse" not in schemas:
+            body = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(body.pop("$defs", {}))
+            schemas["ErrorResponse"] = body
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                validation = responses.get("422", {}).get("content", {}).get("application/json", {})
+                if validation.get("schema", {}).get("$ref") == _FASTAPI_422:
+                    responses["422"] = _error_content("validation_failed: the request does not match the schema")
+                responses.setdefault("default", _error_content("An error: code, message, retryable, details"))
+        if _FASTAPI_422 not in json.dumps(schema.get("paths", {})):
+            schemas.pop("HTTPValidationError", None)
+            schemas.pop("ValidationError", None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 class BodySizeLimit:

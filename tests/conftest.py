@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from toolgym.envs.runner import RunRequest, RunResult
 from toolgym.server.embedded import EmbeddedServer, free_port
@@ -23,6 +24,16 @@ from toolgym.server.sandbox.base import Sandbox, SandboxBackend, SandboxSpec
 from toolgym.server.sandbox.select import docker_problem as find_docker_problem
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# Property-based tests (hypothesis, and schemathesis on top of it) share two budgets: "ci", small
+# enough that every fuzz test runs in seconds in the default run, and "slow", the large one
+# scripts/slow-tests.sh selects with HYPOTHESIS_PROFILE=slow. No example database: runs leave
+# nothing behind in the worktree.
+settings.register_profile("ci", max_examples=60, deadline=None, database=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("slow", max_examples=2000, deadline=None, database=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 SESSION = f"pytest-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 IMAGE = os.environ.get("TOOLGYM_SANDBOX_IMAGE", "toolgym-sandbox:latest")
 

@@ -95,7 +95,7 @@ async def reset(
 async def list_episodes(
     manager: ManagerDep, owner: OwnerDep,
     status: Annotated[str | None, Query(description="live, finished or interrupted")] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,  # SQLite's OFFSET is a signed 64-bit int
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EpisodeList:
     """List the caller's episodes, oldest first, optionally only those with one status.
@@ -138,6 +138,7 @@ async def get_episode(episode_id: str, manager: ManagerDep, owner: OwnerDep) -> 
 
 
 @router.get("/{episode_id}/trajectory", response_class=PlainTextResponse,
+            responses={200: {"content": {"application/x-ndjson": {"schema": {"type": "string"}}}}},
             summary="The trajectory as JSONL: the reset, then one line per step")
 async def trajectory(episode_id: str, manager: ManagerDep, owner: OwnerDep) -> PlainTextResponse:
     """Download an episode's trajectory as JSONL: a first line with the reset, then one line per step.
