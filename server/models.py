@@ -96,8 +96,13 @@ class AssistantMessageIn(_In):
     """An OpenAI-style assistant message as a step's action: its text and/or its tool calls.
 
     Only `content` and `tool_calls` are read; the other fields are accepted so that a model server's
-    message can be passed on as it is.
+    message can be passed on as it is. At least one of `content` and `tool_calls` must be present.
     """
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"anyOf": [{"required": ["content"]}, {"required": ["tool_calls"]}]}
+    )
+
     role: Literal["assistant"] | None = Field(default=None, description="Optional; must be 'assistant'.")
     content: str | None = Field(default=None, description="The message text.")
     tool_calls: list[ToolCallIn] = Field(default_factory=list, description="OpenAI-style tool calls.")
