@@ -48,8 +48,10 @@ def test_errors_all_is_pinned_and_sorted() -> None:
         "JudgeNotConfigured",
         "JudgeUnavailable",
         "NotFound",
+        "Overloaded",
         "PayloadTooLarge",
         "QuotaExceeded",
+        "RateLimited",
         "SandboxError",
         "SandboxTimeout",
         "ShuttingDown",
@@ -58,6 +60,7 @@ def test_errors_all_is_pinned_and_sorted() -> None:
         "TurnMismatch",
         "Unauthorized",
         "Unavailable",
+        "UnsupportedMediaType",
         "ValidationFailed",
         "error_from_wire",
     ]
