@@ -124,6 +124,9 @@ def test_http_routes(server: Any) -> None:
         state = client.get("/openenv/FunctionCall-v0/state", params={"episode_id": episode_id}).json()
         assert (state["step_count"], state["status"]) == (1, "finished")
 
+        drawn = client.post("/openenv/ToolUse-v0/reset")  # no body at all: a drawn task, as OpenEnv's reset()
+        assert drawn.status_code == 200 and drawn.json()["done"] is False, drawn.text
+        assert client.delete(f"/v1/episodes/{drawn.json()['metadata']['episode_id']}").status_code == 204
         reset = client.post("/openenv/ToolUse-v0/reset", json={"task_id": "tu-single-1"}).json()
         episode_id = reset["metadata"]["episode_id"]
         both = {"message": "x", "content": "y"}
