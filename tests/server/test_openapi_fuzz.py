@@ -105,7 +105,17 @@ def _refused_by_the_model(response: Any) -> str | None:
 
 
 def _takes_input(operation: Any) -> bool:
-    return bool(len(operation.path_parameters) or len(operation.query) or len(operation.body))
+    """Whether the operation has an input that a request can get wrong.
+
+    A path parameter that is any string (``/openenv/{env_name}/health``) has no invalid value,
+    so an operation with nothing else has no negative case to generate.
+    """
+    spec = json.loads(SPEC.read_text(encoding="utf-8"))["paths"][operation.path][operation.method.lower()]
+
+    def can_be_invalid(parameter: dict[str, Any]) -> bool:
+        return parameter.get("in") != "path" or bool(set(parameter.get("schema", {})) - {"title", "type"})
+
+    return "requestBody" in spec or any(can_be_invalid(p) for p in spec.get("parameters", []))
 
 
 CASES = [
