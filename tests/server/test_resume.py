@@ -1,0 +1,229 @@
+"""A live episode survives ``kill -9``: the restarted server rebuilds it by replay and it goes on.
+
+Real ``toolgym serve`` processes on loopback, a real SQLite file, the process backend (quick) and
+the docker backend (real containers). Each test plays a ToolUse and a CodeMath episode for two
+steps (with ``Idempotency-Key`` headers), finishes another, kills the server with SIGKILL and
+starts a new one on the same database. Then: the next step continues each episode at turn 3 with
+the right reward; a retried pre-crash step gets its recorded answer; the finished episode stays
+finished; an episode whose code printed random numbers cannot be replayed and says so (409,
+``replay_diverged``, not retryable). With Docker, no container of the killed server is left.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from toolgym.server.embedded import free_port
+
+TOOLUSE = "toolgym/ToolUse-v0"
+CODEMATH = "toolgym/CodeMath-v0"
+MAKER = '<tool_call>{"name": "find_manufacturer", "arguments": {"product": "Halcyon drone"}}</tool_call>'
+FOUNDER = ('<tool_call>{"name": "get_company", "arguments": {"company": "Brightwell Dynamics",'
+           ' "field": "founder"}}</tool_call>')
+BITS_TASK = "count_bits-train-000"
+BITS_CODE = "Let me count.\n```python\nprint(bin(1984577275).count('1'))\n```"
+RANDOM_CODE = "Let me roll.\n```python\nimport random\nprint(random.random())\n```"
+READY_S = 180.0
+
+
+class Serve:
+    """One ``toolgym serve`` child process (ended by its pid only)."""
+
+    def __init__(self, tmp: Path, backend: str, instance: str, image: str | None = None) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLGYM_")}
+        env.update({"TOOLGYM_INSTANCE_DIR": str(tmp / "instances"), "TOOLGYM_INSTANCE_ID": instance})
+        if image:
+            env["TOOLGYM_SANDBOX_IMAGE"] = image
+        self.log_path = tmp / f"serve-{self.port}.log"
+        with open(self.log_path, "wb") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "toolgym.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                 "--backend", backend, "--warm-pool", "0", "--db", str(tmp / "resume.db"), "--log-level", "info"],
+                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        deadline = time.monotonic() + READY_S
+        while True:
+            assert self.proc.poll() is None, self.log()
+            try:
+                if httpx.get(self.base_url + "/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"not ready in {READY_S} s: {self.log()}"
+            time.sleep(0.2)
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=120)
+
+    def kill9(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=60)
+
+    def stop(self) -> None:
+        """SIGTERM (a clean shutdown removes the server's sandboxes), SIGKILL if it hangs."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+
+def new(client: httpx.Client, env_id: str, task_id: str, **options: Any) -> str:
+    body: dict[str, Any] = {"env_id": env_id, "task_id": task_id}
+    if options:
+        body["options"] = options
+    r = client.post("/v1/episodes", json=body)
+    assert r.status_code == 201, r.text
+    return str(r.json()["episode_id"])
+
+
+def play(client: httpx.Client, episode_id: str, action: str, key: str | None = None) -> dict[str, Any]:
+    headers = {"Idempotency-Key": key} if key else {}
+    r = client.post(f"/v1/episodes/{episode_id}/step", json={"action": action}, headers=headers)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+class Before:
+    """What the first server acknowledged before it was killed."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        self.tooluse = new(client, TOOLUSE, "tu-multi-1")
+        self.codemath = new(client, CODEMATH, BITS_TASK)
+        self.finished = new(client, CODEMATH, BITS_TASK)
+        self.random = new(client, CODEMATH, BITS_TASK)
+        self.answers: dict[str, dict[str, Any]] = {}
+        for turn, action in enumerate((MAKER, FOUNDER)):
+            self.answers[f"tu-{turn}"] = play(client, self.tooluse, action, f"tu-{turn}")
+        for turn in range(2):
+            self.answers[f"cm-{turn}"] = play(client, self.codemath, BITS_CODE, f"cm-{turn}")
+        done = play(client, self.finished, "So \\boxed{20}.")
+        assert done["terminated"] and done["reward"] == 1.0
+        self.answers["random"] = play(client, self.random, RANDOM_CODE)
+        assert self.answers["tu-1"]["reward"] == pytest.approx(1.0)
+        assert "20" in self.answers["cm-1"]["observation"]["messages"][0]["content"]
+        self.acknowledged = 2 + 2 + 1 + 1
+
+
+def check_resumed(client: httpx.Client, before: Before) -> int:
+    """The checks after a restart; returns how many acknowledged steps came back."""
+    # An idempotent retry of the last pre-crash step gets the recorded answer (and rebuilds the episode).
+    for key, episode_id, action in (("tu-1", before.tooluse, FOUNDER), ("cm-1", before.codemath, BITS_CODE)):
+        again = play(client, episode_id, action, key)
+        assert again == before.answers[key], key
+    # The next step continues each episode at its third turn, with the right reward.
+    answered = play(client, before.tooluse, "Imara Solberg")
+    assert answered["terminated"] and answered["reward"] == 1.0, answered
+    st = client.get(f"/v1/episodes/{before.tooluse}").json()
+    assert st["turn"] == 3 and st["status"] == "finished" and st["total_reward"] == pytest.approx(3.0), st
+    third = play(client, before.codemath, "Once more.\n```python\nprint(2 + 2)\n```")
+    assert not third["terminated"] and third["reward"] == 0.0
+    assert "4" in third["observation"]["messages"][0]["content"]
+    st = client.get(f"/v1/episodes/{before.codemath}").json()
+    assert st["turn"] == 3 and st["status"] == "live", st
+    # A finished episode stays finished.
+    r = client.post(f"/v1/episodes/{before.finished}/step", json={"action": "x"})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "episode_finished", r.text
+    # Code that printed a random number cannot be replayed: a clear, final error, never another trajectory.
+    r = client.post(f"/v1/episodes/{before.random}/step", json={"action": "So \\boxed{20}."})
+    assert r.status_code == 409, r.text
+    error = r.json()["error"]
+    assert error["code"] == "episode_finished" and error["retryable"] is False, error
+    assert "replay_diverged" in error["message"] and "observation" in error["message"], error
+    st = client.get(f"/v1/episodes/{before.random}").json()
+    assert st["status"] == "interrupted" and st["reason"].startswith("replay_diverged"), st
+    assert st["turn"] == 1
+    return 2 + 2 + 1  # the replayed ones (the finished episode's step is kept, not replayed)
+
+
+def test_process_backend_episodes_resume_after_kill_9(tmp_path: Path) -> None:
+    instance = f"resume-{uuid.uuid4().hex[:6]}"
+    first = Serve(tmp_path, "process", instance)
+    try:
+        with first.client() as client:
+            before = Before(client)
+    finally:
+        first.kill9()
+    second = Serve(tmp_path, "process", instance)  # same instance id, same db
+    try:
+        with second.client() as client:
+            recovered = check_resumed(client, before)
+    finally:
+        second.stop()
+    assert "resumed at turn 2" in second.log()
+    print(f"process backend: acknowledged {before.acknowledged} steps, replayed {recovered}, resumed 2 episodes")
+
+
+def _containers(instance: str) -> dict[str, str]:
+    """Container id -> episode label, of one instance."""
+    from toolgym.server.sandbox.docker import LABEL_INSTANCE, LABEL_MANAGED, docker_client
+
+    client = docker_client()
+    try:
+        labels = [f"{LABEL_MANAGED}=1", f"{LABEL_INSTANCE}={instance}"]
+        found = client.api.containers(all=True, filters={"label": labels})
+    finally:
+        client.close()
+    return {c["Id"]: c["Labels"].get("toolgym.episode", "") for c in found}
+
+
+@pytest.mark.docker
+def test_docker_episodes_resume_after_kill_9_and_leave_no_container(tmp_path: Path, sandbox_image: str) -> None:
+    from toolgym.server.sandbox.docker import DockerBackend
+
+    instance, other = f"resume-{uuid.uuid4().hex[:6]}", f"resume-{uuid.uuid4().hex[:6]}"
+    servers: list[Serve] = []
+    try:
+        servers.append(Serve(tmp_path, "docker", instance, sandbox_image))
+        with servers[-1].client() as client:
+            before = Before(client)
+        old = _containers(instance)
+        assert before.codemath in old.values() and before.tooluse in old.values(), old
+        servers[-1].kill9()
+
+        # Restart with the SAME instance id: its leftovers go at start-up, the episodes come back.
+        servers.append(Serve(tmp_path, "docker", instance, sandbox_image))
+        assert not set(old) & set(_containers(instance)), "a container of the killed server is left"
+        with servers[-1].client() as client:
+            check_resumed(client, before)
+        again = _containers(instance)
+        assert before.codemath in again.values()
+        servers[-1].kill9()
+
+        # Restart with a NEW instance id after that one died: the sweep removes the dead one's
+        # containers, and the episode is resumed a second time (its fourth turn answers).
+        servers.append(Serve(tmp_path, "docker", other, sandbox_image))
+        assert not _containers(instance), "the dead instance's containers were not swept"
+        with servers[-1].client() as client:
+            last = play(client, before.codemath, "So \\boxed{20}.")
+            assert last["terminated"] and last["reward"] == 1.0, last
+            st = client.get(f"/v1/episodes/{before.codemath}").json()
+            assert st["turn"] == 4 and st["status"] == "finished", st
+        servers[-1].stop()
+        assert not _containers(other)
+    finally:
+        for serve in servers:
+            serve.kill9()
+        backend = DockerBackend(image=sandbox_image, instance="cleanup")
+        try:
+            for name in (instance, other):
+                backend.remove_owned(name)
+        finally:
+            backend.close()
