@@ -397,8 +397,11 @@ class EpisodeManager:
         pending = self._resuming.get(episode_id)
         if pending is None:
             row = await self._blocking(self.store.get_episode, episode_id)
-            if row is None or row.owner != owner or row.status != "live" or not self._accepting:
+            if row is None or row.owner != owner or row.status != "live":
                 return None
+            if not self._accepting:
+                raise ShuttingDown("the server is shutting down; retry this episode after its restart",
+                                   retry_after_s=5.0)
             live = self._live.get(episode_id)  # rebuilt while we read
             if live is not None:
                 return live if live.owner == owner else None

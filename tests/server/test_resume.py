@@ -109,6 +109,7 @@ class Before:
         self.codemath = new(client, CODEMATH, BITS_TASK)
         self.finished = new(client, CODEMATH, BITS_TASK)
         self.random = new(client, CODEMATH, BITS_TASK)
+        self.closed = new(client, CODEMATH, BITS_TASK)
         self.answers: dict[str, dict[str, Any]] = {}
         for turn, action in enumerate((MAKER, FOUNDER)):
             self.answers[f"tu-{turn}"] = play(client, self.tooluse, action, f"tu-{turn}")
@@ -117,13 +118,23 @@ class Before:
         done = play(client, self.finished, "So \\boxed{20}.")
         assert done["terminated"] and done["reward"] == 1.0
         self.answers["random"] = play(client, self.random, RANDOM_CODE)
+        play(client, self.closed, BITS_CODE)
         assert self.answers["tu-1"]["reward"] == pytest.approx(1.0)
         assert "20" in self.answers["cm-1"]["observation"]["messages"][0]["content"]
-        self.acknowledged = 2 + 2 + 1 + 1
+        self.acknowledged = 2 + 2 + 1 + 1 + 1
 
 
 def check_resumed(client: httpx.Client, before: Before) -> int:
     """The checks after a restart; returns how many acknowledged steps came back."""
+    # Before its next step, a crashed run's episode reads as live from the store; closing it
+    # needs no rebuild.
+    st = client.get(f"/v1/episodes/{before.closed}").json()
+    assert st["status"] == "live" and st["turn"] == 1, st
+    assert client.delete(f"/v1/episodes/{before.closed}").status_code == 204
+    st = client.get(f"/v1/episodes/{before.closed}").json()
+    assert st["status"] == "finished" and st["reason"] == "closed", st
+    r = client.post(f"/v1/episodes/{before.closed}/step", json={"action": BITS_CODE})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "episode_finished", r.text
     # An idempotent retry of the last pre-crash step gets the recorded answer (and rebuilds the episode).
     for key, episode_id, action in (("tu-1", before.tooluse, FOUNDER), ("cm-1", before.codemath, BITS_CODE)):
         again = play(client, episode_id, action, key)
