@@ -238,3 +238,34 @@ def test_docker_episodes_resume_after_kill_9_and_leave_no_container(tmp_path: Pa
                 backend.remove_owned(name)
         finally:
             backend.close()
+
+
+
+def test_the_reaper_interrupts_a_crashed_runs_episode_nobody_came_back_for(farm_fn: Any, tmp_path: Path) -> None:
+    """A crashed run's live episode that nobody resumes is marked interrupted once idle past
+    ``idle_timeout_s`` (not kept live forever); one this server holds is not."""
+    from toolgym.server.store import Store
+
+    db = str(tmp_path / "reaped.db")
+    server = farm_fn.start("process", db_path=db, warm_pool_size=0, idle_timeout_s=2.0, reaper_interval_s=0.2)
+    store = Store(db)  # the crashed run's write, on its own connection
+    try:
+        store.add_episode(episode_id="ep-dead00-orphan", owner="anonymous", env_id=CODEMATH, task_id=BITS_TASK,
+                          split="train", seed=None, options={"split": "train"},
+                          reset_result={"observation": {}, "info": {}})
+    finally:
+        store.close()
+    with server.client() as client:
+        held = new(client, "toolgym/FunctionCall-v0", "fc-weather-001")
+        deadline = time.monotonic() + 60
+        while client.get("/v1/episodes/ep-dead00-orphan").json()["status"] == "live":
+            assert time.monotonic() < deadline, "the orphan was not interrupted in 60 s"
+            time.sleep(0.2)
+        st = client.get("/v1/episodes/ep-dead00-orphan").json()
+        assert st["status"] == "interrupted", st
+        # The server's own idle episode is closed by the reaper as before (finished, idle_timeout).
+        while client.get(f"/v1/episodes/{held}").json()["status"] == "live":
+            assert time.monotonic() < deadline, "the held episode was not reaped in 60 s"
+            time.sleep(0.2)
+        st = client.get(f"/v1/episodes/{held}").json()
+        assert st["status"] == "finished" and st["reason"] == "idle_timeout", st
