@@ -17,6 +17,9 @@ It owns the lifecycle rules of docs/architecture.md ("The request path"), and no
   returned, and no SQLite call runs on the event loop (reads go to a worker thread);
 - on shutdown, resets are refused, in-flight steps finish, every write is committed, and
   every sandbox is removed (the teardown queue is drained).
+- after a crash, an episode the dead run left live is rebuilt on its next request by replaying
+  its stored steps on a new sandbox, each checked against its record (``toolgym.server.resume``);
+  same id, owner, turn and idempotency keys, or ``interrupted`` if the replay parts from the record.
 
 The public API returns the dataclasses of ``toolgym.server.episode_types``; ``LiveEpisode``
 and ``SandboxSlot`` are the manager's own bookkeeping.
@@ -27,7 +30,7 @@ and its invariants (a reset's slot counted across its awaits, one ``_release`` f
 the order of shutdown) hold because one class owns it. The movable parts are small and lean
 on it: fork starts its child through ``_start_episode``, the reaper walks ``_live``; moving
 them would spread those rules without reaching 400 lines. What needs no state lives apart:
-``live_episode``, ``episode_types``, ``writer`` and ``sandbox.teardown``.
+``live_episode``, ``episode_types``, ``writer``, ``resume`` and ``sandbox.teardown``.
 """
 
 from __future__ import annotations
@@ -52,7 +55,6 @@ from toolgym.errors import (
     QuotaExceeded,
     SandboxError,
     ShuttingDown,
-    ToolGymError,
     TurnMismatch,
     ValidationFailed,
 )
@@ -66,7 +68,7 @@ from toolgym.server.episode_types import (
 )
 from toolgym.server.live_episode import LiveEpisode, SandboxSlot, stored_page, stored_snapshot
 from toolgym.server.metrics import Metrics
-from toolgym.server.resume import replay, result_of
+from toolgym.server.resume import rebuild, result_of
 from toolgym.server.sandbox.base import Sandbox
 from toolgym.server.sandbox.pool import SandboxPool, new_episode_id
 from toolgym.server.sandbox.teardown import Teardown
@@ -415,57 +417,27 @@ class EpisodeManager:
         return live if live is not None and live.owner == owner else None
 
     async def _resume(self, episode_id: str) -> LiveEpisode | None:
-        """Rebuild a crashed run's live episode on a new sandbox by replaying its stored steps.
+        """Rebuild a crashed run's live episode by replay (``toolgym.server.resume.rebuild``).
 
-        Same id, owner and turn; the idempotency map comes back from the store. A replay that
-        parts from the record marks the episode ``interrupted`` (reason ``replay_diverged: ...``)
-        and raises ``EpisodeFinished``; a failing sandbox raises a retryable ``SandboxError``.
+        A replay that parts from the record marks the episode ``interrupted`` (reason
+        ``replay_diverged: ...``) and raises ``EpisodeFinished``; a failing sandbox raises a
+        retryable ``SandboxError``. None if the episode is no longer live.
         """
-        row = await self._blocking(self.store.get_episode, episode_id)
-        if row is None or row.status != "live":
+        done = await self._blocking(rebuild, self.store, self.tasks, self.pool, self.settings.max_output_chars,
+                                    episode_id)
+        if done is None:
             return None
-        snapshot = await self._blocking(stored_snapshot, self.store, row.owner, episode_id)
-        keys = await self._blocking(self.store.idempotency_keys, episode_id)
-        assert snapshot is not None
-        family = self.tasks.family(row.env_id)
-        try:
-            task = self.tasks.get(family.env_id, row.task_id)
-        except ToolGymError as exc:
-            await self._give_up(episode_id, f"replay_failed: task {row.task_id!r} is gone ({exc.message})")
-        sandbox: Sandbox | None = None
-        if family.needs_sandbox:
-            if self.pool is None:
-                raise SandboxError(f"env {family.env_id} needs a sandbox and this server has no backend")
-            sandbox = await self._blocking(self.pool.replace, episode_id, row.owner)
-        slot = SandboxSlot(episode_id, sandbox)
-        started = time.perf_counter()
-        try:
-            done = await self._blocking(
-                replay, family, task, row.options, row.seed, slot.run if family.needs_sandbox else None,
-                row.reset_result, snapshot.steps, self.settings.max_output_chars,
-            )
-        except BaseException:
-            if sandbox is not None:
-                await self._discard(sandbox)
-            raise
-        if done.env is None:
-            if sandbox is not None:
-                await self._discard(sandbox)
-            log.warning("episode %s cannot be resumed: %s", episode_id, done.divergence)
-            await self._give_up(episode_id, f"replay_diverged: {done.divergence}")
-        live = LiveEpisode(
-            id=episode_id, owner=row.owner, family=family, task=task, options=row.options, seed=row.seed,
-            env=done.env, slot=slot, created=row.created, last_active=time.monotonic(),
-            reset_result=ResetResult(episode_id, row.reset_result["observation"], row.reset_result["info"]),
-            steps=list(snapshot.steps), idempotency=keys, total_reward=row.total_reward,
-        )
+        if done.live is None:
+            log.warning("episode %s cannot be resumed: %s", episode_id, done.failure)
+            await self._give_up(episode_id, done.failure or "replay_failed")
+        live = done.live
         self._live[episode_id] = live
         self._open[episode_id] = live
         self.resumed += 1
         self.replayed_steps += done.steps
         self.metrics.live_episodes.set(self._open_count())
         log.info("episode %s resumed at turn %d (%d steps replayed in %.2f s)", episode_id, live.turn,
-                 done.steps, time.perf_counter() - started)
+                 done.steps, done.seconds)
         return live
 
     async def _give_up(self, episode_id: str, reason: str) -> NoReturn:

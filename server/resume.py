@@ -17,16 +17,22 @@ from __future__ import annotations
 import json
 import random
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from toolgym.actions import action_from_wire
 from toolgym.envs.base import EnvFamily, Episode, Step, Task
 from toolgym.envs.runner import Runner
-from toolgym.server.episode_types import RecordedStep, StepResult
-from toolgym.server.live_episode import cap_output
+from toolgym.errors import SandboxError, ToolGymError
+from toolgym.server.episode_types import RecordedStep, ResetResult, StepResult
+from toolgym.server.live_episode import LiveEpisode, SandboxSlot, cap_output, stored_snapshot
+from toolgym.server.sandbox.base import Sandbox
+from toolgym.server.sandbox.pool import SandboxPool
+from toolgym.server.store import Store
+from toolgym.server.tasks import TaskRegistry
 
-__all__ = ["Replay", "replay", "result_of"]
+__all__ = ["Rebuilt", "Replay", "rebuild", "replay", "result_of"]
 
 
 def result_of(step: Step, max_output_chars: int) -> StepResult:
@@ -95,3 +101,67 @@ def replay(
             fields = sorted(k for k in set(fresh) | set(stored) if fresh.get(k) != stored.get(k))
             return Replay(None, f"turn {recorded.turn} gave a different {', '.join(fields)} on replay", done)
     return Replay(env, None, len(steps))
+
+
+@dataclass
+class Rebuilt:
+    """What ``rebuild`` gave: the episode, held again, or why it cannot be (then it is not live)."""
+
+    live: LiveEpisode | None
+    failure: str | None = None
+    """``replay_diverged: ...`` or ``replay_failed: ...``: the reason to record, None when rebuilt."""
+    steps: int = 0
+    seconds: float = 0.0
+
+
+def rebuild(
+    store: Store, tasks: TaskRegistry, pool: SandboxPool | None, max_output_chars: int, episode_id: str,
+) -> Rebuilt | None:
+    """A crashed run's live episode, rebuilt on a new sandbox from its stored rows (blocking).
+
+    Same id, owner, turn, steps and ``Idempotency-Key`` map as the run that played them. The new
+    sandbox is removed here when the replay fails or raises.
+
+    Returns:
+        None when the episode is no longer live in the store (nothing to rebuild), else a
+        ``Rebuilt`` with the episode, or the reason it could not be rebuilt.
+
+    Raises:
+        SandboxError: no sandbox could be made, or it failed during the replay (retryable).
+    """
+    row = store.get_episode(episode_id)
+    snapshot = None if row is None else stored_snapshot(store, row.owner, episode_id)
+    if row is None or snapshot is None or row.status != "live":
+        return None
+    keys = store.idempotency_keys(episode_id)
+    family = tasks.family(row.env_id)
+    try:
+        task = tasks.get(family.env_id, row.task_id)
+    except ToolGymError as exc:
+        return Rebuilt(None, f"replay_failed: task {row.task_id!r} is gone ({exc.message})")
+    sandbox: Sandbox | None = None
+    if family.needs_sandbox:
+        if pool is None:
+            raise SandboxError(f"env {family.env_id} needs a sandbox and this server has no backend")
+        sandbox = pool.replace(episode_id, row.owner)
+    slot = SandboxSlot(episode_id, sandbox)
+    started = time.perf_counter()
+    try:
+        done = replay(family, task, row.options, row.seed, slot.run if family.needs_sandbox else None,
+                      row.reset_result, snapshot.steps, max_output_chars)
+    except BaseException:
+        if sandbox is not None:
+            sandbox.close()
+        raise
+    seconds = time.perf_counter() - started
+    if done.env is None:
+        if sandbox is not None:
+            sandbox.close()
+        return Rebuilt(None, f"replay_diverged: {done.divergence}", done.steps, seconds)
+    live = LiveEpisode(
+        id=episode_id, owner=row.owner, family=family, task=task, options=row.options, seed=row.seed,
+        env=done.env, slot=slot, created=row.created, last_active=time.monotonic(),
+        reset_result=ResetResult(episode_id, row.reset_result["observation"], row.reset_result["info"]),
+        steps=list(snapshot.steps), idempotency=keys, total_reward=row.total_reward,
+    )
+    return Rebuilt(live, None, done.steps, seconds)

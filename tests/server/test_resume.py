@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+from server_kit import call, tags, tooluse_record
 
 from toolgym.server.embedded import free_port
 
@@ -34,6 +35,8 @@ BITS_TASK = "count_bits-train-000"
 BITS_CODE = "Let me count.\n```python\nprint(bin(1984577275).count('1'))\n```"
 RANDOM_CODE = "Let me roll.\n```python\nimport random\nprint(random.random())\n```"
 READY_S = 180.0
+ROLL_SOURCE = "import random\ndef roll():\n    return str(random.random())\n"
+"""A tool that is not deterministic: its output differs on every call."""
 
 
 class Serve:
@@ -110,6 +113,9 @@ class Before:
         self.finished = new(client, CODEMATH, BITS_TASK)
         self.random = new(client, CODEMATH, BITS_TASK)
         self.closed = new(client, CODEMATH, BITS_TASK)
+        r = client.post(f"/v1/envs/{TOOLUSE}/tasks", json={"tasks": [tooluse_record({"roll": ROLL_SOURCE})]})
+        assert r.status_code == 201, r.text
+        self.dice = new(client, TOOLUSE, r.json()["ids"][0])
         self.answers: dict[str, dict[str, Any]] = {}
         for turn, action in enumerate((MAKER, FOUNDER)):
             self.answers[f"tu-{turn}"] = play(client, self.tooluse, action, f"tu-{turn}")
@@ -119,9 +125,11 @@ class Before:
         assert done["terminated"] and done["reward"] == 1.0
         self.answers["random"] = play(client, self.random, RANDOM_CODE)
         play(client, self.closed, BITS_CODE)
+        rolled = play(client, self.dice, tags(call("roll")))
+        assert rolled["info"]["status"] == "ok", rolled
         assert self.answers["tu-1"]["reward"] == pytest.approx(1.0)
         assert "20" in self.answers["cm-1"]["observation"]["messages"][0]["content"]
-        self.acknowledged = 2 + 2 + 1 + 1 + 1
+        self.acknowledged = 2 + 2 + 1 + 1 + 1 + 1
 
 
 def check_resumed(client: httpx.Client, before: Before) -> int:
@@ -161,7 +169,14 @@ def check_resumed(client: httpx.Client, before: Before) -> int:
     st = client.get(f"/v1/episodes/{before.random}").json()
     assert st["status"] == "interrupted" and st["reason"].startswith("replay_diverged"), st
     assert st["turn"] == 1
-    return 2 + 2 + 1  # the replayed ones (the finished episode's step is kept, not replayed)
+    # So does a tool whose output is random.
+    r = client.post(f"/v1/episodes/{before.dice}/step", json={"action": tags(call("roll"))})
+    assert r.status_code == 409 and r.json()["error"]["retryable"] is False, r.text
+    assert "replay_diverged: turn 0 gave a different" in r.json()["error"]["message"], r.text
+    assert client.get(f"/v1/episodes/{before.dice}").json()["status"] == "interrupted"
+    # Recovered by replay: ToolUse 2 + CodeMath 2. Refused: the random code's 1 and the dice tool's
+    # 1. The finished episode's step and the closed one's are kept as stored, not replayed.
+    return 4
 
 
 def test_process_backend_episodes_resume_after_kill_9(tmp_path: Path) -> None:
@@ -178,8 +193,10 @@ def test_process_backend_episodes_resume_after_kill_9(tmp_path: Path) -> None:
             recovered = check_resumed(client, before)
     finally:
         second.stop()
-    assert "resumed at turn 2" in second.log()
-    print(f"process backend: acknowledged {before.acknowledged} steps, replayed {recovered}, resumed 2 episodes")
+    assert second.log().count("resumed at turn 2 (2 steps replayed") == 2, second.log()
+    assert second.log().count("cannot be resumed") == 2, second.log()
+    print(f"process backend: {before.acknowledged} steps acknowledged, {recovered} recovered by replay,"
+          " 2 episodes resumed, 2 refused (not deterministic)")
 
 
 def _containers(instance: str) -> dict[str, str]:
@@ -213,7 +230,9 @@ def test_docker_episodes_resume_after_kill_9_and_leave_no_container(tmp_path: Pa
         servers.append(Serve(tmp_path, "docker", instance, sandbox_image))
         assert not set(old) & set(_containers(instance)), "a container of the killed server is left"
         with servers[-1].client() as client:
-            check_resumed(client, before)
+            recovered = check_resumed(client, before)
+        print(f"docker backend: {before.acknowledged} steps acknowledged, {recovered} recovered by replay,"
+              " 2 episodes resumed, 2 refused (not deterministic)")
         again = _containers(instance)
         assert before.codemath in again.values()
         servers[-1].kill9()
