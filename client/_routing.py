@@ -7,8 +7,9 @@ every call on it must go back to the server that created it. Episode ids name th
 token is random per server process, so it says nothing of an address by itself. ``Routing``
 learns it: each reset or fork answered by server *i* teaches ``replica -> i``, and every later
 call on any episode of that replica goes to *i*. A server restarted at the same address is a new
-replica (its old episodes were interrupted with it): an old id sent there gets ``EpisodeNotFound``,
-never another episode's state.
+replica; on the same database it still answers its old ids (an episode a crash left live is
+rebuilt by replay, docs/architecture.md "Storage"), else an old id sent there gets
+``EpisodeNotFound``, never another episode's state.
 
 Resets are spread: the server with the fewest episodes this client holds open there goes first
 (ties in turn, round robin). A server that refuses (503) or does not answer is skipped for its

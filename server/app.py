@@ -2,7 +2,8 @@
 
 Startup takes this instance's lock and removes only provably orphaned sandboxes (its own
 id's leftovers, and those of instances whose server is gone: ``toolgym.server.instance``),
-loads tasks (built-in, persisted, and ``task_files``), and starts the warm pool and the
+leaves a crashed run's recent live episodes live (resumed by replay on their next request,
+``toolgym.server.resume``), loads tasks (built-in, persisted, and ``task_files``), and starts the warm pool and the
 reaper. Shutdown (SIGTERM under uvicorn) refuses new resets, lets in-flight steps finish,
 and removes every sandbox.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -82,9 +84,12 @@ def create_app(settings: Settings, *, backend: SandboxBackend | None = None) -> 
                 chosen.close()
             raise
         store = Store(settings.db_path)
-        interrupted = store.interrupt_live()
+        # A crashed run's live episodes stay live: each is rebuilt by replay on its next request
+        # (EpisodeManager._held), so start-up stays fast and only episodes a client still plays
+        # cost a sandbox. Those idle past idle_timeout_s are interrupted, here and by the reaper.
+        interrupted = store.interrupt_live(before=time.time() - settings.idle_timeout_s)
         if interrupted:
-            log.info("%d episodes of a previous run were interrupted", interrupted)
+            log.info("%d idle episodes of a previous run were interrupted", interrupted)
         families = load_families()
         tasks = TaskRegistry(families, store)
         if settings.load_builtin_tasks:

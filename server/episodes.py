@@ -17,6 +17,9 @@ It owns the lifecycle rules of docs/architecture.md ("The request path"), and no
   returned, and no SQLite call runs on the event loop (reads go to a worker thread);
 - on shutdown, resets are refused, in-flight steps finish, every write is committed, and
   every sandbox is removed (the teardown queue is drained).
+- after a crash, an episode the dead run left live is rebuilt on its next request by replaying
+  its stored steps on a new sandbox, each checked against its record (``toolgym.server.resume``);
+  same id, owner, turn and idempotency keys, or ``interrupted`` if the replay parts from the record.
 
 The public API returns the dataclasses of ``toolgym.server.episode_types``; ``LiveEpisode``
 and ``SandboxSlot`` are the manager's own bookkeeping.
@@ -27,7 +30,7 @@ and its invariants (a reset's slot counted across its awaits, one ``_release`` f
 the order of shutdown) hold because one class owns it. The movable parts are small and lean
 on it: fork starts its child through ``_start_episode``, the reaper walks ``_live``; moving
 them would spread those rules without reaching 400 lines. What needs no state lives apart:
-``live_episode``, ``episode_types``, ``writer`` and ``sandbox.teardown``.
+``live_episode``, ``episode_types``, ``writer``, ``resume`` and ``sandbox.teardown``.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import random
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -63,8 +66,9 @@ from toolgym.server.episode_types import (
     ResetResult,
     StepResult,
 )
-from toolgym.server.live_episode import LiveEpisode, SandboxSlot, cap_output, stored_page, stored_snapshot
+from toolgym.server.live_episode import LiveEpisode, SandboxSlot, stored_page, stored_snapshot
 from toolgym.server.metrics import Metrics
+from toolgym.server.resume import rebuild, result_of
 from toolgym.server.sandbox.base import Sandbox
 from toolgym.server.sandbox.pool import SandboxPool, new_episode_id
 from toolgym.server.sandbox.teardown import Teardown
@@ -124,6 +128,12 @@ class EpisodeManager:
         self._resets_by_key: dict[tuple[str, str], asyncio.Future[ResetResult]] = {}
         """(owner, Idempotency-Key) -> that reset, so a retried reset never makes a second episode."""
         self._reaper: asyncio.Task[None] | None = None
+        self._resuming: dict[str, asyncio.Future[LiveEpisode | None]] = {}
+        """Episodes of a crashed run being rebuilt, so concurrent requests share one replay."""
+        self.resumed = 0
+        """Episodes of a crashed run rebuilt by replay in this process."""
+        self.replayed_steps = 0
+        """Recorded steps those replays played again and found equal."""
         self._teardown = Teardown(workers=TEARDOWN_WORKERS, capacity=TEARDOWN_QUEUE)
         self._writer = StoreWriter(store, on_commit=self._committed)
 
@@ -277,10 +287,11 @@ class EpisodeManager:
         """Play ``action`` on the episode; its result, answered once the step is on disk.
 
         A retried step (same ``idempotency_key``, or an ``expected_turn`` already played) gets
-        the recorded result again; nothing is played twice.
+        the recorded result again; nothing is played twice. An episode a crashed run left live is
+        rebuilt first (``_held``).
         """
-        live = self._live.get(episode_id)
-        if live is None or live.owner != owner:
+        live = await self._held(owner, episode_id)
+        if live is None:
             # Closed (DELETE, the idle reaper) and forgotten: its row says it has ended.
             row = await self._blocking(self.store.get_episode, episode_id)
             if row is not None and row.owner == owner:
@@ -334,11 +345,7 @@ class EpisodeManager:
                         f"episode {live.id}: the sandbox failed twice during this step; it has been"
                         " replaced, retry the step", retry_after_s=1.0,
                     ) from exc
-        observation = step.observation.to_wire()
-        if cap_output(observation, self.settings.max_output_chars):
-            step.info["output_truncated"] = True
-        result = StepResult(observation=observation, reward=float(step.reward), terminated=bool(step.terminated),
-                            truncated=bool(step.truncated), info=step.info)
+        result = result_of(step, self.settings.max_output_chars)
         turn = live.turn
         total = live.total_reward + result.reward
         done = result.terminated or result.truncated
@@ -379,6 +386,65 @@ class EpisodeManager:
         if not self._teardown.submit(sandbox):
             await self._blocking(sandbox.close)
 
+    # --- resuming a crashed run's episodes ---------------------------------------------------------
+    async def _held(self, owner: str, episode_id: str) -> LiveEpisode | None:
+        """``owner``'s episode as this process holds it, rebuilt first if a crashed run left it live.
+
+        None when there is no such live episode (ended, someone else's, or unknown): the caller
+        reads the store to say which. Concurrent requests for one episode share one rebuild.
+        """
+        live = self._live.get(episode_id)
+        if live is not None:
+            return live if live.owner == owner else None
+        pending = self._resuming.get(episode_id)
+        if pending is None:
+            row = await self._blocking(self.store.get_episode, episode_id)
+            if row is None or row.owner != owner or row.status != "live":
+                return None
+            if not self._accepting:
+                raise ShuttingDown("the server is shutting down; retry this episode after its restart",
+                                   retry_after_s=5.0)
+            live = self._live.get(episode_id)  # rebuilt while we read
+            if live is not None:
+                return live if live.owner == owner else None
+            pending = self._resuming.get(episode_id)
+            if pending is None:
+                pending = asyncio.ensure_future(self._resume(row.id))
+                pending.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved, even if unawaited
+                self._resuming[episode_id] = pending
+                pending.add_done_callback(lambda _: self._resuming.pop(episode_id, None))
+        live = await asyncio.shield(pending)
+        return live if live is not None and live.owner == owner else None
+
+    async def _resume(self, episode_id: str) -> LiveEpisode | None:
+        """Rebuild a crashed run's live episode by replay (``toolgym.server.resume.rebuild``).
+
+        A replay that parts from the record marks the episode ``interrupted`` (reason
+        ``replay_diverged: ...``) and raises ``EpisodeFinished``; a failing sandbox raises a
+        retryable ``SandboxError``. None if the episode is no longer live.
+        """
+        done = await self._blocking(rebuild, self.store, self.tasks, self.pool, self.settings.max_output_chars,
+                                    episode_id)
+        if done is None:
+            return None
+        if done.live is None:
+            log.warning("episode %s cannot be resumed: %s", episode_id, done.failure)
+            await self._give_up(episode_id, done.failure or "replay_failed")
+        live = done.live
+        self._live[episode_id] = live
+        self._open[episode_id] = live
+        self.resumed += 1
+        self.replayed_steps += done.steps
+        self.metrics.live_episodes.set(self._open_count())
+        log.info("episode %s resumed at turn %d (%d steps replayed in %.2f s)", episode_id, live.turn,
+                 done.steps, done.seconds)
+        return live
+
+    async def _give_up(self, episode_id: str, reason: str) -> NoReturn:
+        """Mark a crashed run's episode interrupted with ``reason``, and say so to the client (409)."""
+        await self._writer.write(self.store.finish_op(episode_id, "interrupted", reason))
+        raise EpisodeFinished(episode_id, reason)
+
     # --- state, close, fork -------------------------------------------------------------------
     async def state(self, owner: str, episode_id: str) -> EpisodeSnapshot:
         """The episode as it stands: from memory while this process holds it, else from the store.
@@ -404,7 +470,12 @@ class EpisodeManager:
             row = await self._blocking(self.store.get_episode, episode_id)
             if row is None or row.owner != owner:
                 raise EpisodeNotFound(episode_id)
-            return False
+            if row.status != "live" or episode_id in self._resuming:
+                return False
+            # Left live by a crashed run and not resumed: nothing to rebuild just to close it
+            # (its old sandbox went with the start-up sweep).
+            await self._writer.write(self.store.finish_op(episode_id, "finished", reason))
+            return True
         async with live.lock:
             was_open = not live.finished
             if was_open:
@@ -457,6 +528,9 @@ class EpisodeManager:
                 closed += 1
             elif live.finished and idle > self.settings.finished_retention_s:
                 self._live.pop(live.id, None)
+        before = time.time() - self.settings.idle_timeout_s  # a crashed run's episodes nobody came back for
+        keep = frozenset(self._live) | frozenset(self._resuming)
+        closed += await self._blocking(lambda: self.store.interrupt_live(before=before, keep=keep))
         for slot, future in list(self._resets_by_key.items()):
             if future.done() and not future.exception() and future.result().episode_id not in self._live:
                 del self._resets_by_key[slot]

@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS episodes (
 );
 CREATE INDEX IF NOT EXISTS episodes_owner ON episodes (owner, created);
 CREATE INDEX IF NOT EXISTS episodes_task ON episodes (env_id, task_id);
+CREATE INDEX IF NOT EXISTS episodes_status ON episodes (status, updated);
 CREATE TABLE IF NOT EXISTS steps (
     episode_id TEXT NOT NULL, turn INTEGER NOT NULL, action TEXT NOT NULL,
     result TEXT NOT NULL, mean_logprob REAL, idempotency_key TEXT, created REAL NOT NULL,
@@ -291,13 +292,32 @@ class Store:
         """End a live episode, in its own transaction."""
         self._transaction(self.finish_op(episode_id, status, reason))
 
-    def interrupt_live(self) -> int:
-        """Mark episodes left live by a previous run as interrupted; returns how many."""
+    def interrupt_live(self, *, before: float | None = None, keep: frozenset[str] = frozenset()) -> int:
+        """Mark live episodes that no process holds any more as interrupted; returns how many.
+
+        Args:
+            before: only those whose last write is older than this Unix time (idle ones); None: all.
+                A crashed run's recent episodes stay live, so the next run can resume them by replay.
+            keep: ids this process holds (live in memory); never marked.
+        """
+        cutoff = time.time() if before is None else before
         with self._lock:
-            cur = self._conn.execute(
-                "UPDATE episodes SET status='interrupted', updated=? WHERE status='live'", (time.time(),)
-            )
-            return cur.rowcount
+            ids = [i for (i,) in self._conn.execute(
+                "SELECT id FROM episodes WHERE status='live' AND updated<=?", (cutoff,)
+            ).fetchall() if i not in keep]
+            if not ids:
+                return 0
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany(
+                    "UPDATE episodes SET status='interrupted', updated=? WHERE id=? AND status='live'",
+                    [(time.time(), i) for i in ids],
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            return len(ids)
 
     def _row(self, r: tuple[Any, ...]) -> EpisodeRow:
         return EpisodeRow(
@@ -336,6 +356,16 @@ class Store:
             {"turn": t, "action": json.loads(a), **json.loads(res), "mean_logprob": lp}
             for t, a, res, lp in rows
         ]
+
+    def idempotency_keys(self, episode_id: str) -> dict[str, int]:
+        """The ``Idempotency-Key`` of each of an episode's steps that had one -> its turn.
+
+        A resumed episode answers a retried step from this map, as the process that played it would have.
+        """
+        return {k: t for k, t in self._query(
+            "SELECT idempotency_key, turn FROM steps WHERE episode_id=? AND idempotency_key IS NOT NULL",
+            (episode_id,),
+        )}
 
     # --- statistics -------------------------------------------------------------------------
     def task_stats(self, env_id: str) -> list[TaskStatsRow]:

@@ -105,6 +105,29 @@ def test_restart_bookkeeping(path: str) -> None:
         store.close()
 
 
+def test_only_idle_live_episodes_of_a_crashed_run_are_interrupted(path: str) -> None:
+    """A crashed run's recent live episodes stay live (to be resumed); idle or held ones are told apart."""
+    import time
+
+    store = Store(path)
+    try:
+        for name in ("ep-idle", "ep-recent", "ep-held"):
+            add_episode(store, name)
+        store.add_step("ep-recent", 0, "x", result(0.5), mean_logprob=None, idempotency_key="k0",
+                       total_reward=0.5, status="live", reason=None)
+        store.add_step("ep-recent", 1, "y", result(0.0), mean_logprob=None, idempotency_key=None,
+                       total_reward=0.5, status="live", reason=None)
+        with sqlite3.connect(path) as conn:
+            conn.execute("UPDATE episodes SET updated=updated-1000 WHERE id IN ('ep-idle', 'ep-held')")
+        assert store.interrupt_live(before=time.time() - 600, keep=frozenset({"ep-held"})) == 1
+        statuses = {e: store.get_episode(e).status for e in ("ep-idle", "ep-recent", "ep-held")}  # type: ignore[union-attr]
+        assert statuses == {"ep-idle": "interrupted", "ep-recent": "live", "ep-held": "live"}
+        assert store.idempotency_keys("ep-recent") == {"k0": 0}
+        assert store.idempotency_keys("ep-idle") == {}
+    finally:
+        store.close()
+
+
 def test_listing_is_per_owner_and_paged(path: str) -> None:
     store = Store(path)
     try:
