@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
 
-from toolgym.envs.base import options_schema
+from toolgym.envs.options import options_schema
 from toolgym.errors import BadRequest, ValidationFailed
 from toolgym.server.deps import ManagerDep, OwnerDep
 from toolgym.server.episodes import COMMON_OPTIONS
