@@ -274,7 +274,8 @@ def attack(arg):
     for path, data in (("/proc/sys/kernel/hostname", "pwned"), ("/proc/sys/vm/drop_caches", "3"),
                        ("/proc/sysrq-trigger", "h"), ("/proc/sys/kernel/core_pattern", "|/tmp/x"),
                        ("/sys/fs/cgroup/pids.max", "max"), ("/sys/fs/cgroup/memory.max", "max"),
-                       ("/sys/kernel/uevent_helper", "/tmp/x"), ("/proc/self/oom_score_adj", "-1000")):
+                       ("/sys/kernel/uevent_helper", "/tmp/x"), ("/proc/self/oom_score_adj", "-1000"),
+                       ("/proc/1/oom_score_adj", "1000")):
         seen["write " + path] = _try_write(path, data)
     libc = ctypes.CDLL(None, use_errno=True)
     for name, call in (("unshare(CLONE_NEWUSER)", lambda: libc.unshare(0x10000000)),

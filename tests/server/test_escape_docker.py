@@ -24,7 +24,8 @@ SIGKILL to the agent / pid 1 /   tool+model  ok, same sandbox serves  the agent 
 fork bomb                        tool+model  timeout                  container pids limit; run timeout; the
                                                                       agent kills every leftover (kill(-1))
 memory bomb                      tool+model  ok (MemoryError text)    RLIMIT_AS per run; memory cgroup, no swap
-fill /work, fill /tmp            tool+model  ok, ENOSPC/EFBIG         tmpfs ``size=`` (64 MiB); RLIMIT_FSIZE
+fill /work, /tmp, /dev/shm       tool+model  ok, ENOSPC/EFBIG         tmpfs ``size=`` (64 MiB each, in the
+                                                                      container's memory cgroup); RLIMIT_FSIZE
 stdout flood, CPU loop, sleep    tool+model  timeout                  run timeout; the agent drains and caps the
                                                                       streams
 read another episode's files     tool        ok, nothing found        one container (own tmpfs, own pid ns)
@@ -277,7 +278,7 @@ def test_memory_bomb(server: Server, client: httpx.Client) -> None:
     check_model_episode_goes_on(client, episode, result)
 
 
-@pytest.mark.parametrize("where", ["/work", "/tmp"])
+@pytest.mark.parametrize("where", ["/work", "/tmp", "/dev/shm"])
 def test_disk_fill(server: Server, client: httpx.Client, where: str) -> None:
     cap = server.settings.sandbox_spec(labels={}).workdir_bytes
     episode, result, text = tool_attack(server, client, KEY, ATTACK_FILL_DISK, where)
