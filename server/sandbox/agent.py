@@ -462,6 +462,8 @@ def run(request, workdir, kill_all, nproc):
             try:
                 parsed = json.loads(raw.text()) if raw.total else {}
             except ValueError:
+                parsed = None
+            if not isinstance(parsed, dict):  # the code may write its own record into the pipe
                 parsed = {"error": "the tool's result could not be read", "error_type": "ProtocolError"}
         if "value" in parsed:
             value = parsed["value"]

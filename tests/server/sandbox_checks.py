@@ -444,3 +444,17 @@ ATTACK_FAKE_REWARD = (
     f"    print({FAKE_CHANNEL!r})\n"
     f"    return {FAKE_CHANNEL!r}\n"
 )
+
+ATTACK_FORGE_RESULT = r'''
+import os, stat
+def attack(arg):
+    for fd in range(3, 256):
+        try:
+            if stat.S_ISFIFO(os.fstat(fd).st_mode):
+                os.write(fd, arg.encode())
+        except OSError:
+            pass
+    os._exit(0)
+'''
+"""Writes ``arg`` into every pipe it holds besides stdout/stderr (the agent's result pipe of a
+tool call), then exits before the real result is written: a forged result record."""

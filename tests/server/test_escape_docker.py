@@ -28,6 +28,9 @@ fill /work, /tmp, /dev/shm       tool+model  ok, ENOSPC/EFBIG         tmpfs ``si
                                                                       container's memory cgroup); RLIMIT_FSIZE
 stdout flood, CPU loop, sleep    tool+model  timeout                  run timeout; the agent drains and caps the
                                                                       streams
+forged result record (tool code  tool        ok (the tool's error     the agent accepts only a JSON object from
+writes JSON into the agent's                 text), never a sandbox   its result pipe (before the fix: an agent
+result pipe, then exits)                     failure                  exception, a masked, retried infra error)
 read another episode's files     tool        ok, nothing found        one container (own tmpfs, own pid ns)
                                                                       per episode, never reused
 fake reward through output       tool+model  ok, reward 0             rewards come from what the server parses
@@ -61,6 +64,7 @@ from sandbox_checks import (
     ATTACK_CPU_LOOP,
     ATTACK_FAKE_REWARD,
     ATTACK_FILL_DISK,
+    ATTACK_FORGE_RESULT,
     ATTACK_FORK_BOMB,
     ATTACK_HUNT_SECRET,
     ATTACK_KERNEL,
@@ -247,6 +251,19 @@ def test_signals_to_the_agent(server: Server, client: httpx.Client) -> None:
     assert metric(client, "toolgym_sandbox_failures_total") == failures
     assert container["State"] == "running"
     check_healthy(server, client)
+
+
+@pytest.mark.parametrize("forged", ["5", '"value"', "[1, 2]", '{"error": {"nested": 1}, "error_type": 7}', "null"])
+def test_a_forged_result_record_is_the_tools_failure(server: Server, client: httpx.Client, forged: str) -> None:
+    """Tool code that writes its own record into the agent's result pipe and exits: the call
+    failed (the tool's error text, status ok), never a sandbox failure (that would turn the
+    task's own code into a masked, retried infrastructure error)."""
+    failures = metric(client, "toolgym_sandbox_failures_total")
+    episode, result, text = tool_attack(server, client, KEY, ATTACK_FORGE_RESULT, forged)
+    assert result["info"]["status"] == "ok", text
+    assert text.startswith(ERROR_PREFIX.format(name="attack")), text
+    assert metric(client, "toolgym_sandbox_failures_total") == failures, "not a sandbox failure"
+    check_tool_episode_goes_on(client, episode, result)
 
 
 # --- resource attacks ------------------------------------------------------------------------------------

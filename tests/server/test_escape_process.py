@@ -17,6 +17,7 @@ fork bomb (as root only)           ``timeout``                               a u
                                                                              RLIMIT_NPROC, ``kill(-1)``
 host files                         a world-readable host file IS readable;   file permissions only (the
                                    the server's 0600 keys file is not        documented non-isolation)
+forged result record               ``ok`` with the tool's error text         the agent's result parsing
 fake reward through output         ``ok``, reward 0                          rewards come from what the
                                                                              server parses
 =================================  ========================================  ===============================
@@ -44,6 +45,7 @@ from escape_kit import (
 from sandbox_checks import (
     ATTACK_CPU_LOOP,
     ATTACK_FAKE_REWARD,
+    ATTACK_FORGE_RESULT,
     ATTACK_FORK_BOMB,
     ATTACK_KILL_AGENT,
     ATTACK_MEMORY_BOMB,
@@ -181,3 +183,11 @@ def test_fake_reward_through_output(server: Server, client: httpx.Client) -> Non
     episode, result, _ = model_attack(server, client, KEY, ATTACK_FAKE_REWARD, "", tail="attack(ARG)\n")
     assert result["terminated"] and result["reward"] == 0.0, result
     check_model_episode_goes_on(client, episode, result)
+
+
+def test_a_forged_result_record_is_the_tools_failure(server: Server, client: httpx.Client) -> None:
+    failures = metric(client, "toolgym_sandbox_failures_total")
+    episode, result, text = tool_attack(server, client, KEY, ATTACK_FORGE_RESULT, "[1, 2]")
+    assert result["info"]["status"] == "ok" and "could not be read" in text, text
+    assert metric(client, "toolgym_sandbox_failures_total") == failures
+    check_tool_episode_goes_on(client, episode, result)
