@@ -253,7 +253,8 @@ def test_signals_to_the_agent(server: Server, client: httpx.Client) -> None:
     check_healthy(server, client)
 
 
-@pytest.mark.parametrize("forged", ["5", '"value"', "[1, 2]", '{"error": {"nested": 1}, "error_type": 7}', "null"])
+@pytest.mark.parametrize("forged", ["5", '"value"', "[1, 2]", '{"error": {"nested": 1}, "error_type": 7}', "null",
+                                    '{"value": {"a": 1}}', '{"value": 5}', '{"value": null}'])
 def test_a_forged_result_record_is_the_tools_failure(server: Server, client: httpx.Client, forged: str) -> None:
     """Tool code that writes its own record into the agent's result pipe and exits: the call
     failed (the tool's error text, status ok), never a sandbox failure (that would turn the
