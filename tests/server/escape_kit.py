@@ -68,12 +68,13 @@ class Bystander:
 
 # --- attacks as tool code --------------------------------------------------------------------------------
 def tool_attack(server: Server, client: httpx.Client, key: str | None, source: str, arg: str,
-                *, timeout_s: float = 10.0) -> tuple[str, dict[str, Any], str]:
+                *, timeout_s: float = 10.0, **options: Any) -> tuple[str, dict[str, Any], str]:
     """Register a ToolUse task whose tool ``attack(arg)`` is ``source``, call it once while a
-    bystander steps; returns (episode id, step result, tool message). The episode stays open."""
+    bystander steps; returns (episode id, step result, tool message). The episode stays open.
+    ``options`` are more reset options."""
     (task_id,) = register(client, tooluse_record({"attack": source}, params={"attack": {"arg": "string"}},
                                                  golds={"echo": ["GOLD-7731"]}, answer="GOLD-7731"))
-    episode_id = str(reset(client, task_id, tool_timeout_s=timeout_s)["episode_id"])
+    episode_id = str(reset(client, task_id, tool_timeout_s=timeout_s, **options)["episode_id"])
     with Bystander(server, key):
         result = step(client, episode_id, tags(call("attack", arg=arg)))
     return episode_id, result, tool_message(result)

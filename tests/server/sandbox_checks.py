@@ -458,3 +458,25 @@ def attack(arg):
 '''
 """Writes ``arg`` into every pipe it holds besides stdout/stderr (the agent's result pipe of a
 tool call), then exits before the real result is written: a forged result record."""
+
+ATTACK_AMPLIFY_REPLY = r'''
+import os
+def attack(arg):
+    for d in ("/work", "/tmp", "/dev/shm"):  # tie up the tmpfs memory first
+        try:
+            with open(d + "/ballast", "wb") as f:
+                while True:
+                    f.write(b"\1" * (1 << 20))
+        except OSError:
+            pass
+    blob = b"\xff" * (int(arg) - 16)  # each byte decodes to U+FFFD: six bytes of ASCII JSON
+    for stream in (1, 2):
+        os.write(stream, blob[: 1 << 20])
+    record = b'{"value": "' + blob + b'"}'
+    view = memoryview(record)
+    while view:
+        view = view[os.write(3, view):]
+    os._exit(0)
+'''
+"""Fills every tmpfs, floods both streams and forges a result record of ``arg`` bytes of
+invalid UTF-8: the agent's reply grows about sixfold, inside the container's memory limit."""
