@@ -489,6 +489,29 @@ def run(request, workdir, kill_all, nproc):
     return reply
 
 
+WRITE_CHUNK_CHARS = 1 << 20
+
+
+def _write_line(out, obj):
+    """Write ``obj`` as one line of ASCII JSON, its ``value`` escaped a slice at a time.
+
+    The same JSON as ``json.dumps(obj, ensure_ascii=True)`` (keys in another order), but never
+    whole in memory: escaping can make a value six times longer (U+FFFD takes six ASCII
+    characters), and the agent lives inside the sandbox's memory limit, where whole copies of the
+    reply to a 64 MiB value got it OOM-killed (a dead sandbox: an infrastructure error that the
+    sandboxed code chose).
+    """
+    value = obj.get("value")
+    if not isinstance(value, str) or len(value) <= WRITE_CHUNK_CHARS:
+        out.write(json.dumps(obj, ensure_ascii=True).encode("ascii") + b"\n")
+        return
+    rest = json.dumps(dict((k, v) for k, v in obj.items() if k != "value"), ensure_ascii=True)
+    out.write((rest[:-1] + ', "value": "' if len(rest) > 2 else '{"value": "').encode("ascii"))
+    for i in range(0, len(value), WRITE_CHUNK_CHARS):
+        out.write(json.encoder.encode_basestring_ascii(value[i : i + WRITE_CHUNK_CHARS])[1:-1].encode("ascii"))
+    out.write(b'"}\n')
+
+
 def main(argv):
     """Parse ``--workdir``, ``--kill-all`` and ``--nproc``, say hello, then serve requests until stdin closes.
 
@@ -522,7 +545,7 @@ def main(argv):
     out = sys.stdout.buffer
 
     def send(obj):
-        out.write(json.dumps(obj, ensure_ascii=True).encode("ascii") + b"\n")
+        _write_line(out, obj)
         out.flush()
 
     send({"hello": "toolgym-agent", "protocol": PROTOCOL, "pid": os.getpid(),

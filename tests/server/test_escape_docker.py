@@ -31,9 +31,9 @@ stdout flood, CPU loop, sleep    tool+model  timeout                  run timeou
 forged result record (tool code  tool        ok (the tool's error     the agent accepts only a JSON object from
 writes JSON into the agent's                 text), never a sandbox   its result pipe (before the fix: an agent
 result pipe, then exits)                     failure                  exception, a masked, retried infra error)
-reply amplification (forged      tool        ok                       at the default 16 MiB the agent's ~100 MB
-record of invalid UTF-8, every                                        reply fits the memory limit; at 64 MiB it
-tmpfs full)                                                           does not (strict xfail: a known hole)
+reply amplification (forged      tool        ok                       the agent writes its reply (six bytes of
+record of invalid UTF-8, every                                        JSON per byte of output) a slice at a
+tmpfs full)                                                           time (before the fix: OOM-killed at 64 MiB)
 read another episode's files     tool        ok, nothing found        one container (own tmpfs, own pid ns)
                                                                       per episode, never reused
 fake reward through output       tool+model  ok, reward 0             rewards come from what the server parses
@@ -271,15 +271,12 @@ def test_a_forged_result_record_is_the_tools_failure(server: Server, client: htt
     check_tool_episode_goes_on(client, episode, result)
 
 
-@pytest.mark.parametrize("cap_mib", [16, pytest.param(64, marks=pytest.mark.xfail(strict=True, reason=(
-    "known hole: at max_tool_output_bytes=64 MiB the agent's reply (~400 MB of ASCII JSON, built"
-    " whole in memory, with copies) outgrows the container's 768 MiB and the agent is OOM-killed:"
-    " a masked infra error; needs a streamed reply or a memory bound tied to max_value_bytes")))])
+@pytest.mark.parametrize("cap_mib", [16, pytest.param(64, marks=pytest.mark.slow)])
 def test_reply_amplification_within_the_memory_limit(server: Server, client: httpx.Client, cap_mib: int) -> None:
     """A forged record of ``max_tool_output_bytes`` (16 MiB by default, 64 MiB at most) of invalid
     UTF-8, with every tmpfs full: the agent's reply is six times that in ASCII JSON, built inside
     the container's memory limit; the agent must survive it (a dead agent would be a masked
-    infra error). It does at the default; at 64 MiB it does not yet (the xfail)."""
+    infra error). Before the agent wrote its reply a slice at a time, 64 MiB killed it."""
     failures = metric(client, "toolgym_sandbox_failures_total")
     episode, result, text = tool_attack(server, client, KEY, ATTACK_AMPLIFY_REPLY, str(cap_mib * MiB), timeout_s=30.0,
                                         max_tool_output_bytes=cap_mib * MiB)
