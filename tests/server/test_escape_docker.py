@@ -41,8 +41,9 @@ fake reward through output       tool+model  ok, reward 0             rewards co
 ===============================  ==========  =======================  ===========================================
 
 An ``infra_error`` (HTTP 503 ``sandbox_error``, retryable) is what a dead sandbox gives; no
-attack here kills a container's agent, so none is expected on this tier (the process tier,
-test_escape_process.py, shows that path).
+attack here kills a container's agent, so none is expected on this tier. That path is shown by
+test_escape_process.py (code kills its agent) and test_lifecycle.py (a container killed from
+outside between and during steps).
 """
 
 from __future__ import annotations
