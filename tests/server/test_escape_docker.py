@@ -58,13 +58,7 @@ from typing import Any
 
 import httpx
 import pytest
-from escape_kit import (
-    check_model_episode_goes_on,
-    check_tool_episode_goes_on,
-    model_attack,
-    tool_attack,
-)
-from sandbox_checks import (
+from escape_attacks import (
     ATTACK_AMPLIFY_REPLY,
     ATTACK_CPU_LOOP,
     ATTACK_FAKE_REWARD,
@@ -81,6 +75,12 @@ from sandbox_checks import (
     ATTACK_SLEEP_LOOP,
     ATTACK_STDOUT_FLOOD,
     ATTACK_WRITE_OUTSIDE,
+)
+from escape_kit import (
+    check_model_episode_goes_on,
+    check_tool_episode_goes_on,
+    model_attack,
+    tool_attack,
 )
 from server_kit import (
     ERROR_PREFIX,

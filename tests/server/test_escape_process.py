@@ -33,16 +33,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from escape_kit import (
-    Bystander,
-    check_model_episode_goes_on,
-    check_tool_episode_goes_on,
-    code_block,
-    codemath_task,
-    model_attack,
-    tool_attack,
-)
-from sandbox_checks import (
+from escape_attacks import (
     ATTACK_CPU_LOOP,
     ATTACK_FAKE_REWARD,
     ATTACK_FORGE_RESULT,
@@ -52,6 +43,15 @@ from sandbox_checks import (
     ATTACK_SECRETS,
     ATTACK_SLEEP_LOOP,
     ATTACK_STDOUT_FLOOD,
+)
+from escape_kit import (
+    Bystander,
+    check_model_episode_goes_on,
+    check_tool_episode_goes_on,
+    code_block,
+    codemath_task,
+    model_attack,
+    tool_attack,
 )
 from server_kit import (
     Server,
