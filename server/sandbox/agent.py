@@ -590,6 +590,8 @@ class _Run(object):
                 try:
                     parsed = json.loads(raw.text()) if raw.total else {}
                 except ValueError:
+                    parsed = None
+                if not isinstance(parsed, dict):  # the code may write its own record into the pipe
                     parsed = {"error": "the tool's result could not be read", "error_type": "ProtocolError"}
             if "value" in parsed:
                 value = parsed["value"]
@@ -808,6 +810,60 @@ def _warm_imports():
         _WARM_BYTES[0] = max(0, _address_space() - before)
 
 
+WRITE_CHUNK_CHARS = 1 << 20
+"""Strings longer than this are escaped and written a slice at a time (see ``_write_line``)."""
+
+
+def _has_long_string(obj):
+    """Whether a reply holds a string long enough to be written in slices."""
+    if isinstance(obj, str):
+        return len(obj) > WRITE_CHUNK_CHARS
+    if isinstance(obj, dict):
+        return any(_has_long_string(v) for v in obj.values())
+    if isinstance(obj, list):
+        return any(_has_long_string(v) for v in obj)
+    return False
+
+
+def _write_json(out, obj):
+    """Write ``obj`` as ASCII JSON, long strings escaped a slice at a time."""
+    if isinstance(obj, str) and len(obj) > WRITE_CHUNK_CHARS:
+        out.write(b'"')
+        for i in range(0, len(obj), WRITE_CHUNK_CHARS):
+            out.write(json.encoder.encode_basestring_ascii(obj[i:i + WRITE_CHUNK_CHARS])[1:-1].encode("ascii"))
+        out.write(b'"')
+    elif isinstance(obj, dict):
+        out.write(b"{")
+        for i, (key, value) in enumerate(obj.items()):
+            out.write((", " if i else "").encode("ascii") + json.dumps(str(key)).encode("ascii") + b": ")
+            _write_json(out, value)
+        out.write(b"}")
+    elif isinstance(obj, list):
+        out.write(b"[")
+        for i, value in enumerate(obj):
+            if i:
+                out.write(b", ")
+            _write_json(out, value)
+        out.write(b"]")
+    else:
+        out.write(json.dumps(obj, ensure_ascii=True).encode("ascii"))
+
+
+def _write_line(out, obj):
+    """Write ``obj`` as one line of ASCII JSON, never whole in memory when it holds a long string.
+
+    The same JSON as ``json.dumps(obj, ensure_ascii=True)``. Escaping can make a value six times
+    longer (U+FFFD takes six ASCII characters), and the agent lives inside the sandbox's memory
+    limit, where whole copies of the reply to a 64 MiB value (or to a ``run_many`` of several) got
+    it OOM-killed: a dead sandbox, an infrastructure error that the sandboxed code chose.
+    """
+    if not _has_long_string(obj):
+        out.write(json.dumps(obj, ensure_ascii=True).encode("ascii") + b"\n")
+        return
+    _write_json(out, obj)
+    out.write(b"\n")
+
+
 def main(argv):
     """Parse ``--workdir``, ``--kill-all`` and ``--nproc``, say hello, then serve requests until stdin closes.
 
@@ -841,7 +897,7 @@ def main(argv):
     out = sys.stdout.buffer
 
     def send(obj):
-        out.write(json.dumps(obj, ensure_ascii=True).encode("ascii") + b"\n")
+        _write_line(out, obj)
         out.flush()
 
     send({"hello": "toolgym-agent", "protocol": PROTOCOL, "pid": os.getpid(),
