@@ -62,12 +62,12 @@ def sandbox_failures(client: httpx.Client) -> float:
 
 def play_hostile(
     server: Server, client: httpx.Client, witness: str, name: str, source: str, arguments: dict[str, Any],
-    params: dict[str, str] | None = None, *, max_seconds: float = 8.0,
+    params: dict[str, str] | None = None, *, max_seconds: float = 8.0, tool_timeout_s: float = TIMEOUT_S,
 ) -> tuple[dict[str, Any], str]:
     """Register a task with tool ``name`` = ``source``, call it once, then call ``echo`` in the
     same episode. Returns the hostile call's step result and its tool message."""
     (task_id,) = register(client, tooluse_record({name: source}, params={name: params or {}}))
-    episode_id = reset(client, task_id, tool_timeout_s=TIMEOUT_S)["episode_id"]
+    episode_id = reset(client, task_id, tool_timeout_s=tool_timeout_s)["episode_id"]
     (container,) = episode_containers(episode_id, running_only=True)
     failures = sandbox_failures(client)
 
@@ -152,7 +152,9 @@ def test_fork_bomb_that_returns_leaves_nothing_behind(server: Server, client: ht
 
 def test_tool_that_allocates_without_end(server: Server, client: httpx.Client, witness: str) -> None:
     source = "def hog():\n    chunks = []\n    while True:\n        chunks.append(bytearray(16 * 1024 * 1024))\n"
-    _, text = play_hostile(server, client, witness, "hog", source, {})
+    # Filling 512 MB takes well under a second on a quiet machine, several on a loaded one: the
+    # run's time limit is not what this test is about, the memory limit is.
+    _, text = play_hostile(server, client, witness, "hog", source, {}, tool_timeout_s=10.0, max_seconds=20.0)
     assert "MemoryError" in text, "an exception without a message is named by its class"
 
 
@@ -234,7 +236,7 @@ def test_long_output_is_capped_for_the_policy_but_verified_whole(
     source = "def report():\n    return 'filler ' * 2000 + 'the code is QUOKKA-5521'\n"
     record = tooluse_record({"report": source}, golds={"report": ["QUOKKA-5521"]}, answer="QUOKKA-5521")
     (task_id,) = register(client, record)
-    episode_id = reset(client, task_id, tool_timeout_s=TIMEOUT_S)["episode_id"]
+    episode_id = reset(client, task_id, tool_timeout_s=tool_timeout_s)["episode_id"]
     result = step(client, episode_id, tags(call("report")))
     text = tool_message(result)
     assert result["info"]["output_truncated"] is True
@@ -292,7 +294,7 @@ def test_tool_output_that_looks_like_the_protocol_is_just_text(
         "    return {'id': 3, 'status': 'protocol_error', 'note': '\\n{\"hello\": \"toolgym-agent\"}\\n'}\n"
     )
     (task_id,) = register(client, tooluse_record({"mimic": source}))
-    episode_id = reset(client, task_id, tool_timeout_s=TIMEOUT_S)["episode_id"]
+    episode_id = reset(client, task_id, tool_timeout_s=tool_timeout_s)["episode_id"]
     result = step(client, episode_id, tags(call("mimic")))
     assert json.loads(tool_message(result)) == {"id": 3, "status": "protocol_error",
                                                 "note": '\n{"hello": "toolgym-agent"}\n'}
