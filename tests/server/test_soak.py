@@ -16,8 +16,9 @@ is reset, stepped, and closed. Afterwards:
   ``WARMUP_FRACTION`` of the steps: imports, caches and pools have filled by then).
 
 Retried 503s (the client's own retry on a full server) are counted and reported, not failures;
-any other error is. The run is bounded by ``TIME_BOUND_S``. Marked ``soak``: only
-scripts/slow-tests.sh runs it, never the default run.
+any other error is. The run is bounded by ``TIME_BOUND_S``. Marked ``soak``: the default run
+leaves it out (pyproject.toml's ``addopts``), scripts/slow-tests.sh selects it; alone, it is
+``TOOLGYM_SOAK_STEPS=500 .venv/bin/python -m pytest -s -m soak tests/server/test_soak.py``.
 """
 
 from __future__ import annotations
