@@ -91,6 +91,8 @@ class Ledger:
     closed: set[str] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
     episodes_by_env: collections.Counter[str] = field(default_factory=collections.Counter)
+    rss_trace: list[tuple[int, int]] = field(default_factory=list)
+    """(steps acknowledged, server RSS in bytes) along the run: a leak climbs, a warm-up levels off."""
 
     @property
     def steps(self) -> int:
@@ -199,6 +201,7 @@ async def run_load(server: Serve, ledger: Ledger, transport: CountingTransport) 
         loops = [asyncio.create_task(episode_loop(client, ledger, gate, i)) for i in range(CLIENTS)]
         warm_mark = int(STEPS * WARMUP_FRACTION)
         rss_start = 0
+        marks = [int(STEPS * q) for q in (0.25, 0.5, 0.75)]
         try:
             while not all(t.done() for t in loops):  # bounded by TIME_BOUND_S
                 elapsed = time.monotonic() - started
@@ -206,6 +209,10 @@ async def run_load(server: Serve, ledger: Ledger, transport: CountingTransport) 
                     f"the soak took more than {TIME_BOUND_S:.0f} s: {ledger.steps} of {STEPS} steps acknowledged")
                 if not rss_start and ledger.steps >= warm_mark:
                     rss_start = server.rss()
+                    ledger.rss_trace.append((ledger.steps, rss_start))
+                if marks and ledger.steps >= marks[0]:
+                    marks.pop(0)
+                    ledger.rss_trace.append((ledger.steps, server.rss()))
                 await asyncio.sleep(0.2)
         finally:
             for t in loops:
@@ -213,6 +220,7 @@ async def run_load(server: Serve, ledger: Ledger, transport: CountingTransport) 
             await asyncio.gather(*loops, return_exceptions=True)
         duration = time.monotonic() - started
         rss_end = server.rss()
+        ledger.rss_trace.append((ledger.steps, rss_end))
         await verify_stored(client, ledger)
     return rss_start, rss_end, duration
 
@@ -270,7 +278,8 @@ def test_soak(tmp_path: Path, root_conftest: ModuleType) -> None:
           f" (503 retried: {transport.statuses[503]}); errors {len(ledger.errors)}"
           f"\nsoak: server RSS {rss_start / mib:.1f} MiB at the steady state's start, {rss_end / mib:.1f} MiB at the"
           f" end ({growth / mib:+.1f} MiB); containers after the closes settled {settled}, after shutdown {leaked};"
-          f" exit code {code}")
+          f" exit code {code}"
+          f"\nsoak: RSS along the run (steps: MiB) {[(n, round(b / mib, 1)) for n, b in ledger.rss_trace]}")
     assert not ledger.errors, f"{len(ledger.errors)} errors, e.g. {ledger.errors[:5]}"
     assert ledger.steps == STEPS, f"{ledger.steps} of {STEPS} steps acknowledged"
     assert leaked == 0, f"{leaked} containers of {instance} left after shutdown"
