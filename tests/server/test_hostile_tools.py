@@ -236,7 +236,7 @@ def test_long_output_is_capped_for_the_policy_but_verified_whole(
     source = "def report():\n    return 'filler ' * 2000 + 'the code is QUOKKA-5521'\n"
     record = tooluse_record({"report": source}, golds={"report": ["QUOKKA-5521"]}, answer="QUOKKA-5521")
     (task_id,) = register(client, record)
-    episode_id = reset(client, task_id, tool_timeout_s=tool_timeout_s)["episode_id"]
+    episode_id = reset(client, task_id, tool_timeout_s=TIMEOUT_S)["episode_id"]
     result = step(client, episode_id, tags(call("report")))
     text = tool_message(result)
     assert result["info"]["output_truncated"] is True
@@ -294,7 +294,7 @@ def test_tool_output_that_looks_like_the_protocol_is_just_text(
         "    return {'id': 3, 'status': 'protocol_error', 'note': '\\n{\"hello\": \"toolgym-agent\"}\\n'}\n"
     )
     (task_id,) = register(client, tooluse_record({"mimic": source}))
-    episode_id = reset(client, task_id, tool_timeout_s=tool_timeout_s)["episode_id"]
+    episode_id = reset(client, task_id, tool_timeout_s=TIMEOUT_S)["episode_id"]
     result = step(client, episode_id, tags(call("mimic")))
     assert json.loads(tool_message(result)) == {"id": 3, "status": "protocol_error",
                                                 "note": '\n{"hello": "toolgym-agent"}\n'}
