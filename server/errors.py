@@ -12,7 +12,7 @@ import logging
 import math
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -55,10 +55,28 @@ def error_response(exc: ToolGymError, request: Request | None = None) -> JSONRes
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     if request is not None:
-        metrics = getattr(request.app.state, "metrics", None)
-        if metrics is not None:
-            metrics.http_errors.labels(exc.code).inc()
+        count_error(request.app, exc)
     return JSONResponse(exc.to_wire(), status_code=http_status(exc), headers=headers)
+
+
+def count_error(app: Any, exc: ToolGymError) -> None:
+    """Count ``exc`` in the app's metrics by its code (HTTP answers and WebSocket frames alike)."""
+    metrics = getattr(app.state, "metrics", None)
+    if metrics is not None:
+        metrics.http_errors.labels(exc.code).inc()
+
+
+async def refuse_websocket(websocket: WebSocket, exc: ToolGymError) -> None:
+    """Refuse a WebSocket handshake with ``exc``: its HTTP status and error body where the server can send one.
+
+    Uvicorn's denial extension lets the handshake answer as HTTP would (401, 404 ...); a server
+    without it can only close before accepting, which clients see as a 403.
+    """
+    count_error(websocket.app, exc)
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(error_response(exc))
+    else:
+        await websocket.close(code=1008, reason=exc.message[:120])
 
 
 def _clean(errors: list[Any]) -> list[dict[str, Any]]:

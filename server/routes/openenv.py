@@ -56,7 +56,7 @@ from toolgym.errors import (
 )
 from toolgym.server.deps import ManagerDep, OwnerDep, SettingsDep
 from toolgym.server.episodes import EpisodeManager
-from toolgym.server.errors import error_response, internal_error, validation_error
+from toolgym.server.errors import count_error, internal_error, refuse_websocket, validation_error
 from toolgym.server.routes._openenv_wire import (
     OpenEnvAction,
     OpenEnvMetadata,
@@ -179,11 +179,7 @@ async def ws_session(websocket: WebSocket, env_name: str) -> None:
         owner: str = app.state.auth.owner(websocket.headers.get("authorization"))
         env_id = resolve_env_id(app.state.manager, env_name)
     except (Unauthorized, NotFound) as exc:
-        _count_error(websocket, exc)
-        if "websocket.http.response" in websocket.scope.get("extensions", {}):
-            await websocket.send_denial_response(error_response(exc))
-        else:  # a server without the denial extension: close before accepting (a 403 there)
-            await websocket.close(code=1008, reason=exc.message[:120])
+        await refuse_websocket(websocket, exc)
         return
     await websocket.accept()
     await _Session(websocket, app.state.manager, app.state.settings, owner, env_id).serve()
@@ -293,7 +289,7 @@ class _Session:
         status = http_status(exc)
         if status >= 500:
             log.warning("openenv websocket request -> %s: %s", exc.code, exc.message)
-        _count_error(self.websocket, exc)
+        count_error(self.websocket.app, exc)
         if code is None:
             code = ("VALIDATION_ERROR" if isinstance(exc, ValidationFailed)
                     else "CAPACITY_REACHED" if isinstance(exc, _CAPACITY) else "EXECUTION_ERROR")
@@ -318,8 +314,3 @@ def _validate(model: type[M], data: Any) -> M:
         errors = [{**e, "loc": ["data", *e.get("loc", ())]} for e in exc.errors()]
         raise _FrameError(validation_error(errors), "VALIDATION_ERROR") from exc
 
-
-def _count_error(websocket: WebSocket, exc: ToolGymError) -> None:
-    metrics = getattr(websocket.app.state, "metrics", None)
-    if metrics is not None:
-        metrics.http_errors.labels(exc.code).inc()

@@ -39,7 +39,7 @@ from toolgym.errors import PayloadTooLarge, RateLimited, ToolGymError, Unauthori
 from toolgym.server.auth import Authenticator
 from toolgym.server.deps import OwnerDep
 from toolgym.server.episodes import EpisodeManager
-from toolgym.server.errors import error_response, internal_error, validation_error
+from toolgym.server.errors import count_error, internal_error, refuse_websocket, validation_error
 from toolgym.server.limits import RateLimiter
 from toolgym.server.models import ResetRequest, StepRequest
 from toolgym.server.routes.episodes import run_reset, run_step, state_response
@@ -128,11 +128,7 @@ async def ws_session(websocket: WebSocket) -> None:
     try:
         owner: str = app.state.auth.owner(websocket.headers.get("authorization"))
     except Unauthorized as exc:
-        _count_error(websocket, exc)
-        if "websocket.http.response" in websocket.scope.get("extensions", {}):
-            await websocket.send_denial_response(error_response(exc))
-        else:  # a server without the denial extension: close before accepting (a 403 there)
-            await websocket.close(code=1008, reason=exc.message[:120])
+        await refuse_websocket(websocket, exc)
         return
     await websocket.accept()
     await _Session(websocket, app.state.manager, app.state.settings, owner, app.state.auth,
@@ -249,7 +245,7 @@ class _Session:
         status = http_status(exc)
         if status >= 500:
             log.warning("websocket request -> %s: %s", exc.code, exc.message)
-        _count_error(self.websocket, exc)
+        count_error(self.websocket.app, exc)
         return status, exc.to_wire()
 
     async def _send(self, answer: dict[str, Any]) -> None:
@@ -285,8 +281,3 @@ def _body(model: type[ResetRequest] | type[StepRequest], request: WsRequest) -> 
         errors = [{**e, "loc": ["body", *e.get("loc", ())]} for e in exc.errors()]
         raise _FrameError(request.id, validation_error(errors)) from exc
 
-
-def _count_error(websocket: WebSocket, exc: ToolGymError) -> None:
-    metrics = getattr(websocket.app.state, "metrics", None)
-    if metrics is not None:
-        metrics.http_errors.labels(exc.code).inc()
