@@ -13,8 +13,6 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -22,8 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from toolgym.server.embedded import free_port
+from serve_kit import ServeProcess
 
 pytestmark = pytest.mark.slow
 
@@ -35,31 +32,12 @@ MIN_ACKED = 40
 """Steps acknowledged before the kill; fewer would make the check too weak to mean much."""
 
 
-def start_server(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
-    port = free_port()
-    db = tmp_path / "crash.db"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLGYM_")}
-    env["TOOLGYM_INSTANCE_ID"] = f"crash-{uuid.uuid4().hex[:6]}"
-    cmd = [str(Path(sys.executable).parent / "toolgym"), "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--backend", "process", "--warm-pool", "0", "--db", str(db), "--max-live-episodes", "512",
-           "--log-level", "warning"]
-    with open(tmp_path / "server.log", "wb") as log:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, (tmp_path / "server.log").read_text()
-        try:
-            if httpx.get(base_url + "/readyz", timeout=2).status_code == 200:
-                return proc, base_url, db
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "the server did not become ready in 60 s"
-        time.sleep(0.1)
-
-
 def test_every_acknowledged_step_survives_kill_9(tmp_path: Path) -> None:
-    proc, base_url, db = start_server(tmp_path)
+    db = tmp_path / "crash.db"
+    server = ServeProcess(tmp_path, "--backend", "process", "--warm-pool", "0", "--db", str(db),
+                          "--max-live-episodes", "512", env={"TOOLGYM_INSTANCE_ID": f"crash-{uuid.uuid4().hex[:6]}"})
+    server.wait_ready(60)
+    proc, base_url = server.proc, server.base_url
     acked_steps: list[str] = []
     acked_resets: list[str] = []
     lock = threading.Lock()

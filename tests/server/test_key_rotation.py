@@ -11,64 +11,27 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-
-from toolgym.server.embedded import free_port
+from serve_kit import ServeProcess
 
 ENV = "toolgym/ToolUse-v0"
 OLD, NEW, EXTRA = "rotation-old-key-4b1e9c", "rotation-new-key-a07d33", "rotation-extra-key-5c8f10"
 
 
-class Serve:
-    """One ``toolgym serve`` process; ended by its pid only."""
+class Serve(ServeProcess):
+    """The rotation server: process backend, one live episode per key, 50 requests/s per key."""
 
     def __init__(self, tmp: Path, keys_file: Path) -> None:
-        self.base_url = f"http://127.0.0.1:{(port := free_port())}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLGYM_")}
-        env["TOOLGYM_INSTANCE_DIR"] = str(tmp / "instances")
-        self.log_path = tmp / "serve.log"
-        self._log = open(self.log_path, "w", encoding="utf-8")  # closed in stop
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "toolgym.cli", "serve", "--port", str(port), "--backend", "process",
-             "--warm-pool", "0", "--db", str(tmp / "db.sqlite"), "--api-keys-file", str(keys_file),
-             "--max-live-episodes-per-key", "1", "--rate-limit-per-key", "50", "--log-level", "debug"],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8")
-
-    def wait_ready(self, timeout_s: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"the server exited ({self.proc.returncode}): {self.log()}"
-            try:
-                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"the server did not get ready in {timeout_s} s: {self.log()}")
+        super().__init__(tmp, "--backend", "process", "--warm-pool", "0", "--api-keys-file", str(keys_file),
+                         "--max-live-episodes-per-key", "1", "--rate-limit-per-key", "50", log_level="debug")
 
     def status(self, key: str, path: str = "/v1/envs") -> int:
         return httpx.get(self.base_url + path, headers={"Authorization": f"Bearer {key}"}, timeout=30).status_code
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-        self._log.close()
 
 
 @pytest.fixture
@@ -127,7 +90,7 @@ def test_keys_rotate_on_change_and_on_sighup(serve: Serve, keys_file: Path) -> N
     rewrite_keeping_stat(keys_file, f"# rotation test\n{NEW}\n")
     time.sleep(1.5)
     assert serve.status(OLD) == 200 and serve.status(NEW) == 401, "the stat saw no change"
-    serve.proc.send_signal(signal.SIGHUP)
+    serve.signal(signal.SIGHUP)
     eventually(lambda: serve.status(NEW) == 200, timeout_s=10)
     assert serve.status(OLD) == 401, "a removed key stops at once"
     # The removed key's episode is still its own: not another key's, and not gone.

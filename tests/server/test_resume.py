@@ -11,10 +11,6 @@ finished; an episode whose code printed random numbers cannot be replayed and sa
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -22,9 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
+from serve_kit import ServeProcess
 from server_kit import call, tags, tooluse_record
-
-from toolgym.server.embedded import free_port
 
 TOOLUSE = "toolgym/ToolUse-v0"
 CODEMATH = "toolgym/CodeMath-v0"
@@ -39,53 +34,12 @@ ROLL_SOURCE = "import random\ndef roll():\n    return str(random.random())\n"
 """A tool that is not deterministic: its output differs on every call."""
 
 
-class Serve:
-    """One ``toolgym serve`` child process (ended by its pid only)."""
-
-    def __init__(self, tmp: Path, backend: str, instance: str, image: str | None = None) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLGYM_")}
-        env.update({"TOOLGYM_INSTANCE_DIR": str(tmp / "instances"), "TOOLGYM_INSTANCE_ID": instance})
-        if image:
-            env["TOOLGYM_SANDBOX_IMAGE"] = image
-        self.log_path = tmp / f"serve-{self.port}.log"
-        with open(self.log_path, "wb") as log:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "toolgym.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                 "--backend", backend, "--warm-pool", "0", "--db", str(tmp / "resume.db"), "--log-level", "info"],
-                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        deadline = time.monotonic() + READY_S
-        while True:
-            assert self.proc.poll() is None, self.log()
-            try:
-                if httpx.get(self.base_url + "/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"not ready in {READY_S} s: {self.log()}"
-            time.sleep(0.2)
-
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, timeout=120)
-
-    def kill9(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=60)
-
-    def stop(self) -> None:
-        """SIGTERM (a clean shutdown removes the server's sandboxes), SIGKILL if it hangs."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                self.kill9()
+def serve(tmp: Path, backend: str, instance: str, image: str | None = None) -> ServeProcess:
+    """A ready server on the test's database (``resume.db``) under ``instance``, no warm pool."""
+    env = {"TOOLGYM_INSTANCE_ID": instance, **({"TOOLGYM_SANDBOX_IMAGE": image} if image else {})}
+    server = ServeProcess(tmp, "--backend", backend, "--warm-pool", "0", "--db", str(tmp / "resume.db"),
+                          env=env, log_level="info")
+    return server.wait_ready(READY_S)
 
 
 def new(client: httpx.Client, env_id: str, task_id: str, **options: Any) -> str:
@@ -181,13 +135,13 @@ def check_resumed(client: httpx.Client, before: Before) -> int:
 
 def test_process_backend_episodes_resume_after_kill_9(tmp_path: Path) -> None:
     instance = f"resume-{uuid.uuid4().hex[:6]}"
-    first = Serve(tmp_path, "process", instance)
+    first = serve(tmp_path, "process", instance)
     try:
         with first.client() as client:
             before = Before(client)
     finally:
         first.kill9()
-    second = Serve(tmp_path, "process", instance)  # same instance id, same db
+    second = serve(tmp_path, "process", instance)  # same instance id, same db
     try:
         with second.client() as client:
             recovered = check_resumed(client, before)
@@ -217,9 +171,9 @@ def test_docker_episodes_resume_after_kill_9_and_leave_no_container(tmp_path: Pa
     from toolgym.server.sandbox.docker import DockerBackend
 
     instance, other = f"resume-{uuid.uuid4().hex[:6]}", f"resume-{uuid.uuid4().hex[:6]}"
-    servers: list[Serve] = []
+    servers: list[ServeProcess] = []
     try:
-        servers.append(Serve(tmp_path, "docker", instance, sandbox_image))
+        servers.append(serve(tmp_path, "docker", instance, sandbox_image))
         with servers[-1].client() as client:
             before = Before(client)
         old = _containers(instance)
@@ -227,7 +181,7 @@ def test_docker_episodes_resume_after_kill_9_and_leave_no_container(tmp_path: Pa
         servers[-1].kill9()
 
         # Restart with the SAME instance id: its leftovers go at start-up, the episodes come back.
-        servers.append(Serve(tmp_path, "docker", instance, sandbox_image))
+        servers.append(serve(tmp_path, "docker", instance, sandbox_image))
         assert not set(old) & set(_containers(instance)), "a container of the killed server is left"
         with servers[-1].client() as client:
             recovered = check_resumed(client, before)
@@ -239,7 +193,7 @@ def test_docker_episodes_resume_after_kill_9_and_leave_no_container(tmp_path: Pa
 
         # Restart with a NEW instance id after that one died: the sweep removes the dead one's
         # containers, and the episode is resumed a second time (its fourth turn answers).
-        servers.append(Serve(tmp_path, "docker", other, sandbox_image))
+        servers.append(serve(tmp_path, "docker", other, sandbox_image))
         assert not _containers(instance), "the dead instance's containers were not swept"
         with servers[-1].client() as client:
             last = play(client, before.codemath, "So \\boxed{20}.")
@@ -249,8 +203,8 @@ def test_docker_episodes_resume_after_kill_9_and_leave_no_container(tmp_path: Pa
         servers[-1].stop()
         assert not _containers(other)
     finally:
-        for serve in servers:
-            serve.kill9()
+        for server in servers:
+            server.kill9()
         backend = DockerBackend(image=sandbox_image, instance="cleanup")
         try:
             for name in (instance, other):

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from serve_kit import ServeProcess
 from server_kit import WITNESS_ACTION, WITNESS_TASK, docker, reset, state, step
 
 from toolgym.server.embedded import free_port
@@ -31,48 +30,10 @@ from toolgym.server.sandbox.base import SandboxSpec
 pytestmark = pytest.mark.docker
 
 
-class Serve:
-    """One ``toolgym serve`` process; ended by its pid only."""
-
-    def __init__(self, tmp: Path, image: str, port: int, **env: str) -> None:
-        self.port = port
-        self.base_url = f"http://127.0.0.1:{port}"
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("TOOLGYM_")}
-        environ.update({"TOOLGYM_INSTANCE_DIR": str(tmp / "instances"), "TOOLGYM_SANDBOX_IMAGE": image, **env})
-        self.stderr_path = tmp / f"serve-{port}-{time.monotonic_ns()}.log"
-        self._stderr = open(self.stderr_path, "w", encoding="utf-8")  # closed in wait_exit/end
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "toolgym.cli", "serve", "--port", str(port), "--backend", "docker",
-             "--warm-pool", "1", "--db", str(tmp / f"db-{port}.sqlite"), "--log-level", "warning"],
-            env=environ, stdout=subprocess.DEVNULL, stderr=self._stderr,
-        )
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(encoding="utf-8")
-
-    def wait_ready(self, timeout_s: float = 180.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"the server exited ({self.proc.returncode}): {self.stderr()}"
-            try:
-                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"the server did not get ready in {timeout_s} s: {self.stderr()}")
-
-    def wait_exit(self, timeout_s: float) -> int:
-        try:
-            return self.proc.wait(timeout=timeout_s)
-        finally:
-            self._stderr.close()
-
-    def end(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-        self._stderr.close()
+def serve(tmp: Path, image: str, port: int, **env: str) -> ServeProcess:
+    """A Docker-backed server with a warm pool of one and its own database, on ``port``."""
+    return ServeProcess(tmp, "--backend", "docker", "--warm-pool", "1", "--db", str(tmp / f"db-{port}.sqlite"),
+                        port=port, env={"TOOLGYM_SANDBOX_IMAGE": image, **env})
 
 
 def instances(tmp: Path) -> dict[str, dict[str, Any]]:
@@ -104,7 +65,7 @@ class Started:
     """What a test started: servers, and the instances whose containers teardown removes."""
 
     def __init__(self) -> None:
-        self.servers: list[Serve] = []
+        self.servers: list[ServeProcess] = []
         self.instances: set[str] = set()
 
 
@@ -117,8 +78,8 @@ def started(tmp_path: Path, sandbox_image: str) -> Iterator[Started]:
     record = Started()
     yield record
     record.instances.update(instances(tmp_path))
-    for serve in record.servers:
-        serve.end()
+    for server in record.servers:
+        server.kill9()
     backend = DockerBackend(image=sandbox_image, instance="cleanup")
     try:
         for instance in record.instances:
@@ -132,7 +93,7 @@ def test_a_second_serve_harms_no_live_server_and_a_crashed_ones_leftovers_go(
 ) -> None:
     servers = started.servers
     port = free_port()
-    first = Serve(tmp_path, sandbox_image, port)
+    first = serve(tmp_path, sandbox_image, port)
     servers.append(first)
     first.wait_ready()
     ((instance, info),) = instances(tmp_path).items()
@@ -144,18 +105,18 @@ def test_a_second_serve_harms_no_live_server_and_a_crashed_ones_leftovers_go(
         before = container_ids(instance)
 
         # The same port: refused at bind, before any container is touched.
-        same_port = Serve(tmp_path, sandbox_image, port)
+        same_port = serve(tmp_path, sandbox_image, port)
         servers.append(same_port)
         assert same_port.wait_exit(60) == 1
-        message = same_port.stderr()
+        message = same_port.log()
         assert f"cannot listen on 127.0.0.1:{port}" in message and "nothing was started or removed" in message
         assert container_ids(instance) == before
 
         # Another port but the live server's instance id: refused at the instance lock.
-        same_id = Serve(tmp_path, sandbox_image, free_port(), TOOLGYM_INSTANCE_ID=instance)
+        same_id = serve(tmp_path, sandbox_image, free_port(), TOOLGYM_INSTANCE_ID=instance)
         servers.append(same_id)
         assert same_id.wait_exit(120) == 3
-        assert "is in use by a live server" in same_id.stderr() and f"pid {first.proc.pid}" in same_id.stderr()
+        assert "is in use by a live server" in same_id.log() and f"pid {first.proc.pid}" in same_id.log()
         assert container_ids(instance) == before
         assert set(instances(tmp_path)) == {instance}
 
@@ -170,7 +131,7 @@ def test_a_second_serve_harms_no_live_server_and_a_crashed_ones_leftovers_go(
     first.wait_exit(30)
     assert container_ids(instance) == before
     # ... and the next server to start removes them.
-    third = Serve(tmp_path, sandbox_image, free_port())
+    third = serve(tmp_path, sandbox_image, free_port())
     servers.append(third)
     third.wait_ready()
     assert container_ids(instance) == set(), "the crashed server's sandboxes are removed"

@@ -27,8 +27,6 @@ import asyncio
 import collections
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -38,12 +36,12 @@ from typing import Any
 
 import httpx
 import pytest
+from serve_kit import ServeProcess
 from server_kit import WITNESS_ACTION, count_containers
 
 from toolgym.client import AsyncEnvClient
 from toolgym.client._core import RetryPolicy
 from toolgym.errors import ToolGymError
-from toolgym.server.embedded import free_port
 
 pytestmark = [pytest.mark.soak, pytest.mark.docker]
 
@@ -106,55 +104,11 @@ class Ledger:
         return True
 
 
-class Serve:
-    """One ``toolgym serve`` child process with the Docker backend (ended by its pid only)."""
-
-    def __init__(self, tmp: Path, image: str, instance: str) -> None:
-        self.instance = instance
-        self.base_url = f"http://127.0.0.1:{free_port()}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLGYM_")}
-        env.update({"TOOLGYM_INSTANCE_DIR": str(tmp / "instances"), "TOOLGYM_INSTANCE_ID": instance,
-                    "TOOLGYM_SANDBOX_IMAGE": image})
-        self.log_path = tmp / "serve.log"
-        port = self.base_url.rsplit(":", 1)[1]
-        with open(self.log_path, "wb") as log:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "toolgym.cli", "serve", "--host", "127.0.0.1", "--port", port,
-                 "--backend", "docker", "--warm-pool", str(WARM_POOL), "--db", str(tmp / "soak.db"),
-                 "--log-level", "warning"],
-                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        deadline = time.monotonic() + 180
-        while True:
-            assert self.proc.poll() is None, self.log()
-            try:
-                if httpx.get(self.base_url + "/readyz", timeout=5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"not ready in 180 s: {self.log()}"
-            time.sleep(0.2)
-
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
-
-    def rss(self) -> int:
-        """The server process's resident set, in bytes (Linux's /proc)."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise AssertionError("no VmRSS in /proc status")
-
-    def terminate(self, timeout_s: float = 120) -> int:
-        """SIGTERM (a graceful shutdown: its sandboxes are removed), then wait; SIGKILL if it hangs."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
-        return self.proc.returncode
+def serve(tmp: Path, image: str, instance: str) -> ServeProcess:
+    """A ready Docker-backed server with the soak's warm pool, under ``instance``."""
+    server = ServeProcess(tmp, "--backend", "docker", "--warm-pool", str(WARM_POOL), "--db", str(tmp / "soak.db"),
+                          env={"TOOLGYM_INSTANCE_ID": instance, "TOOLGYM_SANDBOX_IMAGE": image})
+    return server.wait_ready(180)
 
 
 async def episode_loop(client: AsyncEnvClient, ledger: Ledger, gate: asyncio.Semaphore, first: int) -> None:
@@ -192,7 +146,7 @@ async def episode_loop(client: AsyncEnvClient, ledger: Ledger, gate: asyncio.Sem
                 ledger.errors.append(f"close {env_id} {episode_id}: {exc!r}")
 
 
-async def run_load(server: Serve, ledger: Ledger, transport: CountingTransport) -> tuple[int, int, float]:
+async def run_load(server: ServeProcess, ledger: Ledger, transport: CountingTransport) -> tuple[int, int, float]:
     """Drive the load; return the RSS at the steady state's start and at the end, and the seconds taken."""
     gate = asyncio.Semaphore(CLIENTS)
     retry = RetryPolicy(max_retries=20, backoff_s=0.25, max_backoff_s=5.0)
@@ -244,10 +198,10 @@ async def verify_stored(client: AsyncEnvClient, ledger: Ledger) -> None:
     assert not lost, f"{len(lost)} episodes disagree with the store, e.g. {lost[:5]}"
 
 
-def wait_settled(server: Serve) -> int:
+def wait_settled(instance: str) -> int:
     """Wait (bounded) until the server keeps no more containers than its warm pool; return the count."""
     deadline = time.monotonic() + SETTLE_S
-    while (left := count_containers(server.instance)) > WARM_POOL:
+    while (left := count_containers(instance)) > WARM_POOL:
         assert time.monotonic() < deadline, f"{left} containers still there {SETTLE_S:.0f} s after the last close"
         time.sleep(0.5)
     return left
@@ -257,14 +211,14 @@ def test_soak(tmp_path: Path, root_conftest: ModuleType) -> None:
     if root_conftest.docker_problem() is not None:
         pytest.skip(root_conftest.docker_problem())
     instance = f"{root_conftest.SESSION}-soak-{uuid.uuid4().hex[:6]}"
-    server = Serve(tmp_path, root_conftest.IMAGE, instance)
+    server = serve(tmp_path, root_conftest.IMAGE, instance)
     ledger = Ledger(budget=STEPS)
     transport = CountingTransport()
     try:
         rss_start, rss_end, duration = asyncio.run(run_load(server, ledger, transport))
-        settled = wait_settled(server)
+        settled = wait_settled(instance)
     finally:
-        code = server.terminate()
+        code = server.stop()
         leaked = count_containers(instance)
         if leaked:
             from toolgym.server.sandbox.docker import DockerBackend
@@ -284,7 +238,7 @@ def test_soak(tmp_path: Path, root_conftest: ModuleType) -> None:
     assert ledger.steps == STEPS, f"{ledger.steps} of {STEPS} steps acknowledged"
     assert leaked == 0, f"{leaked} containers of {instance} left after shutdown"
     # uvicorn re-raises SIGTERM once its graceful shutdown (the app's included) is done
-    assert code in (0, -signal.SIGTERM), f"the server exited with {code}: {server.log()}"
+    assert code in (0, -signal.SIGTERM), f"the server exited with {code}: {server.log(4000)}"
     assert rss_start > 0
     assert growth < RSS_GROWTH_BOUND, (
         f"server RSS grew {growth / mib:.1f} MiB under load (bound {RSS_GROWTH_BOUND / mib:.0f} MiB)")
