@@ -198,11 +198,12 @@ async def fresh_episodes(base_url: str, workers: int, episodes: int) -> dict[str
     return {"workers": workers, "episodes": episodes, "wall_s": wall, "episodes_per_s": episodes / wall}
 
 
-async def functioncall_episodes(base_url: str, workers: int, episodes: int) -> dict[str, Any]:
-    """FunctionCall reset + gold step + close from ``workers`` workers on ONE AsyncEnvClient."""
+async def functioncall_episodes(base_url: str, workers: int, episodes: int, protocol: str = "http") -> dict[str, Any]:
+    """FunctionCall reset + gold step + close from ``workers`` workers on ONE AsyncEnvClient
+    speaking ``protocol`` (``http``: its connection pool; ``ws``: one ``/v1/ws`` session)."""
     from toolgym.client import AsyncEnvClient
 
-    async with AsyncEnvClient(base_url, timeout_s=300.0) as client:
+    async with AsyncEnvClient(base_url, timeout_s=300.0, protocol=protocol) as client:
         async def job(_: int) -> None:
             r = await client.reset(FUNCTIONCALL, FUNCTIONCALL_TASK, seed=0)
             await client.step(r.episode_id, FUNCTIONCALL_ACTION)
@@ -210,7 +211,8 @@ async def functioncall_episodes(base_url: str, workers: int, episodes: int) -> d
 
         await _workers(workers, workers, job)  # warm the connections
         wall = await _workers(workers, episodes, job)
-    return {"workers": workers, "episodes": episodes, "wall_s": wall, "episodes_per_s": episodes / wall}
+    return {"workers": workers, "episodes": episodes, "wall_s": wall, "episodes_per_s": episodes / wall,
+            "protocol": protocol}
 
 
 # --- 256 live sandboxed episodes -----------------------------------------------------------------------
@@ -251,14 +253,15 @@ class LiveEpisodes:
         return {"episodes": len(self.ids), "rounds": rounds, "steps": steps, "wall_s": wall,
                 "steps_per_s": steps / wall, "request": lat}
 
-    async def client_steps(self, concurrency: int, steps: int) -> dict[str, Any]:
-        """``steps`` single tool steps from ONE AsyncEnvClient with ``concurrency`` workers;
-        worker ``w`` steps the episodes ``w, w+c, ...`` in turn, so no two steps share one."""
+    async def client_steps(self, concurrency: int, steps: int, protocol: str = "http") -> dict[str, Any]:
+        """``steps`` single tool steps from ONE AsyncEnvClient speaking ``protocol``, with
+        ``concurrency`` workers; worker ``w`` steps the episodes ``w, w+c, ...`` in turn, so no
+        two steps share one."""
         from toolgym.client import AsyncEnvClient
 
         per_worker = steps // concurrency
         lat: list[float] = []
-        async with AsyncEnvClient(self.base_url, timeout_s=600.0) as client:
+        async with AsyncEnvClient(self.base_url, timeout_s=600.0, protocol=protocol) as client:
             async def worker(w: int) -> None:
                 mine = self.ids[w::concurrency]
                 for k in range(per_worker):
@@ -270,7 +273,7 @@ class LiveEpisodes:
             await asyncio.gather(*(worker(w) for w in range(concurrency)))
             wall = time.perf_counter() - t0
         return {"concurrency": concurrency, "steps": len(lat), "wall_s": wall, "steps_per_s": len(lat) / wall,
-                "step": lat}
+                "step": lat, "protocol": protocol}
 
     async def close_all(self, concurrency: int = 16) -> float:
         from toolgym.client import AsyncEnvClient

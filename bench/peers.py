@@ -149,7 +149,9 @@ def run_toolgym(tmp: str, args: argparse.Namespace, out: dict[str, Any], rate2: 
         r["rest"] = tg.rest_resets_and_endings(url, args.rest_episodes, args.warm_pool, 0.25)
         r["paced"] = asyncio.run(tg.paced_resets(url, rate2, args.paced))
         r["fresh"] = [asyncio.run(tg.fresh_episodes(url, w, args.fresh)) for w in (1, 2)]
-        r["functioncall"] = asyncio.run(tg.functioncall_episodes(url, 64, args.fc_episodes))
+        # One client speaking HTTP (its pool) and, where the route exists, /v1/ws (one session).
+        protocols = ["http"] + (["ws"] if why_ws is None else [])
+        r["functioncall"] = [asyncio.run(tg.functioncall_episodes(url, 64, args.fc_episodes, p)) for p in protocols]
         live = tg.LiveEpisodes(url)
         pid = server.proc.pid
         try:
@@ -162,7 +164,8 @@ def run_toolgym(tmp: str, args: argparse.Namespace, out: dict[str, Any], rate2: 
                 before = cpu_snapshot(pid)
                 r["batch"] = asyncio.run(live.batch_steps(args.batch_rounds))
                 r["cpu_batch"] = cpu_delta(before, cpu_snapshot(pid), r["batch"]["steps"], r["batch"]["wall_s"])
-                r["client_steps"] = [asyncio.run(live.client_steps(c, args.client_steps)) for c in (8, args.live)]
+                r["client_steps"] = [[asyncio.run(live.client_steps(c, args.client_steps, p)) for c in (8, args.live)]
+                                     for p in protocols]
         finally:
             r["close_live_s"] = asyncio.run(live.close_all())
     out.setdefault("leftovers", {})[server.instance] = server.leftover_after_stop
