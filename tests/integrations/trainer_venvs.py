@@ -7,6 +7,7 @@ test exercises exactly what ``pip install toolgym[<extra>]`` gives a user.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,14 +17,22 @@ from venv_cache import cached_venv
 SCRIPTS = Path(__file__).with_name("scripts")
 
 
+EXTRA_REQUIREMENTS = {"verifiers": ["uv>=0.5"]}
+"""Tools a trainer needs beside its extra: verifiers' local runtime runs its harness program with
+``uv`` and otherwise installs uv into ``~/.local`` itself; given in the venv (whose ``bin`` is on
+the script's PATH), it leaves the home directory alone."""
+
+
 def trainer_python(extra: str) -> Path:
     """The python of the cached venv holding ``toolgym[extra]`` (built on first use)."""
-    return cached_venv(extra, [], toolgym_extras=extra)
+    return cached_venv(extra, EXTRA_REQUIREMENTS.get(extra, []), toolgym_extras=extra)
 
 
 def run_script(extra: str, script: str, *args: str, timeout_s: float = 300) -> dict[str, Any]:
     """Run ``scripts/<script>`` in the trainer's venv and return the JSON it printed last."""
-    done = subprocess.run([str(trainer_python(extra)), str(SCRIPTS / script), *args],
-                          capture_output=True, text=True, timeout=timeout_s)
+    python = trainer_python(extra)
+    env = {**os.environ, "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run([str(python), str(SCRIPTS / script), *args], capture_output=True, text=True,
+                          timeout=timeout_s, env=env)
     assert done.returncode == 0, f"{script} failed:\n{done.stderr[-6000:]}"
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))

@@ -19,7 +19,6 @@ step reward, and a trainer drops (zeroes the loss mask of) every trajectory whos
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,35 +28,12 @@ from skyrl_gym.envs.base_text_env import BaseTextEnv, BaseTextEnvStepOutput
 
 from toolgym.client import EnvClient, RetryPolicy, StepResult
 from toolgym.errors import ToolGymError
+from toolgym.integrations._hermes import tools_system_prompt
 
-__all__ = ["ENV_ID", "ToolGymTextEnv", "register", "tools_system_prompt"]
+__all__ = ["ENV_ID", "ToolGymTextEnv", "register"]
 
 ENV_ID = "toolgym"
 """The SkyRL env id ``register`` adds."""
-
-
-def tools_system_prompt(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``messages`` with the tool schemas in the system message, in the Hermes/Qwen ``<tools>`` form.
-
-    A raw-text policy sees no ``tools=`` argument, so the schemas must be in the prompt for it to
-    answer with ``<tool_call>`` blocks, which ToolGym's env families parse.
-    """
-    if not tools:
-        return [dict(m) for m in messages]
-    block = (
-        "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
-        "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n"
-        + "\n".join(json.dumps(t, ensure_ascii=False) for t in tools)
-        + "\n</tools>\n\nFor each function call, return a json object with function name and arguments"
-        " within <tool_call></tool_call> XML tags:\n<tool_call>\n"
-        '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>'
-    )
-    out = [dict(m) for m in messages]
-    if out and out[0].get("role") == "system":
-        out[0]["content"] = f"{out[0].get('content') or ''}\n\n{block}".lstrip()
-    else:
-        out.insert(0, {"role": "system", "content": block})
-    return out
 
 
 class ToolGymTextEnv(BaseTextEnv):  # type: ignore[misc]
