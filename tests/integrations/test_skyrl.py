@@ -8,11 +8,13 @@ SkyRL's whole training step.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
 import pytest
-from trainer_venvs import run_script
+from scripts.scripted_model import ScriptedModel
+from trainer_venvs import EXAMPLES, run_in_venv, run_script
 
 from toolgym.server.embedded import free_port
 
@@ -54,3 +56,22 @@ def test_skyrl_make_plays_full_episodes_and_masks_an_unreachable_server(server_f
 
     with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {KEY}"}) as client:
         assert client.get("/v1/episodes", params={"status": "live"}).json()["total"] == 0, "every episode closed"
+
+
+def tags(name: str, **arguments: Any) -> str:
+    return f"<tool_call>{json.dumps({'name': name, 'arguments': arguments})}</tool_call>"
+
+
+def test_the_skyrl_example_runs(server_factory: Any) -> None:
+    server = server_factory("process", api_keys=(KEY,))
+    model = ScriptedModel([tags("find_manufacturer", product="Halcyon drone"),
+                           tags("get_company", company="Brightwell Dynamics", field="founder"), "Imara Solberg"])
+    try:
+        out = run_in_venv("skyrl", EXAMPLES / "skyrl_env.py", "--base-url", server.base_url,
+                          "--model-url", model.base_url, "--model", "scripted", "--task-id", "tu-multi-1",
+                          env={"TOOLGYM_API_KEY": KEY, "OPENAI_API_KEY": "unused"})
+    finally:
+        model.close()
+    assert out.strip() == "tu-multi-1: 3 turn(s), rewards [1.0, 1.0, 1.0]", out
+    assert [m["role"] for m in model.requests[-1]["messages"]] == ["system", "user", "assistant", "tool", "assistant",
+                                                                   "tool"]

@@ -18,9 +18,10 @@ from typing import Any
 
 import httpx
 import pytest
-from trainer_venvs import run_script
+from scripts.scripted_model import ScriptedModel
+from trainer_venvs import EXAMPLES, run_in_venv, run_script
 
-pytestmark = [pytest.mark.trainer, pytest.mark.docker]
+pytestmark = pytest.mark.trainer
 KEY = "k-verifiers"
 ENV = "toolgym/ToolUse-v0"
 SLOW_SOURCE = "import time\ndef slow(seconds):\n    time.sleep(seconds)\n    return 'SLOW-GOLD-42'\n"
@@ -93,6 +94,7 @@ class SandboxKiller(threading.Thread):
                 engine.close()
 
 
+@pytest.mark.docker
 def test_verifiers_rollouts_carry_toolgym_rewards_and_a_killed_sandbox_is_a_sandbox_error(
         server_factory: Any) -> None:
     server = server_factory("docker", api_keys=(KEY,), warm_pool_size=1)
@@ -141,3 +143,17 @@ def test_verifiers_rollouts_carry_toolgym_rewards_and_a_killed_sandbox_is_a_sand
     with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {KEY}"}) as client:
         state = client.get(f"/v1/episodes/{killer.episode_id}").json()
         assert state["status"] == "finished" and state["reason"] == "closed" and state["turn"] == 1, state
+
+
+def test_the_verifiers_example_runs(server_factory: Any) -> None:
+    server = server_factory("process", api_keys=(KEY,))
+    model = ScriptedModel([tags("find_manufacturer", product="Halcyon drone"),
+                           tags("get_company", company="Brightwell Dynamics", field="founder"), "Imara Solberg"])
+    try:
+        out = run_in_venv("verifiers", EXAMPLES / "verifiers_env.py", "--base-url", server.base_url,
+                          "--model-url", model.base_url, "--model", "scripted", "--task-id", "tu-multi-1",
+                          env={"TOOLGYM_API_KEY": KEY, "OPENAI_API_KEY": "unused"}, timeout_s=600)
+    finally:
+        model.close()
+    assert out.strip().splitlines()[-1] == "tu-multi-1: reward 3, 3 turn(s)", out
+    assert len(model.requests) == 3
