@@ -136,12 +136,13 @@ def load_environment(env_id: str, *, base_url: str | None = None, api_key: str |
         base_url: the ToolGym server, else ``$TOOLGYM_BASE_URL``.
         api_key: its key, else ``$TOOLGYM_API_KEY``; kept on the env, out of every config.
         **kw: more ``ToolGymTasksetConfig`` fields (``task_ids``, ``split``, ``limit``, ``max_retries``);
-            ``player`` replaces the player's ``AgentConfig`` (a model, sampling, ``max_turns``...).
+            ``player`` replaces the player's ``AgentConfig`` (a model, sampling, ``max_turns``...),
+            ``retries`` the env's whole-episode ``vf.RetryConfig``.
     """
     sys.modules.setdefault(TASKSET_ID, sys.modules[__name__])
-    player = kw.pop("player", None)
+    env_fields = {name: kw.pop(name) for name in ("player", "retries") if name in kw}
     taskset = ToolGymTasksetConfig(id=TASKSET_ID, env_id=env_id, base_url=base_url, **kw)
-    config = ToolGymEnvConfig(taskset=taskset, **({"player": player} if player is not None else {}))
+    config = ToolGymEnvConfig(taskset=taskset, **env_fields)
     env = ToolGymEnv(config)
     env.api_key = env.taskset.api_key = api_key
     return env
