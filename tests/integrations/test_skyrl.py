@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sandbox_kit import SandboxKiller, register_slow_task
 from scripts.scripted_model import ScriptedModel
 from trainer_venvs import EXAMPLES, run_in_venv, run_script
 
@@ -75,3 +76,26 @@ def test_the_skyrl_example_runs(server_factory: Any) -> None:
     assert out.strip() == "tu-multi-1: 3 turn(s), rewards [1.0, 1.0, 1.0]", out
     assert [m["role"] for m in model.requests[-1]["messages"]] == ["system", "user", "assistant", "tool", "assistant",
                                                                    "tool"]
+
+
+@pytest.mark.docker
+def test_a_sandbox_killed_mid_episode_ends_the_trajectory_masked(server_factory: Any) -> None:
+    server = server_factory("docker", api_keys=(KEY,), warm_pool_size=1)
+    slow_id = register_slow_task(server.base_url, KEY)
+    killer = SandboxKiller(server.base_url, KEY, slow_id)
+    killer.start()
+    try:
+        report = run_script("skyrl", "skyrl_killed.py", server.base_url, KEY, slow_id)
+    finally:
+        killer.stop.set()
+        killer.join(timeout=30)
+    assert killer.episode_id is not None and len(killer.killed) >= 2, "the sandbox and its replacement were killed"
+    played, masked = report["steps"]
+    assert (played["reward"], played["done"], played["metadata"]["infra_error"]) == (0.0, False, False)
+    assert masked["reward"] is None and masked["done"] is True and masked["observations"] == []
+    assert masked["metadata"]["infra_error"] is True
+    assert "step 1 failed: SandboxError" in masked["metadata"]["error"], masked
+    assert report["infra_error"] is True and report["metrics"]["infra_error"] == 1.0
+    with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {KEY}"}) as client:
+        state = client.get(f"/v1/episodes/{killer.episode_id}").json()
+        assert state["status"] == "finished" and state["reason"] == "closed" and state["turn"] == 1, state
