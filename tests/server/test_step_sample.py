@@ -162,3 +162,21 @@ def test_an_older_database_file_gains_the_sample_column(tmp_path: Path) -> None:
         store.close()
     again = Store(path)  # a second open finds the column and adds nothing
     again.close()
+
+
+def test_the_gym_env_sends_a_step_body_with_its_sample(process_server: Any) -> None:
+    import gymnasium as gym
+
+    import toolgym  # noqa: F401  (registers the env ids)
+
+    env = gym.make(FC, base_url=process_server.base_url)
+    try:
+        env.reset(seed=0)
+        episode_id = env.unwrapped.episode_id  # type: ignore[attr-defined]
+        _, reward, terminated, _, info = env.step(
+            {"action": "no call", "sample": {"token_ids": [4, 2], "logprobs": [-0.1, -0.2]}})
+        assert terminated and info["status"] == "ok" and reward == 0.0
+    finally:
+        env.close()
+    with EnvClient(process_server.base_url) as client:
+        assert client.episode(episode_id)["steps"][0]["sample"] == {"token_ids": [4, 2], "logprobs": [-0.1, -0.2]}
