@@ -243,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
                 if args.json:
                     _cli.emit_json({"out": None, "format": args.format, "episodes": 0, "envs": {}, "splits": {}})
                 return _cli.EXIT_ERROR
-            with _cli.Progress(len(summaries), "export", "ep", disable=args.no_progress) as bar:
+            with _cli.Progress(len(summaries), "export", "ep", disable=not _cli.show_progress(args)) as bar:
                 def states() -> Iterator[dict[str, Any]]:
                     for summary in summaries:
                         yield client.episode(summary["episode_id"])
