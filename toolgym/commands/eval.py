@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         from toolgym.client._core import resolve_base_url
         from toolgym.commands._cli import error_exit
 
-        return error_exit("eval", exc, resolve_base_url(args.base_url))
+        return error_exit("eval", exc, resolve_base_url(args.base_url), as_json=args.json)
 
 
 async def _run(args: argparse.Namespace) -> int:
