@@ -289,7 +289,10 @@ class EpisodeState(_Out):
     reason: str | None
     total_reward: float
     reset: dict[str, Any] = Field(description="The reset's observation and info.")
-    steps: list[dict[str, Any]] = Field(description="The trajectory so far: action and result per turn.")
+    steps: list[dict[str, Any]] = Field(
+        description="The trajectory so far: per turn its action and result, and `sample` (token_ids, logprobs)"
+        " when the step carried one."
+    )
 
 
 class EpisodeSummary(_Out):
