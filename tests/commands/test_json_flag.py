@@ -98,3 +98,38 @@ def test_serve_json_says_where_it_listens(tmp_path: Path) -> None:
             proc.kill()
             pytest.fail("toolgym serve did not stop on SIGTERM")
     assert rest == ""  # nothing else ever reaches stdout
+
+
+def _stderr_on_a_terminal(args: list[str], cwd: Path) -> tuple[int, str, str]:
+    """Run ``toolgym`` with stderr on a pseudo-terminal; its exit code, stdout, and what the terminal got."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a new pty is 0 columns wide
+    try:
+        proc = subprocess.Popen([TOOLGYM, *args], stdout=subprocess.PIPE, stderr=slave, text=True, cwd=cwd)
+        os.close(slave)
+        chunks: list[bytes] = []
+        while True:  # ends when the child closes the terminal (EIO) or exits
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        os.close(master)
+    return proc.returncode, out, b"".join(chunks).decode(errors="replace")
+
+
+def test_a_terminal_gets_a_bar_and_json_gets_none(tmp_path: Path) -> None:
+    code, _, terminal = _stderr_on_a_terminal(["generate", "--count", "30", "--out", "a.jsonl"], tmp_path)
+    assert code == 0 and "generate:" in terminal and "/30" in terminal, terminal
+    code, out, terminal = _stderr_on_a_terminal(["generate", "--count", "30", "--out", "b.jsonl", "--json"], tmp_path)
+    assert code == 0 and json.loads(out)["written"] == 30
+    assert "generate:" not in terminal and "/30" not in terminal, terminal
