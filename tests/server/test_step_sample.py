@@ -165,9 +165,7 @@ def test_an_older_database_file_gains_the_sample_column(tmp_path: Path) -> None:
 
 
 def test_the_gym_env_sends_a_step_body_with_its_sample(process_server: Any) -> None:
-    import gymnasium as gym
-
-    import toolgym  # noqa: F401  (registers the env ids)
+    import gymnasium as gym  # the env ids are registered: this module imported toolgym.client
 
     env = gym.make(FC, base_url=process_server.base_url)
     try:
