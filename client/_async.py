@@ -8,6 +8,7 @@ WebSocket (``_ws``) instead of the HTTP pool: the same calls, another transport.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import httpx
@@ -117,8 +118,11 @@ class AsyncEnvClient:
         return await self._json(_core.reset_call(env_id, task_id, seed, options))  # type: ignore[no-any-return]
 
     async def step(self, episode_id: str, action: Any, *, expected_turn: int | None = None,
-                   idempotency_key: str | None = None, mean_logprob: float | None = None) -> StepResult:
-        call = _core.step_call(episode_id, action, expected_turn, idempotency_key, mean_logprob)
+                   idempotency_key: str | None = None, mean_logprob: float | None = None,
+                   token_ids: Sequence[int] | None = None, logprobs: Sequence[float] | None = None) -> StepResult:
+        """Send one action; ``token_ids`` and ``logprobs`` are stored with the step (see ``EnvClient.step``)."""
+        call = _core.step_call(episode_id, action, expected_turn, idempotency_key, mean_logprob,
+                               _core.sample_body(token_ids, logprobs))
         return await self._json(call)  # type: ignore[no-any-return]
 
     async def batch_reset(self, resets: list[dict[str, Any]]) -> list[ResetResult | ToolGymError]:

@@ -16,7 +16,7 @@ import os
 import random
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -303,13 +303,31 @@ def reset_call(env_id: str, task_id: str | None, seed: int | None, options: dict
                 headers={"Idempotency-Key": uuid.uuid4().hex}, safe_to_repeat=True, read=_read_reset)
 
 
+def sample_body(token_ids: Sequence[int] | None, logprobs: Sequence[float] | None) -> dict[str, Any] | None:
+    """The step body's ``sample`` (the policy's token ids and their log-probabilities), or None.
+
+    Log-probabilities without token ids are refused here: the server stores tokens, and a lone list
+    of numbers could not be trained on.
+    """
+    if token_ids is None:
+        if logprobs is not None:
+            raise ValueError("logprobs need the token_ids they belong to")
+        return None
+    sample: dict[str, Any] = {"token_ids": [int(t) for t in token_ids]}
+    if logprobs is not None:
+        sample["logprobs"] = [float(x) for x in logprobs]
+    return sample
+
+
 def step_call(episode_id: str, action: Any, expected_turn: int | None, idempotency_key: str | None,
-              mean_logprob: float | None) -> Call:
+              mean_logprob: float | None, sample: dict[str, Any] | None = None) -> Call:
     body: dict[str, Any] = {"action": action_to_json(action)}
     if expected_turn is not None:
         body["expected_turn"] = expected_turn
     if mean_logprob is not None:
         body["mean_logprob"] = mean_logprob
+    if sample is not None:
+        body["sample"] = sample
     # Every step carries a key, so a retry after a lost answer never acts twice.
     key = idempotency_key or uuid.uuid4().hex
     return Call("POST", f"/v1/episodes/{episode_id}/step", json=body, headers={"Idempotency-Key": key},
@@ -348,7 +366,9 @@ def batch_reset_call(resets: list[dict[str, Any]]) -> Call:
 
 
 def batch_step_call(steps: list[dict[str, Any]]) -> Call:
-    """Each item: ``{"episode_id", "action", "expected_turn"?, "mean_logprob"?, "idempotency_key"?}``.
+    """Each item: ``{"episode_id", "action", "expected_turn"?, "mean_logprob"?, "sample"?, "idempotency_key"?}``.
+
+    ``sample`` is the step body's: ``{"token_ids": [...], "logprobs"?: [...]}``.
 
     Every item gets an idempotency key, so the whole batch is safe to send again.
     """

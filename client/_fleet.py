@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeVar
 
 from toolgym.client import _core
@@ -87,10 +87,12 @@ class FleetClient:
             return plan.done(index, result)
 
     def step(self, episode_id: str, action: Any, *, expected_turn: int | None = None,
-             idempotency_key: str | None = None, mean_logprob: float | None = None) -> StepResult:
+             idempotency_key: str | None = None, mean_logprob: float | None = None,
+             token_ids: Sequence[int] | None = None, logprobs: Sequence[float] | None = None) -> StepResult:
         """One action, on the episode's own server (see ``EnvClient.step``)."""
         result = self._on(episode_id, lambda c: c.step(episode_id, action, expected_turn=expected_turn,
-                                                       idempotency_key=idempotency_key, mean_logprob=mean_logprob))
+                                                       idempotency_key=idempotency_key, mean_logprob=mean_logprob,
+                                                       token_ids=token_ids, logprobs=logprobs))
         return self._routing.stepped(episode_id, result)
 
     def episode(self, episode_id: str) -> dict[str, Any]:
@@ -175,11 +177,12 @@ class AsyncFleetClient:
             return plan.done(index, result)
 
     async def step(self, episode_id: str, action: Any, *, expected_turn: int | None = None,
-                   idempotency_key: str | None = None, mean_logprob: float | None = None) -> StepResult:
+                   idempotency_key: str | None = None, mean_logprob: float | None = None,
+                   token_ids: Sequence[int] | None = None, logprobs: Sequence[float] | None = None) -> StepResult:
         """One action, on the episode's own server."""
         result = await self._on(episode_id, lambda c: c.step(
             episode_id, action, expected_turn=expected_turn, idempotency_key=idempotency_key,
-            mean_logprob=mean_logprob))
+            mean_logprob=mean_logprob, token_ids=token_ids, logprobs=logprobs))
         return self._routing.stepped(episode_id, result)
 
     async def episode(self, episode_id: str) -> dict[str, Any]:

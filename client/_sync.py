@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -101,9 +102,17 @@ class EnvClient:
         return self._json(_core.reset_call(env_id, task_id, seed, options))  # type: ignore[no-any-return]
 
     def step(self, episode_id: str, action: Any, *, expected_turn: int | None = None,
-             idempotency_key: str | None = None, mean_logprob: float | None = None) -> StepResult:
-        """Send one action: a string, or an assistant message dict (``content``, ``tool_calls``)."""
-        call = _core.step_call(episode_id, action, expected_turn, idempotency_key, mean_logprob)
+             idempotency_key: str | None = None, mean_logprob: float | None = None,
+             token_ids: Sequence[int] | None = None, logprobs: Sequence[float] | None = None) -> StepResult:
+        """Send one action: a string, or an assistant message dict (``content``, ``tool_calls``).
+
+        ``token_ids`` (and ``logprobs``, one per token) are the tokens the policy sampled for this
+        turn: the server stores them with the step and returns them in the trajectory and in
+        ``toolgym export``, so training uses exactly what was sampled. Without ``mean_logprob``,
+        the server takes the mean of ``logprobs`` for the task statistics.
+        """
+        call = _core.step_call(episode_id, action, expected_turn, idempotency_key, mean_logprob,
+                               _core.sample_body(token_ids, logprobs))
         return self._json(call)  # type: ignore[no-any-return]
 
     def batch_reset(self, resets: list[dict[str, Any]]) -> list[ResetResult | ToolGymError]:
@@ -118,7 +127,8 @@ class EnvClient:
         """Steps on different episodes in one request; one result per item, in order.
 
         Items: ``episode_id``, ``action``, ``expected_turn``?, ``mean_logprob``?,
-        ``idempotency_key``?. Each result is a ``StepResult``, or the item's typed error.
+        ``sample``? (``{"token_ids", "logprobs"?}``, as ``step`` sends it), ``idempotency_key``?.
+        Each result is a ``StepResult``, or the item's typed error.
         """
         return self._json(_core.batch_step_call(steps))  # type: ignore[no-any-return]
 

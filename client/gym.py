@@ -12,7 +12,9 @@ the remote episode stays live, untouched, until that next ``reset`` or ``close``
 
 Observations are dicts ``{"messages": [...], "tools"?: [...]}`` of new chat messages;
 actions are the raw assistant turn (a string) or an assistant message dict; any other shape is
-an ``invalid_action`` step that leaves the episode as it was. The server seed of
+an ``invalid_action`` step that leaves the episode as it was. To store the sampled tokens with
+the step, pass the step request body instead: ``{"action": <turn>, "sample": {"token_ids": [...],
+"logprobs": [...]}}`` (the same body as ``POST /v1/episodes/{id}/step``; ``mean_logprob`` too). The server seed of
 every reset is drawn from ``self.np_random``, so ``reset(seed=s)`` and the unseeded resets
 after it replay exactly, as gymnasium's ``check_env`` requires.
 """
@@ -195,17 +197,26 @@ class RemoteEnv(gym.Env[dict[str, Any], Any]):
 
         An action of no valid shape (not a string, not an assistant message) is not sent: the
         step answers ``info["status"] == "invalid_action"`` with the reason in
-        ``info["message"]``, reward 0, no new messages, and the episode stays at its turn.
+        ``info["message"]``, reward 0, no new messages, and the episode stays at its turn. A step
+        body ``{"action", "sample"?, "mean_logprob"?}`` sends its ``sample`` (token ids and
+        log-probabilities) with the turn, to be stored beside it.
         """
         if self.episode_id is None:
             raise gym.error.ResetNeeded("call reset() before step()")
+        sample: dict[str, Any] = {}
+        mean_logprob = None
+        if isinstance(action, dict) and "action" in action:  # a step body: {"action", "sample"?, "mean_logprob"?}
+            sample = dict(action.get("sample") or {})
+            mean_logprob = action.get("mean_logprob")
+            action = action["action"]
         try:
             wire = action_to_wire(action_from_wire(action))
         except ValidationFailed as exc:
             info = {"status": "invalid_action", "retryable": False, "reward_components": {}, "metrics": {},
                     "output_truncated": False, "message": exc.message}  # a step's info keys
             return {"messages": []}, 0.0, False, False, info
-        return self.client.step(self.episode_id, wire).as_tuple()
+        return self.client.step(self.episode_id, wire, mean_logprob=mean_logprob, token_ids=sample.get("token_ids"),
+                                logprobs=sample.get("logprobs")).as_tuple()
 
     def close(self) -> None:
         """Close the current remote episode (if any) and the client this env owns (idempotent)."""

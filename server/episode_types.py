@@ -8,6 +8,7 @@ the store records and what every caller needs.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ __all__ = [
     "ManagerStatus",
     "RecordedStep",
     "ResetResult",
+    "Sample",
     "StepResult",
 ]
 
@@ -60,6 +62,36 @@ class StepResult:
 
 
 @dataclass(frozen=True)
+class Sample:
+    """The tokens the policy sampled for one turn, and their log-probabilities, as the trainer sent them.
+
+    The server never reads them: it stores them beside the step so an export gives the trainer back
+    exactly what it sampled (re-tokenizing the text would not). ``logprobs``, when present, has one
+    entry per token id.
+    """
+
+    token_ids: tuple[int, ...]
+    logprobs: tuple[float, ...] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """``{"token_ids": [...], "logprobs": [...] | null}``: what the store keeps and the trajectory shows."""
+        return {"token_ids": list(self.token_ids), "logprobs": None if self.logprobs is None else list(self.logprobs)}
+
+    @classmethod
+    def from_wire(cls, raw: dict[str, Any]) -> Sample:
+        """Back from ``to_wire`` (a stored step)."""
+        logprobs = raw.get("logprobs")
+        return cls(token_ids=tuple(int(t) for t in raw["token_ids"]),
+                   logprobs=None if logprobs is None else tuple(float(x) for x in logprobs))
+
+    def mean_logprob(self) -> float | None:
+        """The mean of ``logprobs`` (None without them or without tokens): the task statistics' figure."""
+        if not self.logprobs:
+            return None
+        return math.fsum(self.logprobs) / len(self.logprobs)
+
+
+@dataclass(frozen=True)
 class RecordedStep:
     """A played turn: the action in wire form and what it gave."""
 
@@ -67,13 +99,18 @@ class RecordedStep:
     action: Any
     result: StepResult
     mean_logprob: float | None = None
+    sample: Sample | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        """One trajectory entry: turn, action, then the result's keys.
+        """One trajectory entry: turn, action, then the result's keys, then ``sample`` if the trainer sent one.
 
-        The log-probability is left out: it is the trainer's own figure, kept for the task statistics.
+        The mean log-probability is left out: it is the trainer's own summary, kept for the task
+        statistics. A step without a sample has no ``sample`` key, so such trajectories read as before.
         """
-        return {"turn": self.turn, "action": self.action, **self.result.to_wire()}
+        wire = {"turn": self.turn, "action": self.action, **self.result.to_wire()}
+        if self.sample is not None:
+            wire["sample"] = self.sample.to_wire()
+        return wire
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,7 @@ from toolgym.server.episode_types import (
     ManagerStatus,
     RecordedStep,
     ResetResult,
+    Sample,
     StepResult,
 )
 from toolgym.server.live_episode import LiveEpisode, SandboxSlot, stored_page, stored_snapshot
@@ -282,9 +283,12 @@ class EpisodeManager:
     # --- step -------------------------------------------------------------------------------
     async def step(
         self, owner: str, episode_id: str, action: Action, *, expected_turn: int | None = None,
-        idempotency_key: str | None = None, mean_logprob: float | None = None,
+        idempotency_key: str | None = None, mean_logprob: float | None = None, sample: Sample | None = None,
     ) -> StepResult:
         """Play ``action`` on the episode; its result, answered once the step is on disk.
+
+        ``sample`` (the policy's token ids and log-probabilities) is stored with the step as it came;
+        without ``mean_logprob``, the mean of its log-probabilities stands in for it.
 
         A retried step (same ``idempotency_key``, or an ``expected_turn`` already played) gets
         the recorded result again; nothing is played twice. An episode a crashed run left live is
@@ -310,7 +314,9 @@ class EpisodeManager:
                 raise EpisodeFinished(episode_id, live.reason)
             self._in_flight += 1
             try:
-                return await self._do_step(live, action, idempotency_key, mean_logprob)
+                if mean_logprob is None and sample is not None:
+                    mean_logprob = sample.mean_logprob()
+                return await self._do_step(live, action, idempotency_key, mean_logprob, sample)
             finally:
                 self._in_flight -= 1
 
@@ -323,6 +329,7 @@ class EpisodeManager:
 
     async def _do_step(
         self, live: LiveEpisode, action: Action, idempotency_key: str | None, mean_logprob: float | None,
+        sample: Sample | None = None,
     ) -> StepResult:
         env_id = live.family.env_id
         started = time.perf_counter()
@@ -355,8 +362,10 @@ class EpisodeManager:
             live.id, turn, wire_action, result.to_wire(), mean_logprob=mean_logprob,
             idempotency_key=idempotency_key, total_reward=total, status="finished" if done else "live",
             reason=reason, success=live.family.episode_success(total, step.info) if done else None,
+            sample=None if sample is None else sample.to_wire(),
         ))
-        live.steps.append(RecordedStep(turn=turn, action=wire_action, result=result, mean_logprob=mean_logprob))
+        live.steps.append(RecordedStep(turn=turn, action=wire_action, result=result, mean_logprob=mean_logprob,
+                                       sample=sample))
         live.total_reward = total
         if idempotency_key is not None:
             live.idempotency[idempotency_key] = turn
@@ -490,8 +499,9 @@ class EpisodeManager:
     async def fork(self, owner: str, episode_id: str, turn: int | None) -> ResetResult:
         """A new episode at ``turn`` of this one (default: its current turn), built by replay.
 
-        The recorded actions are replayed into a fresh episode and sandbox. Answers the
-        observation and info of that turn.
+        The recorded actions are replayed into a fresh episode and sandbox, each with its recorded
+        sample and log-probability, so the child's trajectory up to ``turn`` is the parent's. Answers
+        the observation and info of that turn.
         """
         source = await self.state(owner, episode_id)
         upto = source.turn if turn is None else turn
@@ -503,7 +513,8 @@ class EpisodeManager:
         last = child.reset_result
         try:
             for recorded in source.steps[:upto]:
-                result = await self.step(owner, child.id, action_from_wire(recorded.action))
+                result = await self.step(owner, child.id, action_from_wire(recorded.action),
+                                         mean_logprob=recorded.mean_logprob, sample=recorded.sample)
                 if result.reward != recorded.result.reward:
                     log.warning("fork of %s diverged at turn %d", episode_id, recorded.turn)
                 last = ResetResult(child.id, result.observation, result.info)

@@ -22,6 +22,7 @@ from toolgym.server.episode_types import (
     EpisodeSummary,
     RecordedStep,
     ResetResult,
+    Sample,
     StepResult,
 )
 from toolgym.server.sandbox.base import Sandbox
@@ -104,7 +105,8 @@ def stored_snapshot(store: Store, owner: str, episode_id: str) -> EpisodeSnapsho
         return None
     steps = [
         RecordedStep(turn=s["turn"], action=s["action"], mean_logprob=s["mean_logprob"],
-                     result=StepResult.from_wire(s))
+                     result=StepResult.from_wire(s),
+                     sample=None if s["sample"] is None else Sample.from_wire(s["sample"]))
         for s in store.steps(row.id)
     ]
     return EpisodeSnapshot(

@@ -11,7 +11,7 @@ most of its lines are field descriptions, which become the published OpenAPI doc
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -53,6 +53,7 @@ __all__ = [
     "RegisterTasksResponse",
     "ResetRequest",
     "ResetResponse",
+    "SampleIn",
     "RetireRequest",
     "RetireResponse",
     "StepRequest",
@@ -137,6 +138,39 @@ class ResetRequest(_In):
     )
 
 
+MAX_SAMPLE_TOKENS = 131072
+"""Token ids one step may carry: a long reasoning turn fits, and a body stays far under the byte limit."""
+
+
+class SampleIn(_In):
+    """The tokens the policy sampled for this turn and, optionally, their log-probabilities.
+
+    Stored with the step and returned in the trajectory and in `toolgym export`, so a trainer trains on
+    exactly the tokens it sampled. The server does not read them.
+    """
+    token_ids: list[Annotated[int, Field(ge=0)]] = Field(
+        description="The sampled token ids of this turn, in order.", max_length=MAX_SAMPLE_TOKENS
+    )
+    logprobs: list[float] | None = Field(
+        default=None, max_length=MAX_SAMPLE_TOKENS,
+        description="The sampling log-probability of each token id: same length, finite numbers.",
+    )
+
+    @field_validator("logprobs")
+    @classmethod
+    def _finite(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and not all(math.isfinite(x) for x in value):
+            raise ValueError("logprobs must be finite numbers (no NaN or infinity)")
+        return value
+
+    @model_validator(mode="after")
+    def _same_length(self) -> SampleIn:
+        if self.logprobs is not None and len(self.logprobs) != len(self.token_ids):
+            raise ValueError(f"logprobs has {len(self.logprobs)} entries for {len(self.token_ids)} token ids;"
+                             " they must pair up one to one")
+        return self
+
+
 class StepRequest(_In):
     """One action for an episode, with optional guards against playing a retried step twice."""
     action: str | AssistantMessageIn = Field(
@@ -148,7 +182,12 @@ class StepRequest(_In):
         description="The turn this action is for; an already played turn returns its stored result.",
     )
     mean_logprob: float | None = Field(
-        default=None, description="The policy's mean token log-probability for this turn (task statistics)."
+        default=None, description="The policy's mean token log-probability for this turn (task statistics);"
+        " without it, the mean of `sample.logprobs` when given."
+    )
+    sample: SampleIn | None = Field(
+        default=None, description="The policy's token ids (and log-probabilities) for this turn, stored with the"
+        " step and returned in the trajectory."
     )
 
     _action = field_validator("action", mode="before")(_action_shape)
@@ -250,7 +289,10 @@ class EpisodeState(_Out):
     reason: str | None
     total_reward: float
     reset: dict[str, Any] = Field(description="The reset's observation and info.")
-    steps: list[dict[str, Any]] = Field(description="The trajectory so far: action and result per turn.")
+    steps: list[dict[str, Any]] = Field(
+        description="The trajectory so far: per turn its action and result, and `sample` (token_ids, logprobs)"
+        " when the step carried one."
+    )
 
 
 class EpisodeSummary(_Out):

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["EpisodeRow", "Outcome", "Store", "TaskStatsRow", "WriteOp"]
+__all__ = ["MIGRATIONS", "EpisodeRow", "Outcome", "Store", "TaskStatsRow", "WriteOp"]
 
 WriteOp = Callable[[sqlite3.Connection], Any]
 """One write: runs inside a transaction (and a savepoint) on the writer connection."""
@@ -61,12 +61,22 @@ CREATE INDEX IF NOT EXISTS episodes_status ON episodes (status, updated);
 CREATE TABLE IF NOT EXISTS steps (
     episode_id TEXT NOT NULL, turn INTEGER NOT NULL, action TEXT NOT NULL,
     result TEXT NOT NULL, mean_logprob REAL, idempotency_key TEXT, created REAL NOT NULL,
+    sample TEXT,
     PRIMARY KEY (episode_id, turn)
 );
 CREATE TABLE IF NOT EXISTS retired_tasks (
     env_id TEXT NOT NULL, task_id TEXT NOT NULL, reason TEXT, created REAL NOT NULL,
     PRIMARY KEY (env_id, task_id)
 );
+"""
+
+MIGRATIONS = (
+    ("steps", "sample", "ALTER TABLE steps ADD COLUMN sample TEXT"),
+)
+"""Columns added after a database file may have been made: (table, column, the statement that adds it).
+
+``SCHEMA`` already has them, so only a file made by an older version runs a statement; each is a
+plain ``ADD COLUMN`` of a nullable column, so old rows read as NULL.
 """
 
 
@@ -120,12 +130,20 @@ class Store:
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA busy_timeout=5000")
             self._conn.executescript(SCHEMA)
+            self._migrate()
         self._reader, self._read_lock = self._conn, self._lock
         if path not in ("", ":memory:"):  # an in-memory database exists on one connection only
             self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._reader.execute("PRAGMA busy_timeout=5000")
             self._read_lock = threading.Lock()
         self._closed = False
+
+    def _migrate(self) -> None:
+        """Add the ``MIGRATIONS`` columns a database file made by an older version lacks (under the lock)."""
+        for table, column, statement in MIGRATIONS:
+            present = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})").fetchall()}
+            if column not in present:
+                self._conn.execute(statement)
 
     def close(self) -> None:
         """Close both connections; later calls do nothing, so every shutdown path may call it."""
@@ -240,21 +258,23 @@ class Store:
     def step_op(
         episode_id: str, turn: int, action: Any, result: dict[str, Any], *,
         mean_logprob: float | None, idempotency_key: str | None, total_reward: float,
-        status: str, reason: str | None, success: bool | None = None,
+        status: str, reason: str | None, success: bool | None = None, sample: dict[str, Any] | None = None,
     ) -> WriteOp:
         """The write of one step and the episode's new state (for ``commit_group``).
 
         The JSON is encoded here, in the caller, so the writer thread spends its time on SQL.
+        ``sample`` is the policy's token ids and log-probabilities in wire form, stored as JSON text.
         """
         now = time.time()
-        step_row = (episode_id, turn, json.dumps(action), json.dumps(result), mean_logprob, idempotency_key, now)
+        step_row = (episode_id, turn, json.dumps(action), json.dumps(result), mean_logprob, idempotency_key, now,
+                    None if sample is None else json.dumps(sample))
         episode_row = (turn + 1, total_reward, status, reason, None if success is None else int(success), now,
                        episode_id)
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO steps (episode_id, turn, action, result, mean_logprob, idempotency_key, created)"
-                " VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO steps (episode_id, turn, action, result, mean_logprob, idempotency_key, created, sample)"
+                " VALUES (?,?,?,?,?,?,?,?)",
                 step_row,
             )
             conn.execute(
@@ -267,12 +287,12 @@ class Store:
     def add_step(
         self, episode_id: str, turn: int, action: Any, result: dict[str, Any], *,
         mean_logprob: float | None, idempotency_key: str | None, total_reward: float,
-        status: str, reason: str | None, success: bool | None = None,
+        status: str, reason: str | None, success: bool | None = None, sample: dict[str, Any] | None = None,
     ) -> None:
         """Record one step and the episode's new state in one transaction."""
         self._transaction(self.step_op(
             episode_id, turn, action, result, mean_logprob=mean_logprob, idempotency_key=idempotency_key,
-            total_reward=total_reward, status=status, reason=reason, success=success,
+            total_reward=total_reward, status=status, reason=reason, success=success, sample=sample,
         ))
 
     @staticmethod
@@ -348,13 +368,18 @@ class Store:
         return [self._row(r) for r in rows], int(total)
 
     def steps(self, episode_id: str) -> list[dict[str, Any]]:
-        """An episode's steps in turn order, in wire form: turn, action, the result's keys, mean_logprob."""
+        """An episode's steps in turn order, in wire form: turn, action, the result's keys, mean_logprob, sample.
+
+        ``sample`` is None for a step that carried none.
+        """
         rows = self._query(
-            "SELECT turn, action, result, mean_logprob FROM steps WHERE episode_id=? ORDER BY turn", (episode_id,)
+            "SELECT turn, action, result, mean_logprob, sample FROM steps WHERE episode_id=? ORDER BY turn",
+            (episode_id,),
         )
         return [
-            {"turn": t, "action": json.loads(a), **json.loads(res), "mean_logprob": lp}
-            for t, a, res, lp in rows
+            {"turn": t, "action": json.loads(a), **json.loads(res), "mean_logprob": lp,
+             "sample": None if smp is None else json.loads(smp)}
+            for t, a, res, lp, smp in rows
         ]
 
     def idempotency_keys(self, episode_id: str) -> dict[str, int]:

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import PlainTextResponse
 
 from toolgym.server.deps import ManagerDep, OwnerDep, SettingsDep
-from toolgym.server.episode_types import EpisodeSnapshot, ResetResult, StepResult
+from toolgym.server.episode_types import EpisodeSnapshot, ResetResult, Sample, StepResult
 from toolgym.server.episodes import EpisodeManager
 from toolgym.server.models import (
     EpisodeList,
@@ -72,6 +72,9 @@ async def run_step(
     result = await manager.step(
         owner, episode_id, action_from_request(body.action, settings), expected_turn=body.expected_turn,
         idempotency_key=idempotency_key, mean_logprob=body.mean_logprob,
+        sample=None if body.sample is None else Sample(
+            token_ids=tuple(body.sample.token_ids),
+            logprobs=None if body.sample.logprobs is None else tuple(body.sample.logprobs)),
     )
     return step_response(result)
 

@@ -49,6 +49,7 @@ __all__ = [
     "format_table",
     "is_unreachable",
     "server_target",
+    "show_progress",
     "ticking",
 ]
 
@@ -153,6 +154,17 @@ def error_exit(command: str, exc: BaseException, base_url: str, *, as_json: bool
     if as_json:
         emit_json({"error": {"message": message, "exit_code": code, "base_url": base_url}})
     return code
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Whether a command draws progress bars: only for a person watching.
+
+    That is: stderr is a terminal, and neither ``--json`` (a script reads the output) nor
+    ``--no-progress`` was given. A bar in a log file or a CI transcript is noise.
+    """
+    if getattr(args, "json", False) or getattr(args, "no_progress", False):
+        return False
+    return sys.stderr.isatty()
 
 
 class Progress:

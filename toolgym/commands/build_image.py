@@ -1,7 +1,7 @@
 """``toolgym build-image``: build the sandbox image, only when it is missing or stale.
 
 Offline if no registry answers; an image whose content-hash label matches is left alone, so
-scripts may call it every time. An elapsed-time bar goes to stderr; ``--json`` writes
+scripts may call it every time. An elapsed-time bar goes to stderr when it is a terminal; ``--json`` writes
 ``{"tag", "image_id", "built"}`` to stdout.
 """
 
@@ -40,13 +40,13 @@ def run(args: argparse.Namespace) -> int:
     if not docker_reachable():
         print("toolgym build-image: no Docker engine answers (start dockerd, or set DOCKER_HOST)", file=sys.stderr)
         return 1
-    from toolgym.commands._cli import emit_json, ticking
+    from toolgym.commands._cli import emit_json, show_progress, ticking
 
     client = docker_client(timeout_s=600)
     out = sys.stderr if args.json else sys.stdout
     try:
         before = _image_id(client, args.tag)
-        with ticking("build-image", disable=args.no_progress):
+        with ticking("build-image", disable=not show_progress(args)):
             build_sandbox_image(client, tag=args.tag, base=args.base, force=args.force,
                                 say=lambda m: print(f"build-image: {m}", file=out, flush=True))
         after = _image_id(client, args.tag)

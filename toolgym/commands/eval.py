@@ -54,6 +54,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seeds resets and the random policy (default: %(default)s)")
     p.add_argument("--json", action="store_true",
                    help="write the summary (one row per question type) as one JSON document instead of the table")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(run=run)
 
 
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         from toolgym.client._core import resolve_base_url
         from toolgym.commands._cli import error_exit
 
-        return error_exit("eval", exc, resolve_base_url(args.base_url))
+        return error_exit("eval", exc, resolve_base_url(args.base_url), as_json=args.json)
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -118,7 +119,9 @@ async def _run(args: argparse.Namespace) -> int:
         else:
             policy = ev.ModelPolicy(args.model_url, args.model, os.environ.get("TOOLGYM_MODEL_API_KEY"),
                                     temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed)
-        bar = _progress(len(tasks), f"{args.policy} on {args.split}")
+        from toolgym.commands._cli import Progress, show_progress
+
+        bar = Progress(len(tasks), f"{args.policy} on {args.split}", "ep", disable=not show_progress(args))
         started = time.perf_counter()
         tally = {"scored": 0, "f1": 0.0, "errors": 0}
 
@@ -126,22 +129,18 @@ async def _run(args: argparse.Namespace) -> int:
             if out is not None:
                 out.write(json.dumps(result.to_json(policy.name), ensure_ascii=False) + "\n")
                 out.flush()
-            if bar is not None:
-                if result.error is None:
-                    tally["scored"] += 1
-                    tally["f1"] += float(result.metrics.get("solve_f1", 0.0))
-                else:
-                    tally["errors"] += 1
-                bar.set_postfix(f1=f"{tally['f1'] / max(1, tally['scored']):.3f}", errors=tally["errors"],
-                                refresh=False)
-                bar.update(1)
+            if result.error is None:
+                tally["scored"] += 1
+                tally["f1"] += float(result.metrics.get("solve_f1", 0.0))
+            else:
+                tally["errors"] += 1
+            bar.update(1, f1=f"{tally['f1'] / max(1, tally['scored']):.3f}", errors=tally["errors"])
 
         try:
             results = await ev.evaluate(client, args.env, tasks, policy, concurrency=args.concurrency,
                                         seed=args.seed, max_turns=max_turns, on_result=done)
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
             if out is not None:
                 out.close()
             if isinstance(policy, ev.ModelPolicy):
@@ -165,10 +164,3 @@ async def _run(args: argparse.Namespace) -> int:
         return 1
     return 0
 
-
-def _progress(total: int, desc: str) -> Any:
-    try:
-        from tqdm import tqdm
-    except ImportError:  # tqdm comes with the [server] extra; the bare client runs without a bar
-        return None
-    return tqdm(total=total, desc=desc, unit="ep", file=sys.stderr, dynamic_ncols=True)

@@ -6,12 +6,14 @@
 ``--format jsonl`` (the default) writes one JSON line per episode: its state as
 ``GET /v1/episodes/{id}`` returns it (ids, split, seed, options, status, reason, ``turn``,
 ``total_reward``, the ``reset`` observation, and ``steps``: per turn the action, observation,
-reward, terminated, truncated and info). ``--out -`` writes the lines to stdout.
+reward, terminated, truncated and info, and ``sample``, the token ids and log-probabilities the
+policy sent with the step, when it sent them). ``--out -`` writes the lines to stdout.
 
 ``--format hf`` writes a folder the Hugging Face ``datasets`` library loads as it is,
 ``datasets.load_dataset("my-dataset")``: ``data/<split>.jsonl`` (one file per task split) and a
 ``README.md`` dataset card whose YAML header names the files and the features. Its columns
-are flat and typed (ids, ``rewards`` per step, ``step_status``, ``total_reward`` ...); the
+are flat and typed (ids, ``rewards`` per step, ``step_status``, ``total_reward``, the sampled
+``token_ids`` and ``logprobs`` per step ...); the
 parts whose shape varies by env family (the chat ``messages`` with the actions as assistant
 turns, ``tools``, ``steps``, ``options``, final ``metrics``) are JSON strings, so every file
 has one schema (``json.loads`` them back).
@@ -46,7 +48,7 @@ HF_FEATURES: tuple[tuple[str, str], ...] = (
     ("seed", "int64"), ("status", "string"), ("reason", "string"), ("turns", "int64"),
     ("total_reward", "float64"), ("rewards", "list:float64"), ("step_status", "list:string"),
     ("messages", "string"), ("tools", "string"), ("steps", "string"), ("options", "string"),
-    ("metrics", "string"),
+    ("metrics", "string"), ("token_ids", "list:list:int64"), ("logprobs", "list:list:float64"),
 )
 """The ``hf`` layout's columns and their ``datasets`` types (``list:T`` is a list of T)."""
 
@@ -68,6 +70,8 @@ _FEATURE_DOCS = {
     "steps": "JSON: the raw steps (action, observation, reward, terminated, truncated, info)",
     "options": "JSON: the reset options",
     "metrics": "JSON: the last step's info.metrics (e.g. solve_f1)",
+    "token_ids": "per step, the token ids the policy sent with it (`sample.token_ids`; null for a step without)",
+    "logprobs": "per step, their sampling log-probabilities (`sample.logprobs`; null when not sent)",
 }
 
 
@@ -134,10 +138,14 @@ def hf_row(state: dict[str, Any]) -> dict[str, Any]:
         "steps": json.dumps(steps, ensure_ascii=False),
         "options": json.dumps(state.get("options") or {}, ensure_ascii=False),
         "metrics": json.dumps(last_info.get("metrics") or {}, ensure_ascii=False),
+        "token_ids": [(s.get("sample") or {}).get("token_ids") for s in steps],
+        "logprobs": [(s.get("sample") or {}).get("logprobs") for s in steps],
     }
 
 
 def _yaml_feature(name: str, kind: str) -> str:
+    if kind.startswith("list:list:"):
+        return f"  - name: {name}\n    list:\n      list: {kind[10:]}"
     if kind.startswith("list:"):
         return f"  - name: {name}\n    list: {kind[5:]}"
     return f"  - name: {name}\n    dtype: {kind}"
@@ -235,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
                 if args.json:
                     _cli.emit_json({"out": None, "format": args.format, "episodes": 0, "envs": {}, "splits": {}})
                 return _cli.EXIT_ERROR
-            with _cli.Progress(len(summaries), "export", "ep", disable=args.no_progress) as bar:
+            with _cli.Progress(len(summaries), "export", "ep", disable=not _cli.show_progress(args)) as bar:
                 def states() -> Iterator[dict[str, Any]]:
                     for summary in summaries:
                         yield client.episode(summary["episode_id"])

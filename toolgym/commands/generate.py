@@ -14,9 +14,10 @@ parallel), and a task that fails there is dropped and replaced. With ``--llm-bas
 LLM drives the stages (``toolgym.taskgen.llm``) and the sandbox check is mandatory,
 since the model's code must never run in this process.
 
-A progress bar goes to stderr; at the end the command prints the rate, the rejections by
-reason and the table of question types x scaling operations (to stdout, or stderr when the
-records go to stdout). The output file is written whole or not at all.
+A progress bar goes to stderr when it is a terminal; at the end the command prints the rate,
+the rejections by reason and the table of question types x scaling operations (to stdout, or
+stderr when the records go to stdout or ``--json`` is given: then stdout carries one JSON
+document, the same summary). The output file is written whole or not at all.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from typing import IO, Any
+
+from toolgym.commands._cli import Progress, emit_json, show_progress
 
 __all__ = ["add_parser", "run"]
 
@@ -53,7 +56,10 @@ def add_parser(sub: Any) -> None:
                         "(default: none; auto, and never none, with --llm-base-url)")
     p.add_argument("--sandboxes", type=int, default=2, help="sandboxes verifying in parallel (default 2)")
     p.add_argument("--sandbox-image", default="toolgym-sandbox:latest", help="image of docker sandboxes")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--json", action="store_true",
+                   help="write the summary (written, splits, rejections, rate) as one JSON document to stdout;"
+                        " the table goes to stderr")
     llm = p.add_argument_group("LLM-driven stages (any OpenAI-compatible endpoint; key from TOOLGYM_LLM_API_KEY)")
     llm.add_argument("--llm-base-url", default=None, help="e.g. http://127.0.0.1:8001/v1")
     llm.add_argument("--llm-model", default=None, help="model name the endpoint serves")
@@ -191,15 +197,6 @@ def _verified(source: Iterator[dict[str, Any]], count: int, sandboxes: _Sandboxe
 
 # --- output ---------------------------------------------------------------------------------
 
-def _progress_bar(count: int, disabled: bool) -> Any:
-    try:
-        from tqdm import tqdm
-    except ImportError:  # tqdm comes with the [server] extra
-        return None
-    return tqdm(total=count, unit="task", file=sys.stderr, disable=disabled, dynamic_ncols=True,
-                mininterval=0.25, desc="generate")
-
-
 def _rejections(counts: dict[str, int], attempted: int) -> list[str]:
     total = sum(counts.values())
     share = f" ({100 * total / attempted:.1f}% of attempts)" if attempted else ""
@@ -229,12 +226,14 @@ def run(args: argparse.Namespace) -> int:
                      "process, docker or auto (the default with --llm-base-url)")
     if use_llm and args.llm_workers < 1:
         return _fail("--llm-workers must be at least 1")
+    if args.json and args.out == "-":
+        return _fail("--out - writes the tasks to stdout: it does not go with --json (write them to a file)")
 
     started = time.perf_counter()
     final = args.out
     temp = None if final == "-" else f"{final}.partial"
     sandboxes: _Sandboxes | None = None
-    bar = None
+    bar: Progress | None = None
     try:
         if verify != "none":
             try:
@@ -243,9 +242,9 @@ def run(args: argparse.Namespace) -> int:
                 return _fail(f"no sandbox backend for --verify-sandbox {verify}: {exc}", 1)
         out: IO[str] = (sys.stdout if temp is None
                         else open(temp, "w", encoding="utf-8", newline="\n"))
-        bar = _progress_bar(args.count, args.no_progress)
+        bar = Progress(args.count, "generate", "task", disable=not show_progress(args))
         try:
-            summary = _write(args, use_llm, sandboxes, out, bar, started)
+            summary, document = _write(args, use_llm, sandboxes, out, bar, started)
         finally:
             if out is not sys.stdout:
                 out.close()
@@ -265,7 +264,9 @@ def run(args: argparse.Namespace) -> int:
             sandboxes.close()
         if temp is not None and os.path.exists(temp):
             os.remove(temp)
-    print("\n".join(summary), file=sys.stderr if final == "-" else sys.stdout)
+    print("\n".join(summary), file=sys.stderr if final == "-" or args.json else sys.stdout)
+    if args.json:
+        emit_json(document)
     return 0
 
 
@@ -274,8 +275,8 @@ class _RunFailed(Exception):
 
 
 def _write(args: argparse.Namespace, use_llm: bool, sandboxes: _Sandboxes | None, out: IO[str],
-           bar: Any, started: float) -> list[str]:
-    """Generate, verify and write; returns the summary lines.
+           bar: Progress, started: float) -> tuple[list[str], dict[str, Any]]:
+    """Generate, verify and write; returns the summary lines and the same summary as a JSON document.
 
     The rate counts from ``started``, sandbox start-up included.
     """
@@ -301,8 +302,7 @@ def _write(args: argparse.Namespace, use_llm: bool, sandboxes: _Sandboxes | None
             splits[line["split"]] += 1
             out.write(json.dumps(line, ensure_ascii=False) + "\n")
             written += 1
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
 
     if use_llm:
         from toolgym.taskgen.llm import ChatClient, LLMConfig, LLMError, LLMReport, generate_with_llm
@@ -352,4 +352,12 @@ def _write(args: argparse.Namespace, use_llm: bool, sandboxes: _Sandboxes | None
         for code, n in sorted(tally["rejected"].items()):
             lines.append(f"  {code:<28} {n}   e.g. {tally['examples'][code][:160]}")
     lines += ["question types x scaling operations:", str(stats(rows))]
-    return lines
+    document: dict[str, Any] = {
+        "out": None if args.out == "-" else args.out, "kind": kind, "seed": args.seed, "written": written,
+        "elapsed_s": round(elapsed, 3), "splits": {s: splits[s] for s in SPLITS},
+        "attempted": report.attempted, "rejected": dict(sorted(report.rejected.items())),
+        "sandbox": None if sandboxes is None else {
+            "backend": sandboxes.backend.name, "isolated": sandboxes.backend.isolated, "tasks": tally["tasks"],
+            "calls": tally["calls"], "rejected": dict(sorted(tally["rejected"].items()))},
+    }
+    return lines, document

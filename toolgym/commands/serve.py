@@ -1,9 +1,14 @@
-"""``toolgym serve``: run the server (Docker sandboxes whenever an engine is reachable)."""
+"""``toolgym serve``: run the server (Docker sandboxes whenever an engine is reachable).
+
+The log goes to stderr; with ``--json`` stdout carries one JSON line once the port is bound
+(``base_url``, ``host``, ``port``, the ``backend`` asked for, ``pid``), and nothing else.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -39,6 +44,9 @@ def add_parser(sub: Any) -> None:
                    help="HTTP requests in flight at most; beyond it 503 overloaded at once (default 1024)")
     p.add_argument("--image", dest="sandbox_image", default=None, help="sandbox image")
     p.add_argument("--log-level", default="info", help="debug, info, warning or error (default info)")
+    p.add_argument("--json", action="store_true",
+                   help='once the port is bound, write {"base_url", "host", "port", "backend", "pid"} as one JSON'
+                        " line to stdout (the log goes to stderr), so a script learns where to connect")
     p.set_defaults(run=run)
 
 
@@ -107,8 +115,15 @@ def run(args: argparse.Namespace) -> int:
               " (is another server running there?); nothing was started or removed", file=sys.stderr)
         return 1
     try:
+        if args.json:
+            from toolgym.commands._cli import emit_json
+
+            host, port = sock.getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            emit_json({"base_url": f"http://{shown}:{port}", "host": host, "port": port,
+                       "backend": settings.backend, "pid": os.getpid()})
         if settings.backend in ("auto", "docker") and docker_reachable():
-            ensure_image(settings.sandbox_image)
+            ensure_image(settings.sandbox_image, say=lambda m: print(m, file=sys.stderr))
         app = create_app(settings)
         _reload_keys_on_sighup(app.state.auth)
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level.lower(),
