@@ -51,6 +51,7 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from toolgym._version import __version__
 from toolgym.errors import (
@@ -178,10 +179,37 @@ episode (reward in `structuredContent` and `_meta["toolgym/step"]`). Send `Accep
 text/event-stream` and `Authorization: Bearer <key>`; see docs/mcp.md."""
 
 
+_ID = {"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "null"}]}
+_RPC_REQUEST = {
+    "type": "object", "required": ["jsonrpc", "method"],
+    "properties": {"jsonrpc": {"const": "2.0"}, "id": _ID, "method": {"type": "string"},
+                   "params": {"type": "object"}},
+}
+_RPC_ANSWER = {
+    "type": "object", "required": ["jsonrpc", "id"],
+    "properties": {"jsonrpc": {"const": "2.0"}, "id": _ID, "result": {"type": "object"},
+                   "error": {"type": "object", "required": ["code", "message"],
+                             "properties": {"code": {"type": "integer"}, "message": {"type": "string"}, "data": {}}}},
+}
+_OPENAPI = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "anyOf": [_RPC_REQUEST, {"type": "array", "items": _RPC_REQUEST, "minItems": 1}]}}}},
+}
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The JSON-RPC answer(s), as JSON or as one SSE event (per the Accept header).",
+          "content": {"application/json": {"schema": {"anyOf": [_RPC_ANSWER, {"type": "array", "items": _RPC_ANSWER}]}},
+                      "text/event-stream": {"schema": {"type": "string"}}}},
+    202: {"description": "Only notifications or responses were sent: nothing to answer."},
+    "default": {"description": "A JSON-RPC error with the HTTP status of its ToolGym error (data.status, data.error),"
+                               " or ToolGym's error body for a request refused before it is read (401, 413, 415).",
+                "content": {"application/json": {"schema": {"anyOf": [
+                    _RPC_ANSWER, {"type": "array", "items": _RPC_ANSWER},
+                    {"$ref": "#/components/schemas/ErrorResponse"}]}}}},
+}
+
+
 @router.post(_MCP, summary="MCP (streamable HTTP): the episode's tools; each call is a step",
-             description=_DESCRIPTION, response_class=JSONResponse,
-             responses={200: {"content": {"application/json": {}, "text/event-stream": {}}},
-                        202: {"description": "Only notifications or responses were sent."}})
+             description=_DESCRIPTION, response_class=JSONResponse, responses=_RESPONSES, openapi_extra=_OPENAPI)
 async def mcp_post(episode_id: str, request: Request, manager: ManagerDep, owner: OwnerDep,
                    settings: SettingsDep) -> Response:
     """Answer one JSON-RPC message (or a batch) for the episode's MCP session."""
@@ -218,7 +246,8 @@ async def mcp_post(episode_id: str, request: Request, manager: ManagerDep, owner
             responses={405: {"description": "This MCP server sends nothing unasked; POST requests."}})
 async def mcp_get(episode_id: str, owner: OwnerDep) -> Response:
     """Refuse the optional server-to-client SSE stream: this server never sends anything unasked."""
-    return Response(status_code=405, headers={"Allow": "POST, DELETE"})
+    raise StarletteHTTPException(405, "this MCP server has no server-to-client stream; POST requests (DELETE ends"
+                                      " a session)")
 
 
 @router.delete(_MCP, status_code=204, summary="MCP: end a session (the episode stays open)")
@@ -288,8 +317,13 @@ class _Call:
         if "id" not in message or method is None:
             return None, 202  # a notification (initialized, cancelled) or a response: nothing to answer
         request_id = message["id"]
+        if isinstance(request_id, bool) or not isinstance(request_id, str | int):
+            error = {"code": INVALID_REQUEST, "message": "a request id is a string or an integer"}
+            return {"jsonrpc": "2.0", "id": None, "error": error}, 400
         try:
-            params = message.get("params") or {}
+            params = message.get("params", {})
+            if params is None:
+                params = {}
             if not isinstance(params, dict):
                 raise ValidationFailed("params must be an object")
             result = await self._dispatch(str(method), params)
