@@ -19,12 +19,14 @@ from toolgym.server.models import StepResponse
 
 __all__ = [
     "CODE_TOOL_ENVS", "INVALID_PARAMS", "INVALID_REQUEST", "METHOD_NOT_FOUND", "OPENAPI_REQUEST", "OPENAPI_RESPONSES",
-    "PARSE_ERROR", "PROTOCOL_VERSIONS", "SERVER_ERROR", "SESSION_HEADER", "McpSessions", "tool_result", "tools_of",
+    "PARSE_ERROR", "PROTOCOL_VERSIONS", "SERVER_ERROR", "SESSION_HEADER", "VERSION_HEADER", "McpSessions",
+    "tool_result", "tools_of",
 ]
 
 PROTOCOL_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 """The handshake revisions served; ``initialize`` echoes the client's when it is one of them, else the last."""
 SESSION_HEADER = "Mcp-Session-Id"
+VERSION_HEADER = "MCP-Protocol-Version"
 MAX_SESSIONS = 10_000
 """Sessions remembered at once; past it the oldest is forgotten (its client gets 404 and re-initializes)."""
 CODE_TOOL_ENVS = frozenset({"toolgym/CodeMath-v0"})

@@ -15,7 +15,8 @@ episode and the key that opened it, later requests may carry it (an unknown or e
 a 404, so the client opens a new one), and DELETE ends it (the episode stays open: it ends
 as episodes do). A request without a session id is served too (stateless), so ``curl`` can
 call a tool. There is no server-to-client stream: GET is 405. An ``Origin`` header whose
-host is not the ``Host`` the request reached is refused (403), against DNS rebinding.
+host is not the ``Host`` the request reached is refused (403), against DNS rebinding, and so
+is an ``MCP-Protocol-Version`` header naming a revision not served (400).
 
 Methods: ``initialize``, ``notifications/initialized``, ``ping``, ``tools/list`` and
 ``tools/call``. The tools are the episode's: ToolUse shows its task's tools and FunctionCall
@@ -74,6 +75,7 @@ from toolgym.server.routes._mcp_wire import (
     PROTOCOL_VERSIONS,
     SERVER_ERROR,
     SESSION_HEADER,
+    VERSION_HEADER,
     McpSessions,
     tool_result,
     tools_of,
@@ -123,6 +125,10 @@ async def mcp_post(episode_id: str, request: Request, manager: ManagerDep, owner
     if not _same_origin(request):
         return _rpc_response(request, None, _RpcError(INVALID_REQUEST, "the Origin of this request is not this"
                                                       " server (MCP's DNS rebinding guard)", 403))
+    version = request.headers.get(VERSION_HEADER)
+    if version is not None and version not in PROTOCOL_VERSIONS:
+        return _rpc_response(request, None, _RpcError(INVALID_REQUEST, f"unsupported {VERSION_HEADER} {version!r};"
+                                                      f" this server speaks {', '.join(PROTOCOL_VERSIONS)}"))
     sessions = _sessions(request)
     session_id = request.headers.get(SESSION_HEADER)
     if session_id is not None and sessions.get(session_id, owner, episode_id) is None:

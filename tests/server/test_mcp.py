@@ -169,6 +169,10 @@ def test_errors_carry_the_right_http_status(server: Any, api: Any) -> None:
     assert httpx.get(f"{server.base_url}/v1/episodes/{episode_id}/mcp", headers=BEARER).status_code == 405
     foreign = rpc(server, episode_id, "ping", headers={"Origin": "http://evil.example"})
     assert foreign.status_code == 403
+    own = server.base_url.replace("http://", "")
+    assert rpc(server, episode_id, "ping", headers={"Origin": f"http://{own}"}).status_code == 200
+    future = rpc(server, episode_id, "ping", headers={"MCP-Protocol-Version": "1999-01-01"})
+    assert future.status_code == 400 and "2025-11-25" in future.json()["error"]["message"]
     assert api.get(f"/v1/episodes/{episode_id}").json()["turn"] == 0, "no failed request played a step"
 
 
