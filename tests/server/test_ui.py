@@ -78,6 +78,8 @@ def test_cookie_auth_reads_but_never_writes(server: Any, played: dict[str, str])
     delete = httpx.delete(f"{base}/v1/episodes/{played['live']}", cookies=jar)
     assert delete.status_code == 401
     assert httpx.get(f"{base}/v1/episodes", cookies={"toolgym_key": OTHER}).json()["total"] == 0
+    both = httpx.get(f"{base}/v1/episodes", cookies=jar, headers={"Authorization": f"Bearer {OTHER}"})
+    assert both.json()["total"] == 0, "the header wins over the cookie"
     assert httpx.get(f"{base}/v1/episodes", cookies={"toolgym_key": "nope"}).status_code == 401
     assert httpx.get(f"{base}/ui/static/app.js").headers["content-type"].startswith("text/javascript")
     assert httpx.get(f"{base}/ui/static/../app.py").status_code == 404
