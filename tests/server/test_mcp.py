@@ -158,6 +158,8 @@ def test_errors_carry_the_right_http_status(server: Any, api: Any) -> None:
 
     bad_params = rpc(server, episode_id, "tools/call", {"name": "get_city_info", "arguments": "Varnholt"})
     assert bad_params.status_code == 422 and bad_params.json()["error"]["code"] == -32602
+    bad_meta = rpc(server, episode_id, "tools/call", {"name": "get_city_info", "arguments": {}, "_meta": [1]})
+    assert bad_meta.status_code == 422 and bad_meta.json()["error"]["code"] == -32602
     method = rpc(server, episode_id, "resources/list")
     assert method.status_code == 404 and method.json()["error"]["code"] == -32601
     ahead = rpc(server, episode_id, "tools/call", {"name": "get_city_info", "arguments": {"city": "Varnholt"},
