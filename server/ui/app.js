@@ -51,7 +51,7 @@ async function api(path) {
 // --- the home page: episodes and plots -------------------------------------------------------------
 let plotChoice = { env: "", task: "" };
 
-async function home(app) {
+async function home(app, stale) {
   const [live, first] = await Promise.all([api("/v1/episodes?status=live&limit=200"), api("/v1/episodes?limit=1")]);
   const offset = Math.max(0, first.total - 50);
   const [recent, timeline] = await Promise.all([api(`/v1/episodes?offset=${offset}&limit=50`),
@@ -64,7 +64,7 @@ async function home(app) {
     episodeTable(recent.episodes.slice().reverse(), "No episode yet."),
     h("h2", {}, "Reward and pass rate over time"),
     plots(timeline.points));
-  app.replaceChildren(page);
+  if (!stale()) app.replaceChildren(page);
 }
 
 function episodeTable(episodes, empty) {
@@ -177,8 +177,9 @@ function taskTable(points) {
 // --- one episode, replayed turn by turn ------------------------------------------------------------
 const replay = { id: null, cursor: 0, state: null };
 
-async function episode(app, id) {
+async function episode(app, id, stale) {
   const state = await api(`/v1/episodes/${encodeURIComponent(id)}`);
+  if (stale()) return;
   const n = state.steps.length;
   if (replay.id !== id) Object.assign(replay, { id, cursor: 0 });
   else if (replay.state && replay.cursor === replay.state.steps.length) replay.cursor = n; // follow a live one
@@ -252,26 +253,29 @@ function stepCard(st) {
 }
 
 // --- routing, refresh, login -----------------------------------------------------------------------
-let busy = false;
+let busy = 0; // renders in flight: the periodic refresh waits for none
 
 async function render() {
+  // A render whose page was left while it loaded (the hash changed) draws nothing.
   const app = document.getElementById("app");
-  if (!app || busy) return;
-  busy = true;
+  const want = location.hash;
+  const stale = () => location.hash !== want;
+  busy += 1;
   try {
-    const m = location.hash.match(/^#\/episode\/(.+)$/);
-    if (m) await episode(app, decodeURIComponent(m[1]));
-    else await home(app);
+    const m = want.match(/^#\/episode\/(.+)$/);
+    if (m) await episode(app, decodeURIComponent(m[1]), stale);
+    else await home(app, stale);
     document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
   } catch (e) {
-    app.replaceChildren(h("p", { class: "error" }, `Could not load: ${e.message}`));
+    if (!stale()) app.replaceChildren(h("p", { class: "error" }, `Could not load: ${e.message}`));
   } finally {
-    busy = false;
+    busy -= 1;
   }
 }
 
 function live() {
   // Re-read what can change: the home page, and an episode still live (a replay stays where it is).
+  if (busy) return;
   if (document.getElementById("home") || (replay.state && replay.state.status === "live" && location.hash)) render();
 }
 

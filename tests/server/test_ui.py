@@ -134,6 +134,9 @@ def test_the_viewer_in_headless_chromium(server: Any, played: dict[str, str], tm
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.set_default_timeout(15_000)
+            problems: list[str] = []  # script errors, CSP refusals, failed loads
+            page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+            page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
             page.goto(f"{server.base_url}/ui")
             assert page.url.endswith("/ui/login")
             page.fill("#key", "wrong")
@@ -179,6 +182,9 @@ def test_the_viewer_in_headless_chromium(server: Any, played: dict[str, str], tm
             page.click("#prev")
             expect(page.locator("#position")).to_have_text("Turn 1 of 2")
             page.click("#last")
+
+            wrong_key = [p for p in problems if "401" in p]
+            assert len(wrong_key) <= 1 and problems == wrong_key, problems  # only the refused login's 401
 
             shot = tmp_path / "viewer-replay.png"
             page.screenshot(path=str(shot), full_page=True)
