@@ -63,6 +63,7 @@ def test_cookie_auth_reads_but_never_writes(server: Any, played: dict[str, str])
     base = server.base_url
     bare = httpx.get(f"{base}/ui", follow_redirects=False)
     assert bare.status_code == 303 and bare.headers["location"] == "/ui/login"
+    assert httpx.get(f"{base}/ui", headers=BEARER).status_code == 200, "the header opens the viewer as it opens the API"
     assert httpx.post(f"{base}/ui/login", json={"key": "wrong"}).status_code == 401
     login = httpx.post(f"{base}/ui/login", json={"key": KEY})
     assert login.status_code == 204
