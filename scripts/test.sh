@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine with only Python: installs everything, makes a
-# Docker engine reachable (installing Debian's docker.io when root and none answers), builds
+# Docker engine reachable (installing Debian's docker.io when root and none answers) and
+# Debian's chromium (for the viewer's browser test), builds
 # the sandbox image only if it is missing or stale (`toolgym build-image` compares a content
 # hash and returns at once when the image is current), lints, and runs pytest (Docker tests
 # included), listing the 15 slowest tests.
@@ -21,6 +22,15 @@ if ! bash scripts/ensure-docker.sh; then
   echo "test.sh: no Docker engine; Docker tests will be skipped (they never are under CI=true)" >&2
 else
   .venv/bin/toolgym build-image
+fi
+
+# Debian's chromium, for the viewer's browser test (tests/server/test_ui.py); Playwright drives it.
+if ! bash scripts/ensure-chromium.sh; then
+  if [ "${CI:-}" = "true" ]; then
+    echo "test.sh: CI=true needs chromium for the viewer test; it could not be installed" >&2
+    exit 1
+  fi
+  echo "test.sh: no chromium; the viewer's browser test will be skipped (never under CI=true)" >&2
 fi
 
 .venv/bin/ruff check .

@@ -31,7 +31,7 @@ from toolgym.server.instance import claim_instance
 from toolgym.server.judge import build_judge
 from toolgym.server.limits import ConcurrencyLimit, ContentTypeGuard, RateLimiter
 from toolgym.server.metrics import Metrics
-from toolgym.server.routes import batch, dataloop, envs, episodes, health, openenv, ws
+from toolgym.server.routes import batch, dataloop, envs, episodes, health, mcp, openenv, ui, ws
 from toolgym.server.sandbox.base import SandboxBackend
 from toolgym.server.sandbox.pool import SandboxPool
 from toolgym.server.settings import Settings
@@ -147,4 +147,6 @@ def create_app(settings: Settings, *, backend: SandboxBackend | None = None) -> 
     app.include_router(dataloop.router)
     app.include_router(ws.router)
     app.include_router(openenv.router)
+    app.include_router(mcp.router)
+    app.include_router(ui.router)
     return app

@@ -9,6 +9,13 @@ request on; an added key works from then on.
 The authenticator keeps only SHA-256 digests of the keys, compares a presented key's digest
 with every configured digest in constant time (no early exit, so timing shows neither which
 key matched nor how much of one), and never logs a key.
+
+A browser (the viewer, ``/ui``) cannot send a header on a page load, so the same key may also
+come in the ``toolgym_key`` cookie that ``/ui/login`` sets (HttpOnly, SameSite=Strict). The
+cookie is honoured for reads only (GET and HEAD): every request that changes something still
+needs the ``Authorization`` header, which a forged cross-site request cannot carry, so the
+cookie opens no CSRF hole even where SameSite is not enforced. ``Authenticator.owner_of_request``
+is the one place that decides which credential counts.
 """
 
 from __future__ import annotations
@@ -23,9 +30,14 @@ from pathlib import Path
 
 from toolgym.errors import Unauthorized
 
-__all__ = ["ANONYMOUS", "Authenticator", "owner_id", "read_keys_file"]
+__all__ = ["ANONYMOUS", "COOKIE_NAME", "COOKIE_METHODS", "Authenticator", "owner_id", "read_keys_file"]
 
 ANONYMOUS = "anonymous"
+
+COOKIE_NAME = "toolgym_key"
+"""The cookie ``/ui/login`` sets: the API key itself, HttpOnly and SameSite=Strict."""
+COOKIE_METHODS = frozenset({"GET", "HEAD"})
+"""The only methods the cookie authenticates (reads): writes need the header (no CSRF)."""
 
 RECHECK_INTERVAL_S = 1.0
 """How often, at most, a request checks whether the keys file changed."""
@@ -167,3 +179,14 @@ class Authenticator:
         if not found:
             raise Unauthorized("unknown API key")
         return found
+
+    def owner_of_request(self, authorization: str | None, cookie: str | None, method: str) -> str:
+        """The owner id of a request: its ``Authorization`` header, else, on a read, its ``toolgym_key`` cookie.
+
+        The header wins when both are present, so a script's key is never replaced by a
+        browser's. A cookie on a POST, PUT, PATCH or DELETE is ignored (the request is then
+        as if it had no key: 401), which is the CSRF rule of the module doc.
+        """
+        if not authorization and cookie and method.upper() in COOKIE_METHODS:
+            authorization = f"Bearer {cookie}"
+        return self.owner(authorization)

@@ -1,8 +1,8 @@
 """Typed dependencies, so route signatures stay short.
 
-``OwnerDep`` is the gate of every authenticated route: it checks the key (``Authenticator``)
-and then takes a token of that key's rate bucket (``RateLimiter``), so no route can forget
-either.
+``OwnerDep`` is the gate of every authenticated route: it checks the key (``Authenticator``:
+the ``Authorization`` header, or the viewer's cookie on a read) and then takes a token of that
+key's rate bucket (``RateLimiter``), so no route can forget either.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from toolgym.server.auth import COOKIE_NAME
 from toolgym.server.episodes import EpisodeManager
 from toolgym.server.settings import Settings
 
@@ -38,7 +39,8 @@ def _owner(
 ) -> str:
     # The raw header is checked by our Authenticator (its errors are ours); the Security
     # parameter only declares the bearer scheme in the OpenAPI document.
-    owner: str = request.app.state.auth.owner(authorization)
+    owner: str = request.app.state.auth.owner_of_request(authorization, request.cookies.get(COOKIE_NAME),
+                                                         request.method)
     request.app.state.rate_limiter.take(owner)
     return owner
 

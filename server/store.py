@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MIGRATIONS", "EpisodeRow", "Outcome", "Store", "TaskStatsRow", "WriteOp"]
+__all__ = ["MIGRATIONS", "EpisodeRow", "Outcome", "Store", "TaskStatsRow", "TimelineRow", "WriteOp"]
 
 WriteOp = Callable[[sqlite3.Connection], Any]
 """One write: runs inside a transaction (and a savepoint) on the writer connection."""
@@ -116,6 +116,20 @@ class TaskStatsRow:
     mean_return: float
     successes: int
     mean_logprob: float | None
+
+
+@dataclass(frozen=True)
+class TimelineRow:
+    """One ended episode as a point in time (see ``Store.timeline``); ``success`` is None when it was not judged."""
+
+    episode_id: str
+    env_id: str
+    task_id: str
+    ended: float
+    total_reward: float
+    success: bool | None
+    status: str
+    reason: str | None
 
 
 class Store:
@@ -416,6 +430,25 @@ class Store:
                          successes=r[4] or 0, mean_logprob=r[5])
             for r in rows
         ]
+
+    def timeline(self, owner: str, *, env_id: str | None, limit: int) -> list[TimelineRow]:
+        """``owner``'s last ``limit`` ended episodes, oldest first: when each ended, its return and success.
+
+        For plots of reward and pass rate over time (the viewer); ``updated`` is the end time of
+        an ended episode, since nothing writes to it afterwards.
+        """
+        where, params = "owner=? AND status!='live'", [owner]
+        if env_id:
+            where += " AND env_id=?"
+            params.append(env_id)
+        rows = self._query(
+            "SELECT id, env_id, task_id, updated, total_reward, success, status, reason FROM"
+            " (SELECT rowid AS rid, * FROM episodes"
+            f" WHERE {where} ORDER BY updated DESC, rowid DESC LIMIT ?) ORDER BY updated, rid",
+            (*params, limit),
+        )
+        return [TimelineRow(episode_id=r[0], env_id=r[1], task_id=r[2], ended=r[3], total_reward=r[4],
+                            success=None if r[5] is None else bool(r[5]), status=r[6], reason=r[7]) for r in rows]
 
     # --- the data loop: retirement and task metadata -------------------------------------------
     def retire_tasks(self, env_id: str, task_ids: list[str], reason: str | None) -> list[str]:
