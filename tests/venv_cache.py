@@ -105,3 +105,28 @@ def _point_at_this_checkout(python: Path) -> None:
     if probe.returncode == 0 and Path(probe.stdout.strip()).resolve() == ROOT.resolve():
         return
     _pip(python, ["--no-deps", "-e", str(ROOT)], what=str(ROOT))
+
+
+OPENENV_VERSION = "0.10.0"
+
+EXTRA_REQUIREMENTS: dict[str, list[str]] = {"verifiers": ["uv>=0.5"]}
+"""Tools a trainer needs beside its extra: verifiers' local runtime runs its harness program with
+``uv`` and otherwise installs uv into ``~/.local`` itself; given in the venv (whose ``bin`` is on
+a script's PATH), it leaves the home directory alone."""
+
+
+def openenv_python() -> Path:
+    """The python of a cached venv holding OpenEnv's client (``openenv`` from PyPI).
+
+    ``openenv`` pins its own FastAPI, MCP and Gradio stack, so it cannot share the project's venv.
+    """
+    return cached_venv("openenv", [f"openenv=={OPENENV_VERSION}"])
+
+
+def toolgym_venv(extra: str) -> Path:
+    """The python of the cached venv holding this checkout as ``toolgym[extra]`` and nothing else.
+
+    A trainer adapter's test then exercises exactly what ``pip install 'toolgym[extra]'`` gives a
+    user, in a venv of its own (trainers pin stacks that clash with each other).
+    """
+    return cached_venv(extra, EXTRA_REQUIREMENTS.get(extra, []), toolgym_extras=extra)

@@ -1,4 +1,4 @@
-"""The cached venvs of the trainer adapters' tests, and a runner for their trainer-side scripts.
+"""A runner for the trainer adapters' scripts, each in its trainer's cached venv (tests/venv_cache.py).
 
 Each trainer gets ToolGym (this checkout, editable) with its own extra and nothing else, so the
 test exercises exactly what ``pip install toolgym[<extra>]`` gives a user.
@@ -13,26 +13,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from venv_cache import cached_venv
+from venv_cache import toolgym_venv
 
 SCRIPTS = Path(__file__).with_name("scripts")
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
-EXTRA_REQUIREMENTS = {"verifiers": ["uv>=0.5"]}
-"""Tools a trainer needs beside its extra: verifiers' local runtime runs its harness program with
-``uv`` and otherwise installs uv into ``~/.local`` itself; given in the venv (whose ``bin`` is on
-the script's PATH), it leaves the home directory alone."""
-
-
-def trainer_python(extra: str) -> Path:
-    """The python of the cached venv holding ``toolgym[extra]`` (built on first use)."""
-    return cached_venv(extra, EXTRA_REQUIREMENTS.get(extra, []), toolgym_extras=extra)
-
-
 def run_in_venv(extra: str, script: Path, *args: str, env: Mapping[str, str] | None = None,
                 timeout_s: float = 300) -> str:
     """Run ``script`` with the trainer venv's python (its ``bin`` first on PATH); return its stdout."""
-    python = trainer_python(extra)
+    python = toolgym_venv(extra)
     environ = {**os.environ, **(env or {}), "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     done = subprocess.run([str(python), str(script), *args], capture_output=True, text=True,
                           timeout=timeout_s, env=environ)

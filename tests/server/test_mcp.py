@@ -127,7 +127,7 @@ async def test_codemath_gets_a_python_tool(server: Any, api: Any) -> None:
 def test_the_docs_example_runs_as_written(server: Any) -> None:
     code = re.search(r"```python\n(.*?)```", DOCS.read_text(encoding="utf-8"), re.DOTALL)
     assert code is not None
-    env = {**os.environ, "TOOLGYM_URL": server.base_url, "TOOLGYM_API_KEY": KEY}
+    env = {**os.environ, "TOOLGYM_BASE_URL": server.base_url, "TOOLGYM_API_KEY": KEY}
     done = subprocess.run([sys.executable, "-c", code.group(1)], capture_output=True, text=True, timeout=120,
                           env=env, check=False)
     assert done.returncode == 0, done.stderr[-3000:]

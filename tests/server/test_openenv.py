@@ -1,7 +1,7 @@
 """The OpenEnv endpoint ``/openenv/{env_name}`` against a live server on loopback (process backend).
 
 The first test runs OpenEnv's own client (``openenv`` from PyPI, in its cached virtualenv, see
-openenv_kit.py) on a FunctionCall and a ToolUse episode; the others write OpenEnv's HTTP requests
+tests/venv_cache.py) on a FunctionCall and a ToolUse episode; the others write OpenEnv's HTTP requests
 and WebSocket frames by hand, to check the wire contract, errors and episode ownership.
 """
 
@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
-from openenv_kit import openenv_python
 from server_kit import expect_error
+from venv_cache import openenv_python
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
