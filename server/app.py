@@ -35,7 +35,7 @@ from toolgym.server.routes import batch, dataloop, envs, episodes, health, mcp, 
 from toolgym.server.sandbox.base import SandboxBackend
 from toolgym.server.sandbox.pool import SandboxPool
 from toolgym.server.settings import Settings
-from toolgym.server.store import Store
+from toolgym.server.store import Store, open_store
 from toolgym.server.tasks import TaskRegistry
 
 __all__ = ["create_app"]
@@ -54,6 +54,21 @@ def _load_task_files(tasks: TaskRegistry, specs: tuple[str, ...]) -> None:
         if fresh:
             ids = tasks.register(env_id, fresh)
             log.info("loaded %d tasks for %s from %s", len(ids), env_id, path)
+
+
+def _open_store(db_path: str, replica: str) -> Store:
+    """The store of ``db_path``, with ``replica`` registered as live on it (closed again if that fails).
+
+    Registered before any episode of this replica is written, so no other replica on a shared
+    database ever sees one of them without a live holder.
+    """
+    store = open_store(db_path)
+    try:
+        store.register_replica(replica)
+    except BaseException:
+        store.close()
+        raise
+    return store
 
 
 def create_app(settings: Settings, *, backend: SandboxBackend | None = None) -> FastAPI:
@@ -83,7 +98,14 @@ def create_app(settings: Settings, *, backend: SandboxBackend | None = None) -> 
             if backend is None:
                 chosen.close()
             raise
-        store = Store(settings.db_path)
+        replica = secrets.token_hex(3)
+        try:
+            store = _open_store(settings.db_path, replica)
+        except BaseException:
+            instance_lock.release()
+            if backend is None:
+                chosen.close()
+            raise
         # A crashed run's live episodes stay live: each is rebuilt by replay on its next request
         # (EpisodeManager._held), so start-up stays fast and only episodes a client still plays
         # cost a sandbox. Those idle past idle_timeout_s are interrupted, here and by the reaper.
@@ -100,8 +122,6 @@ def create_app(settings: Settings, *, backend: SandboxBackend | None = None) -> 
         if retired:
             log.info("%d tasks are retired (no sampler draws them)", retired)
         metrics = Metrics()
-
-        replica = secrets.token_hex(3)
         pool = SandboxPool(chosen, settings.sandbox_spec, size=settings.warm_pool_size, replica=replica,
                            max_size=settings.warm_pool_max or None)
         manager = EpisodeManager(settings, families, tasks, pool, store, metrics, replica=replica)

@@ -56,6 +56,7 @@ from toolgym.errors import (
     SandboxError,
     ShuttingDown,
     TurnMismatch,
+    Unavailable,
     ValidationFailed,
 )
 from toolgym.server.episode_types import (
@@ -74,7 +75,7 @@ from toolgym.server.sandbox.base import Sandbox
 from toolgym.server.sandbox.pool import SandboxPool, new_episode_id
 from toolgym.server.sandbox.teardown import Teardown
 from toolgym.server.settings import Settings
-from toolgym.server.store import Store
+from toolgym.server.store import Claim, Store
 from toolgym.server.tasks import TaskRegistry
 from toolgym.server.writer import StoreWriter
 
@@ -261,6 +262,7 @@ class EpisodeManager:
                     seed=seed, options=live.options,
                     reset_result={"observation": live.reset_result.observation, "info": info},
                     parent_id=parent[0] if parent else None, parent_turn=parent[1] if parent else None,
+                    holder=self.replica,
                 ))
             except BaseException:
                 if sandbox is not None:
@@ -430,8 +432,11 @@ class EpisodeManager:
 
         A replay that parts from the record marks the episode ``interrupted`` (reason
         ``replay_diverged: ...``) and raises ``EpisodeFinished``; a failing sandbox raises a
-        retryable ``SandboxError``. None if the episode is no longer live.
+        retryable ``SandboxError``. None if the episode is no longer live. The episode is claimed
+        first (``_claim``): one that another live replica holds is never rebuilt here.
         """
+        if not await self._claim(episode_id):
+            return None
         done = await self._blocking(rebuild, self.store, self.tasks, self.pool, self.settings.max_output_chars,
                                     episode_id)
         if done is None:
@@ -448,6 +453,21 @@ class EpisodeManager:
         log.info("episode %s resumed at turn %d (%d steps replayed in %.2f s)", episode_id, live.turn,
                  done.steps, done.seconds)
         return live
+
+    async def _claim(self, episode_id: str) -> bool:
+        """Make this replica the holder of a stored live episode no live replica holds; False if it ended.
+
+        Raises:
+            Unavailable: another replica on the same database holds it and is alive (retryable:
+                send the request to that replica, or retry once it is gone).
+        """
+        claim: Claim = await self._writer.write(self.store.claim_op(episode_id, self.replica))
+        if claim.claimed or not claim.live:
+            return claim.claimed
+        raise Unavailable(
+            f"episode {episode_id} is live on replica {claim.holder or 'another replica'}, which shares this"
+            " server's database; send its requests to that replica", retry_after_s=2.0,
+        )
 
     async def _give_up(self, episode_id: str, reason: str) -> NoReturn:
         """Mark a crashed run's episode interrupted with ``reason``, and say so to the client (409)."""
@@ -482,7 +502,9 @@ class EpisodeManager:
             if row.status != "live" or episode_id in self._resuming:
                 return False
             # Left live by a crashed run and not resumed: nothing to rebuild just to close it
-            # (its old sandbox went with the start-up sweep).
+            # (its old sandbox went with the start-up sweep). Another live replica's is not ours to close.
+            if not await self._claim(episode_id):
+                return False
             await self._writer.write(self.store.finish_op(episode_id, "finished", reason))
             return True
         async with live.lock:

@@ -1,178 +1,130 @@
-"""Durable state in SQLite: registered tasks, and every episode's trajectory as it happens.
+"""Durable state: registered tasks, and every episode's trajectory as it happens.
 
 A step is written before its result is returned, so a crash or restart loses no completed
 step; finished episodes export as JSONL for training; per-task reward statistics come from
-the same rows. A PostgreSQL URL is the fleet upgrade path: this module is the only one that
-speaks SQL.
+the same rows. Two databases speak the same SQL here: SQLite (``SqliteStore``, a file, the
+default) and PostgreSQL (``PgStore``, a ``postgresql://`` URL, shared by several replicas);
+``open_store`` picks one from the ``db_path`` setting. This module holds what they share: every
+query (written once, with ``?`` placeholders that ``Tx`` turns into what the driver wants; the
+schema and row types are in ``store_sql``) and the group commit; the subclasses hold only
+connections and the liveness rule.
 
-Two connections to a file database: one writer, guarded by a lock (SQLite serializes writers
-anyway), and one reader, so a read never waits behind a write (WAL mode: readers see the last
-commit while a write is under way). ``synchronous=FULL``: a commit that has returned is on
-disk, not only in the OS cache, so "acknowledged" survives a power cut as well as a crash.
-The fsync this costs (~1 ms here) is paid once per group, not per step: the episode writes
-(``episode_op``, ``step_op``, ``finish_op``) are operations that ``commit_group`` runs many at
-a time in one transaction (see ``toolgym.server.writer``), each in its own savepoint so one
-failing write never undoes its neighbours. The plain methods (``add_step`` ...) run one
-operation in its own transaction, for callers that write one thing at a time.
+Writes run on one writer connection, guarded by a lock; reads on another, so a read never
+waits behind a write. The episode writes (``episode_op``, ``step_op``, ``finish_op``,
+``claim_op``) are operations that ``commit_group`` runs many at a time in one transaction (see
+``toolgym.server.writer``), each in its own savepoint so one failing write never undoes its
+neighbours, and commits once: a commit that has returned is on disk, so the fsync it costs is
+paid once per group, not per step. The plain methods (``add_step`` ...) run one operation in
+its own transaction, for callers that write one thing at a time.
 
-Size: a little over 400 lines, because it is the one module that speaks SQL (schema, writes,
-reads and statistics); splitting it would spread the schema over several files.
+Episode ownership across replicas: each episode row names its ``holder``, the replica (server
+process) that plays it. A replica is alive while it holds its liveness lock (``register_replica``:
+on PostgreSQL a session lock the database drops when the process dies, however it dies; a SQLite
+file counts only this process's replica as alive). A replica resumes (``claim_op``) or interrupts
+(``interrupt_live``) only episodes whose holder is not alive, so replicas sharing a database never
+take each other's live episodes.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
 
-__all__ = ["MIGRATIONS", "EpisodeRow", "Outcome", "Store", "TaskStatsRow", "TimelineRow", "WriteOp"]
-
-WriteOp = Callable[[sqlite3.Connection], Any]
-"""One write: runs inside a transaction (and a savepoint) on the writer connection."""
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What one operation of a group commit gave: its value, or the error that undid it."""
-
-    value: Any = None
-    error: BaseException | None = None
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS tasks (
-    env_id TEXT NOT NULL, id TEXT NOT NULL, split TEXT NOT NULL,
-    record TEXT NOT NULL, metadata TEXT NOT NULL, created REAL NOT NULL,
-    PRIMARY KEY (env_id, id)
-);
-CREATE TABLE IF NOT EXISTS episodes (
-    id TEXT PRIMARY KEY, owner TEXT NOT NULL, env_id TEXT NOT NULL, task_id TEXT NOT NULL,
-    split TEXT NOT NULL, seed INTEGER, options TEXT NOT NULL, status TEXT NOT NULL,
-    reason TEXT, turn INTEGER NOT NULL DEFAULT 0, total_reward REAL NOT NULL DEFAULT 0,
-    success INTEGER, reset_result TEXT NOT NULL, parent_id TEXT, parent_turn INTEGER,
-    created REAL NOT NULL, updated REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS episodes_owner ON episodes (owner, created);
-CREATE INDEX IF NOT EXISTS episodes_task ON episodes (env_id, task_id);
-CREATE INDEX IF NOT EXISTS episodes_status ON episodes (status, updated);
-CREATE TABLE IF NOT EXISTS steps (
-    episode_id TEXT NOT NULL, turn INTEGER NOT NULL, action TEXT NOT NULL,
-    result TEXT NOT NULL, mean_logprob REAL, idempotency_key TEXT, created REAL NOT NULL,
-    sample TEXT,
-    PRIMARY KEY (episode_id, turn)
-);
-CREATE TABLE IF NOT EXISTS retired_tasks (
-    env_id TEXT NOT NULL, task_id TEXT NOT NULL, reason TEXT, created REAL NOT NULL,
-    PRIMARY KEY (env_id, task_id)
-);
-"""
-
-MIGRATIONS = (
-    ("steps", "sample", "ALTER TABLE steps ADD COLUMN sample TEXT"),
+from toolgym.server.store_sql import (
+    COLS,
+    MIGRATIONS,
+    SCHEMA,
+    Claim,
+    EpisodeRow,
+    Outcome,
+    TaskStatsRow,
+    TimelineRow,
+    Tx,
+    WriteOp,
+    episode_row,
 )
-"""Columns added after a database file may have been made: (table, column, the statement that adds it).
 
-``SCHEMA`` already has them, so only a file made by an older version runs a statement; each is a
-plain ``ADD COLUMN`` of a nullable column, so old rows read as NULL.
-"""
+__all__ = ["MIGRATIONS", "SCHEMA", "Claim", "EpisodeRow", "Outcome", "Store", "TaskStatsRow", "TimelineRow", "Tx",
+           "WriteOp", "is_postgres_url", "open_store"]
+
+PG_SCHEMES = ("postgresql://", "postgres://")
+"""A ``db_path`` starting with one of these is a PostgreSQL URL; anything else is a SQLite file."""
 
 
-@dataclass(frozen=True)
-class EpisodeRow:
-    """One stored episode: task, options, progress as of its last committed step, the reset's answer.
+def is_postgres_url(db_path: str) -> bool:
+    """Whether ``db_path`` names a PostgreSQL database rather than a SQLite file."""
+    return db_path.startswith(PG_SCHEMES)
 
-    ``status`` is ``live``, ``finished`` or ``interrupted`` (left live by a run that stopped
-    without closing it); ``created`` and ``updated`` are Unix times in seconds.
+
+def open_store(db_path: str) -> Store:
+    """The store for the ``db_path`` setting: PostgreSQL for a ``postgresql://`` URL, else a SQLite file.
+
+    The PostgreSQL driver (extra ``postgres``) is imported only when a URL asks for it.
     """
+    if is_postgres_url(db_path):
+        from toolgym.server.store_pg import PgStore
 
-    id: str
-    owner: str
-    env_id: str
-    task_id: str
-    split: str
-    seed: int | None
-    options: dict[str, Any]
-    status: str
-    reason: str | None
-    turn: int
-    total_reward: float
-    reset_result: dict[str, Any]
-    parent_id: str | None
-    parent_turn: int | None
-    created: float
-    updated: float
+        return PgStore(db_path)
+    from toolgym.server.store_sqlite import SqliteStore
 
-
-@dataclass(frozen=True)
-class TaskStatsRow:
-    """One task's figures across its stored episodes (see ``Store.task_stats``); no finished one: mean_return 0.0."""
-
-    task_id: str
-    episodes: int
-    finished: int
-    mean_return: float
-    successes: int
-    mean_logprob: float | None
-
-
-@dataclass(frozen=True)
-class TimelineRow:
-    """One ended episode as a point in time (see ``Store.timeline``); ``success`` is None when it was not judged."""
-
-    episode_id: str
-    env_id: str
-    task_id: str
-    ended: float
-    total_reward: float
-    success: bool | None
-    status: str
-    reason: str | None
+    return SqliteStore(db_path)
 
 
 class Store:
-    """The SQLite store (``path`` may be ``:memory:``). Thread-safe; idempotent ``close``."""
+    """The store's interface and its SQL; a subclass opens the connections (thread-safe; idempotent ``close``).
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    A subclass sets ``_writer`` and ``_reader`` (``Tx``), ``_begin`` (the statement that opens a
+    write transaction), ``integrity_error`` (what a duplicate key raises), and implements
+    ``register_replica``, ``_alive``, ``_rollback`` and ``_close``.
+    """
+
+    integrity_error: ClassVar[type[Exception]] = Exception
+    """The driver's error for a duplicate key (a turn written twice, an id taken)."""
+    _begin: ClassVar[str] = "BEGIN"
+
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA busy_timeout=5000")
-            self._conn.executescript(SCHEMA)
-            self._migrate()
-        self._reader, self._read_lock = self._conn, self._lock
-        if path not in ("", ":memory:"):  # an in-memory database exists on one connection only
-            self._reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._reader.execute("PRAGMA busy_timeout=5000")
-            self._read_lock = threading.Lock()
+        self._read_lock = threading.Lock()
         self._closed = False
+        self._writer: Tx
+        self._reader: Tx
 
-    def _migrate(self) -> None:
-        """Add the ``MIGRATIONS`` columns a database file made by an older version lacks (under the lock)."""
-        for table, column, statement in MIGRATIONS:
-            present = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})").fetchall()}
-            if column not in present:
-                self._conn.execute(statement)
+    # --- what a dialect provides ----------------------------------------------------------------
+    def register_replica(self, replica: str) -> None:
+        """Hold ``replica``'s liveness lock until ``close``, so others see its episodes as held."""
+        raise NotImplementedError
+
+    def _alive(self, tx: Tx, holders: set[str]) -> set[str]:
+        """Those of ``holders`` whose replica is alive (holds its liveness lock)."""
+        raise NotImplementedError
+
+    def _rollback(self) -> None:
+        """Roll the writer connection's transaction back, if one is open."""
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        """Close the connections."""
+        raise NotImplementedError
 
     def close(self) -> None:
-        """Close both connections; later calls do nothing, so every shutdown path may call it."""
+        """Close the connections; later calls do nothing, so every shutdown path may call it."""
         with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._conn.close()
-                if self._reader is not self._conn:
-                    with self._read_lock:
-                        self._reader.close()
+            if self._closed:
+                return
+            self._closed = True
+            if self._read_lock is self._lock:  # one connection serves both
+                self._close()
+                return
+            with self._read_lock:
+                self._close()
 
-    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """A read on the reader connection: it sees the last commit and never waits for a write."""
         with self._read_lock:
-            return self._reader.execute(sql, params).fetchall()
+            return self._reader.query(sql, params)
 
     # --- transactions ---------------------------------------------------------------------------
     def _transaction(self, op: WriteOp) -> Any:
@@ -191,42 +143,38 @@ class Store:
         """
         outcomes: list[Outcome] = []
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            tx = self._writer
+            tx.execute(self._begin)
             try:
                 for op in ops:
-                    self._conn.execute("SAVEPOINT op")
+                    tx.execute("SAVEPOINT op")
                     try:
-                        value = op(self._conn)
+                        value = op(tx)
                     except Exception as exc:
-                        self._conn.execute("ROLLBACK TO op")
-                        self._conn.execute("RELEASE op")
+                        tx.execute("ROLLBACK TO SAVEPOINT op")
+                        tx.execute("RELEASE SAVEPOINT op")
                         outcomes.append(Outcome(error=exc))
                     else:
-                        self._conn.execute("RELEASE op")
+                        tx.execute("RELEASE SAVEPOINT op")
                         outcomes.append(Outcome(value=value))
-                self._conn.execute("COMMIT")
+                tx.execute("COMMIT")
             except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
+                self._rollback()
                 raise
         return outcomes
 
     # --- tasks ------------------------------------------------------------------------------
     def add_tasks(self, env_id: str, rows: list[tuple[str, str, dict[str, Any], dict[str, Any]]]) -> None:
-        """Insert ``(id, split, record, metadata)`` rows in one transaction."""
+        """Insert ``(id, split, record, metadata)`` rows in one transaction: all or none."""
         now = time.time()
-        with self._lock:
-            self._conn.execute("BEGIN")
-            try:
-                self._conn.executemany(
-                    "INSERT INTO tasks (env_id, id, split, record, metadata, created) VALUES (?,?,?,?,?,?)",
-                    [(env_id, tid, split, json.dumps(rec), json.dumps(meta), now)
-                     for tid, split, rec, meta in rows],
-                )
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+        values = [(env_id, tid, split, json.dumps(rec), json.dumps(meta), now) for tid, split, rec, meta in rows]
+
+        def op(tx: Tx) -> None:
+            for row in values:
+                tx.execute("INSERT INTO tasks (env_id, id, split, record, metadata, created) VALUES (?,?,?,?,?,?)",
+                           row)
+
+        self._transaction(op)
 
     def iter_tasks(self) -> Iterator[tuple[str, str, str, dict[str, Any], dict[str, Any]]]:
         """Every registered task as ``(env_id, id, split, record, metadata)``, in registration order."""
@@ -240,18 +188,18 @@ class Store:
     def episode_op(
         *, episode_id: str, owner: str, env_id: str, task_id: str, split: str, seed: int | None,
         options: dict[str, Any], reset_result: dict[str, Any], parent_id: str | None = None,
-        parent_turn: int | None = None,
+        parent_turn: int | None = None, holder: str | None = None,
     ) -> WriteOp:
-        """The write of a new episode (for ``commit_group``)."""
+        """The write of a new episode, held by replica ``holder`` (for ``commit_group``)."""
         now = time.time()
         params = (episode_id, owner, env_id, task_id, split, seed, json.dumps(options), json.dumps(reset_result),
-                  parent_id, parent_turn, now, now)
+                  parent_id, parent_turn, now, now, holder)
 
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
+        def op(tx: Tx) -> None:
+            tx.execute(
                 "INSERT INTO episodes (id, owner, env_id, task_id, split, seed, options, status, reason, turn,"
-                " total_reward, reset_result, parent_id, parent_turn, created, updated)"
-                " VALUES (?,?,?,?,?,?,?,'live',NULL,0,0,?,?,?,?,?)",
+                " total_reward, reset_result, parent_id, parent_turn, created, updated, holder)"
+                " VALUES (?,?,?,?,?,?,?,'live',NULL,0,0,?,?,?,?,?,?)",
                 params,
             )
 
@@ -260,12 +208,12 @@ class Store:
     def add_episode(
         self, *, episode_id: str, owner: str, env_id: str, task_id: str, split: str, seed: int | None,
         options: dict[str, Any], reset_result: dict[str, Any], parent_id: str | None = None,
-        parent_turn: int | None = None,
+        parent_turn: int | None = None, holder: str | None = None,
     ) -> None:
         """Record a new episode, in its own transaction."""
         self._transaction(self.episode_op(
             episode_id=episode_id, owner=owner, env_id=env_id, task_id=task_id, split=split, seed=seed,
-            options=options, reset_result=reset_result, parent_id=parent_id, parent_turn=parent_turn,
+            options=options, reset_result=reset_result, parent_id=parent_id, parent_turn=parent_turn, holder=holder,
         ))
 
     @staticmethod
@@ -282,18 +230,18 @@ class Store:
         now = time.time()
         step_row = (episode_id, turn, json.dumps(action), json.dumps(result), mean_logprob, idempotency_key, now,
                     None if sample is None else json.dumps(sample))
-        episode_row = (turn + 1, total_reward, status, reason, None if success is None else int(success), now,
-                       episode_id)
+        state_row = (turn + 1, total_reward, status, reason, None if success is None else int(success), now,
+                     episode_id)
 
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
+        def op(tx: Tx) -> None:
+            tx.execute(
                 "INSERT INTO steps (episode_id, turn, action, result, mean_logprob, idempotency_key, created, sample)"
                 " VALUES (?,?,?,?,?,?,?,?)",
                 step_row,
             )
-            conn.execute(
+            tx.execute(
                 "UPDATE episodes SET turn=?, total_reward=?, status=?, reason=?, success=?, updated=? WHERE id=?",
-                episode_row,
+                state_row,
             )
 
         return op
@@ -314,8 +262,8 @@ class Store:
         """The write that ends a live episode (for ``commit_group``); a finished one is kept."""
         params = (status, reason, time.time(), episode_id)
 
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
+        def op(tx: Tx) -> None:
+            tx.execute(
                 "UPDATE episodes SET status=?, reason=COALESCE(reason, ?), updated=? WHERE id=? AND status='live'",
                 params,
             )
@@ -326,8 +274,37 @@ class Store:
         """End a live episode, in its own transaction."""
         self._transaction(self.finish_op(episode_id, status, reason))
 
+    def claim_op(self, episode_id: str, replica: str) -> WriteOp:
+        """The write that makes ``replica`` the holder of a live episode whose holder is gone.
+
+        Its value is a ``Claim``. Compare-and-set on the holder read, so of two replicas claiming
+        the same orphan at once exactly one wins; an episode whose holder is alive is never taken.
+        """
+
+        def op(tx: Tx) -> Claim:
+            rows = tx.query("SELECT status, holder FROM episodes WHERE id=?", (episode_id,))
+            if not rows or rows[0][0] != "live":
+                return Claim(claimed=False, live=False)
+            holder = rows[0][1]
+            if holder == replica:
+                return Claim(claimed=True, live=True, holder=replica)
+            if holder and self._alive(tx, {holder}):
+                return Claim(claimed=False, live=True, holder=holder)
+            taken = tx.execute(
+                "UPDATE episodes SET holder=? WHERE id=? AND status='live' AND COALESCE(holder, '')=?",
+                (replica, episode_id, holder or ""),
+            )
+            if not taken:  # changed since we read it (another replica claimed it, or it ended)
+                return Claim(claimed=False, live=True, holder=None)
+            return Claim(claimed=True, live=True, holder=replica)
+
+        return op
+
     def interrupt_live(self, *, before: float | None = None, keep: frozenset[str] = frozenset()) -> int:
-        """Mark live episodes that no process holds any more as interrupted; returns how many.
+        """Mark live episodes that no replica holds any more as interrupted; returns how many.
+
+        An episode whose holder is alive (another replica on the same database, or this one) is
+        never marked, whatever its age.
 
         Args:
             before: only those whose last write is older than this Unix time (idle ones); None: all.
@@ -335,38 +312,28 @@ class Store:
             keep: ids this process holds (live in memory); never marked.
         """
         cutoff = time.time() if before is None else before
-        with self._lock:
-            ids = [i for (i,) in self._conn.execute(
-                "SELECT id FROM episodes WHERE status='live' AND updated<=?", (cutoff,)
-            ).fetchall() if i not in keep]
-            if not ids:
-                return 0
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._conn.executemany(
-                    "UPDATE episodes SET status='interrupted', updated=? WHERE id=? AND status='live'",
-                    [(time.time(), i) for i in ids],
-                )
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            return len(ids)
 
-    def _row(self, r: tuple[Any, ...]) -> EpisodeRow:
-        return EpisodeRow(
-            id=r[0], owner=r[1], env_id=r[2], task_id=r[3], split=r[4], seed=r[5], options=json.loads(r[6]),
-            status=r[7], reason=r[8], turn=r[9], total_reward=r[10], reset_result=json.loads(r[11]),
-            parent_id=r[12], parent_turn=r[13], created=r[14], updated=r[15],
-        )
+        def op(tx: Tx) -> int:
+            rows = [(i, h) for i, h in tx.query(
+                "SELECT id, holder FROM episodes WHERE status='live' AND updated<=?", (cutoff,)
+            ) if i not in keep]
+            alive = self._alive(tx, {h for _, h in rows if h})
+            now, count = time.time(), 0
+            for episode_id, holder in rows:
+                if holder not in alive:
+                    count += tx.execute(
+                        "UPDATE episodes SET status='interrupted', updated=?"
+                        " WHERE id=? AND status='live' AND COALESCE(holder, '')=?",
+                        (now, episode_id, holder or ""),
+                    )
+            return count
 
-    _COLS = ("id, owner, env_id, task_id, split, seed, options, status, reason, turn, total_reward,"
-             " reset_result, parent_id, parent_turn, created, updated")
+        return int(self._transaction(op))
 
     def get_episode(self, episode_id: str) -> EpisodeRow | None:
         """The stored episode, or None; any owner's (the caller checks ownership)."""
-        rows = self._query(f"SELECT {self._COLS} FROM episodes WHERE id=?", (episode_id,))
-        return self._row(rows[0]) if rows else None
+        rows = self._query(f"SELECT {COLS} FROM episodes WHERE id=?", (episode_id,))
+        return episode_row(rows[0]) if rows else None
 
     def list_episodes(self, owner: str, *, status: str | None, offset: int, limit: int) -> tuple[list[EpisodeRow], int]:
         """A page of ``owner``'s episodes, oldest first, and how many match in all (for paging)."""
@@ -374,12 +341,12 @@ class Store:
         if status:
             where += " AND status=?"
             params.append(status)
-        total = self._query(f"SELECT COUNT(*) FROM episodes WHERE {where}", tuple(params))[0][0]
+        total = self._query(f"SELECT COUNT(*) FROM episodes WHERE {where}", params)[0][0]
         rows = self._query(
-            f"SELECT {self._COLS} FROM episodes WHERE {where} ORDER BY created, rowid LIMIT ? OFFSET ?",
+            f"SELECT {COLS} FROM episodes WHERE {where} ORDER BY created, rowid LIMIT ? OFFSET ?",
             (*params, limit, offset),
         )
-        return [self._row(r) for r in rows], int(total)
+        return [episode_row(r) for r in rows], int(total)
 
     def steps(self, episode_id: str) -> list[dict[str, Any]]:
         """An episode's steps in turn order, in wire form: turn, action, the result's keys, mean_logprob, sample.
@@ -422,12 +389,12 @@ class Store:
             " SUM(CASE WHEN e.status='finished' AND e.success = 1 THEN 1 ELSE 0 END),"
             " (SELECT AVG(s.mean_logprob) FROM steps s JOIN episodes e2 ON s.episode_id = e2.id"
             "   WHERE e2.env_id = e.env_id AND e2.task_id = e.task_id AND s.mean_logprob IS NOT NULL)"
-            " FROM episodes e WHERE e.env_id=? GROUP BY e.task_id ORDER BY e.task_id",
+            " FROM episodes e WHERE e.env_id=? GROUP BY e.env_id, e.task_id ORDER BY e.task_id",
             (env_id,),
         )
         return [
-            TaskStatsRow(task_id=r[0], episodes=r[1], finished=r[2] or 0, mean_return=float(r[3] or 0.0),
-                         successes=r[4] or 0, mean_logprob=r[5])
+            TaskStatsRow(task_id=r[0], episodes=int(r[1]), finished=int(r[2] or 0), mean_return=float(r[3] or 0.0),
+                         successes=int(r[4] or 0), mean_logprob=None if r[5] is None else float(r[5]))
             for r in rows
         ]
 
@@ -443,8 +410,8 @@ class Store:
             params.append(env_id)
         rows = self._query(
             "SELECT id, env_id, task_id, updated, total_reward, success, status, reason FROM"
-            " (SELECT rowid AS rid, * FROM episodes"
-            f" WHERE {where} ORDER BY updated DESC, rowid DESC LIMIT ?) ORDER BY updated, rid",
+            " (SELECT rowid AS rid, id, env_id, task_id, updated, total_reward, success, status, reason"
+            f" FROM episodes WHERE {where} ORDER BY updated DESC, rowid DESC LIMIT ?) AS recent ORDER BY updated, rid",
             (*params, limit),
         )
         return [TimelineRow(episode_id=r[0], env_id=r[1], task_id=r[2], ended=r[3], total_reward=r[4],
@@ -454,40 +421,25 @@ class Store:
     def retire_tasks(self, env_id: str, task_ids: list[str], reason: str | None) -> list[str]:
         """Mark tasks retired (samplers skip them); returns the ids that were not retired yet."""
         now = time.time()
-        fresh: list[str] = []
-        with self._lock:
-            self._conn.execute("BEGIN")
-            try:
-                for task_id in task_ids:
-                    cur = self._conn.execute(
-                        "INSERT OR IGNORE INTO retired_tasks (env_id, task_id, reason, created) VALUES (?,?,?,?)",
-                        (env_id, task_id, reason, now),
-                    )
-                    if cur.rowcount:
-                        fresh.append(task_id)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-        return fresh
+
+        def op(tx: Tx) -> list[str]:
+            return [task_id for task_id in task_ids if tx.execute(
+                "INSERT INTO retired_tasks (env_id, task_id, reason, created) VALUES (?,?,?,?)"
+                " ON CONFLICT DO NOTHING",
+                (env_id, task_id, reason, now),
+            )]
+
+        return list(self._transaction(op))
 
     def unretire_tasks(self, env_id: str, task_ids: list[str]) -> list[str]:
         """Undo ``retire_tasks``; returns the ids that were retired."""
-        back: list[str] = []
-        with self._lock:
-            self._conn.execute("BEGIN")
-            try:
-                for task_id in task_ids:
-                    cur = self._conn.execute(
-                        "DELETE FROM retired_tasks WHERE env_id=? AND task_id=?", (env_id, task_id)
-                    )
-                    if cur.rowcount:
-                        back.append(task_id)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-        return back
+
+        def op(tx: Tx) -> list[str]:
+            return [task_id for task_id in task_ids if tx.execute(
+                "DELETE FROM retired_tasks WHERE env_id=? AND task_id=?", (env_id, task_id)
+            )]
+
+        return list(self._transaction(op))
 
     def retired_ids(self, env_id: str) -> set[str]:
         """The retired task ids of ``env_id``."""
@@ -502,8 +454,7 @@ class Store:
 
         Built-in tasks are not stored, so their metadata cannot be changed here.
         """
-        with self._lock:
-            cur = self._conn.execute(
-                "UPDATE tasks SET metadata=? WHERE env_id=? AND id=?", (json.dumps(metadata), env_id, task_id)
-            )
-            return bool(cur.rowcount)
+        text = json.dumps(metadata)
+        return bool(self._transaction(
+            lambda tx: tx.execute("UPDATE tasks SET metadata=? WHERE env_id=? AND id=?", (text, env_id, task_id))
+        ))

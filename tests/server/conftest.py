@@ -13,6 +13,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from pg_kit import PgCluster, postgres_problem
 from server_kit import ServerFarm
 
 ROOT_CONFTEST = (Path(__file__).parent.parent / "conftest.py").resolve()
@@ -68,3 +69,38 @@ def session_label(root_conftest: ModuleType) -> str:
 @pytest.fixture(scope="session")
 def sandbox_image(root_conftest: ModuleType) -> str:
     return str(root_conftest.IMAGE)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(root_conftest: ModuleType) -> Iterator[PgCluster]:
+    """A throwaway PostgreSQL cluster for the session (tests/server/pg_kit.py).
+
+    Skipped where PostgreSQL or psycopg is missing, except under CI=true, where that is a
+    failure (scripts/ensure-postgres.sh installs the server, the ``test`` extra psycopg).
+    """
+    problem = postgres_problem()
+    if problem is not None:
+        if root_conftest.IN_CI:
+            pytest.fail(f"CI=true but PostgreSQL tests cannot run: {problem}")
+        pytest.skip(problem)
+    cluster = PgCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database of each kind: a SQLite file path, or a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "toolgym.db")
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    return cluster.new_database()
+
+
+@pytest.fixture
+def pg_db(pg_cluster: PgCluster) -> str:
+    """A fresh, empty PostgreSQL database's URL."""
+    return pg_cluster.new_database()

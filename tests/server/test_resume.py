@@ -217,11 +217,11 @@ def test_docker_episodes_resume_after_kill_9_and_leave_no_container(tmp_path: Pa
 def test_the_reaper_interrupts_a_crashed_runs_episode_nobody_came_back_for(farm_fn: Any, tmp_path: Path) -> None:
     """A crashed run's live episode that nobody resumes is marked interrupted once idle past
     ``idle_timeout_s`` (not kept live forever); one this server holds is not."""
-    from toolgym.server.store import Store
+    from toolgym.server.store import open_store
 
     db = str(tmp_path / "reaped.db")
     server = farm_fn.start("process", db_path=db, warm_pool_size=0, idle_timeout_s=2.0, reaper_interval_s=0.2)
-    store = Store(db)  # the crashed run's write, on its own connection
+    store = open_store(db)  # the crashed run's write, on its own connection
     try:
         store.add_episode(episode_id="ep-dead00-orphan", owner="anonymous", env_id=CODEMATH, task_id=BITS_TASK,
                           split="train", seed=None, options={"split": "train"},

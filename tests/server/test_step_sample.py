@@ -21,7 +21,7 @@ import pytest
 
 from toolgym.client import AsyncEnvClient, EnvClient
 from toolgym.errors import ValidationFailed
-from toolgym.server.store import Store
+from toolgym.server.store_sqlite import SqliteStore
 
 FC = "toolgym/FunctionCall-v0"
 TOOLGYM = str(Path(sys.executable).parent / "toolgym")
@@ -151,7 +151,7 @@ def test_an_older_database_file_gains_the_sample_column(tmp_path: Path) -> None:
     )
     old.commit()
     old.close()
-    store = Store(path)
+    store = SqliteStore(path)
     try:
         assert store.steps("ep-1") == [{"turn": 0, "action": "a", "reward": 1.0, "mean_logprob": None,
                                         "sample": None}]
@@ -160,7 +160,7 @@ def test_an_older_database_file_gains_the_sample_column(tmp_path: Path) -> None:
         assert store.steps("ep-1")[1]["sample"] == {"token_ids": [3], "logprobs": None}
     finally:
         store.close()
-    again = Store(path)  # a second open finds the column and adds nothing
+    again = SqliteStore(path)  # a second open finds the column and adds nothing
     again.close()
 
 

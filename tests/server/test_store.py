@@ -1,20 +1,17 @@
-"""The SQLite store on a real file: what a step writes is there before it returns, for another
-connection and after a reopen; a failed write changes nothing; restart bookkeeping."""
+"""The store on a real database, SQLite file and PostgreSQL alike (the ``db`` fixture runs each
+test on both): what a step writes is there before it returns, for another connection and after
+a reopen; a failed write changes nothing; restart bookkeeping; episode ownership."""
 
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
+import time
 from typing import Any
 
 import pytest
 
-from toolgym.server.store import Store
-
-
-@pytest.fixture
-def path(tmp_path: Path) -> str:
-    return str(tmp_path / "toolgym.db")
+from toolgym.server.store import Store, open_store
+from toolgym.server.store_sqlite import SqliteStore
 
 
 def add_episode(store: Store, episode_id: str, owner: str = "k-owner", task_id: str = "t1", **kw: Any) -> None:
@@ -29,21 +26,41 @@ def result(reward: float, done: bool = False) -> dict[str, Any]:
             "info": {"status": "ok", "reason": "answered"} if done else {"status": "ok"}}
 
 
-def test_steps_are_durable_and_visible_to_another_connection(path: str) -> None:
-    store = Store(path)
+def raw(db: str, sql: str) -> None:
+    """One statement on a connection of its own (another process's write, a test's tweak)."""
+    if db.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(db, autocommit=True) as pg:
+            pg.execute(sql)
+        return
+    with sqlite3.connect(db) as conn:
+        conn.execute(sql)
+
+
+def test_open_store_picks_the_dialect(db: str) -> None:
+    store = open_store(db)
     try:
-        add_episode(store, "ep-1")
+        assert type(store).__name__ == ("PgStore" if db.startswith("postgresql://") else "SqliteStore")
+    finally:
+        store.close()
+
+
+def test_steps_are_durable_and_visible_to_another_connection(db: str) -> None:
+    store = open_store(db)
+    try:
+        add_episode(store, "ep-1", seed=2**40)
         store.add_step("ep-1", 0, "<tool_call>{}</tool_call>", result(1.0), mean_logprob=-0.5,
                        idempotency_key="k0", total_reward=1.0, status="live", reason=None)
         store.add_step("ep-1", 1, {"content": "done", "tool_calls": []}, result(0.5, True), mean_logprob=None,
                        idempotency_key=None, total_reward=1.5, status="finished", reason="answered", success=True)
         # Another connection (another process, a restarted server) sees both at once.
-        reader = Store(path)
+        reader = open_store(db)
         try:
             row = reader.get_episode("ep-1")
             assert row is not None
             assert (row.status, row.reason, row.turn, row.total_reward) == ("finished", "answered", 2, 1.5)
-            assert row.seed == 7 and row.options == {"reward": "solve_f1", "split": "train"}
+            assert row.seed == 2**40 and row.options == {"reward": "solve_f1", "split": "train"}
             steps = reader.steps("ep-1")
             assert [s["turn"] for s in steps] == [0, 1]
             assert steps[0]["action"] == "<tool_call>{}</tool_call>" and steps[0]["mean_logprob"] == -0.5
@@ -51,11 +68,12 @@ def test_steps_are_durable_and_visible_to_another_connection(path: str) -> None:
             assert steps[1]["reward"] == 0.5 and steps[1]["info"]["reason"] == "answered"
         finally:
             reader.close()
-        mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
-        assert mode == "wal"
+        if isinstance(store, SqliteStore):
+            mode = sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0]
+            assert mode == "wal"
     finally:
         store.close()
-    reopened = Store(path)
+    reopened = open_store(db)
     try:
         assert reopened.get_episode("ep-1").turn == 2  # type: ignore[union-attr]
         assert reopened.get_episode("ep-unknown") is None
@@ -63,13 +81,13 @@ def test_steps_are_durable_and_visible_to_another_connection(path: str) -> None:
         reopened.close()
 
 
-def test_a_failed_step_write_changes_nothing(path: str) -> None:
-    store = Store(path)
+def test_a_failed_step_write_changes_nothing(db: str) -> None:
+    store = open_store(db)
     try:
         add_episode(store, "ep-1")
         store.add_step("ep-1", 0, "a", result(1.0), mean_logprob=None, idempotency_key=None, total_reward=1.0,
                        status="live", reason=None)
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(store.integrity_error):
             store.add_step("ep-1", 0, "b", result(0.0, True), mean_logprob=None, idempotency_key=None,
                            total_reward=1.0, status="finished", reason="answered")
         row = store.get_episode("ep-1")
@@ -79,14 +97,14 @@ def test_a_failed_step_write_changes_nothing(path: str) -> None:
         store.add_step("ep-1", 1, "c", result(0.0), mean_logprob=None, idempotency_key=None, total_reward=1.0,
                        status="live", reason=None)
         assert store.get_episode("ep-1").turn == 2  # type: ignore[union-attr]
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(store.integrity_error):
             add_episode(store, "ep-1")
     finally:
         store.close()
 
 
-def test_restart_bookkeeping(path: str) -> None:
-    store = Store(path)
+def test_restart_bookkeeping(db: str) -> None:
+    store = open_store(db)
     try:
         add_episode(store, "ep-live")
         add_episode(store, "ep-closed")
@@ -105,11 +123,9 @@ def test_restart_bookkeeping(path: str) -> None:
         store.close()
 
 
-def test_only_idle_live_episodes_of_a_crashed_run_are_interrupted(path: str) -> None:
+def test_only_idle_live_episodes_of_a_crashed_run_are_interrupted(db: str) -> None:
     """A crashed run's recent live episodes stay live (to be resumed); idle or held ones are told apart."""
-    import time
-
-    store = Store(path)
+    store = open_store(db)
     try:
         for name in ("ep-idle", "ep-recent", "ep-held"):
             add_episode(store, name)
@@ -117,8 +133,7 @@ def test_only_idle_live_episodes_of_a_crashed_run_are_interrupted(path: str) -> 
                        total_reward=0.5, status="live", reason=None)
         store.add_step("ep-recent", 1, "y", result(0.0), mean_logprob=None, idempotency_key=None,
                        total_reward=0.5, status="live", reason=None)
-        with sqlite3.connect(path) as conn:
-            conn.execute("UPDATE episodes SET updated=updated-1000 WHERE id IN ('ep-idle', 'ep-held')")
+        raw(db, "UPDATE episodes SET updated=updated-1000 WHERE id IN ('ep-idle', 'ep-held')")
         assert store.interrupt_live(before=time.time() - 600, keep=frozenset({"ep-held"})) == 1
         statuses = {e: store.get_episode(e).status for e in ("ep-idle", "ep-recent", "ep-held")}  # type: ignore[union-attr]
         assert statuses == {"ep-idle": "interrupted", "ep-recent": "live", "ep-held": "live"}
@@ -128,8 +143,29 @@ def test_only_idle_live_episodes_of_a_crashed_run_are_interrupted(path: str) -> 
         store.close()
 
 
-def test_listing_is_per_owner_and_paged(path: str) -> None:
-    store = Store(path)
+def test_a_live_replicas_episodes_are_never_interrupted_nor_claimed(db: str) -> None:
+    """This process's replica is alive on either database: its idle episodes are not an orphan's."""
+    store = open_store(db)
+    try:
+        store.register_replica("r-self")
+        add_episode(store, "ep-mine", holder="r-self")
+        add_episode(store, "ep-orphan", holder="r-gone")
+        raw(db, "UPDATE episodes SET updated=updated-1000")
+        assert store.interrupt_live(before=time.time() - 600) == 1
+        assert store.get_episode("ep-mine").status == "live"  # type: ignore[union-attr]
+        assert store.get_episode("ep-orphan").status == "interrupted"  # type: ignore[union-attr]
+        add_episode(store, "ep-orphan-2", holder="r-gone")
+        claim = store._transaction(store.claim_op("ep-orphan-2", "r-self"))
+        assert (claim.claimed, claim.live, claim.holder) == (True, True, "r-self")
+        assert store.get_episode("ep-orphan-2").holder == "r-self"  # type: ignore[union-attr]
+        claim = store._transaction(store.claim_op("ep-orphan", "r-self"))  # interrupted: nothing to claim
+        assert (claim.claimed, claim.live) == (False, False)
+    finally:
+        store.close()
+
+
+def test_listing_is_per_owner_and_paged(db: str) -> None:
+    store = open_store(db)
     try:
         for i in range(5):
             add_episode(store, f"ep-a{i}", owner="k-a")
@@ -148,28 +184,42 @@ def test_listing_is_per_owner_and_paged(path: str) -> None:
         store.close()
 
 
-def test_tasks_are_added_all_or_nothing(path: str) -> None:
-    store = Store(path)
+def test_tasks_are_added_all_or_nothing(db: str) -> None:
+    store = open_store(db)
     try:
         store.add_tasks("env/A-v0", [("t1", "train", {"q": 1}, {"m": 1}), ("t2", "test", {"q": 2}, {})])
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(store.integrity_error):
             store.add_tasks("env/A-v0", [("t3", "train", {}, {}), ("t1", "train", {}, {})])
         store.add_tasks("env/B-v0", [("t1", "validation", {"other": True}, {})])  # ids are per env
+        assert store.set_task_metadata("env/A-v0", "t2", {"new": 1})
+        assert not store.set_task_metadata("env/A-v0", "t9", {})
     finally:
         store.close()
-    reopened = Store(path)
+    reopened = open_store(db)
     try:
         assert list(reopened.iter_tasks()) == [
             ("env/A-v0", "t1", "train", {"q": 1}, {"m": 1}),
-            ("env/A-v0", "t2", "test", {"q": 2}, {}),
+            ("env/A-v0", "t2", "test", {"q": 2}, {"new": 1}),
             ("env/B-v0", "t1", "validation", {"other": True}, {}),
         ]
     finally:
         reopened.close()
 
 
-def test_task_stats_from_the_episodes_served(path: str) -> None:
-    store = Store(path)
+def test_retirement_is_idempotent_and_kept(db: str) -> None:
+    store = open_store(db)
+    try:
+        assert store.retire_tasks("env/A-v0", ["t1", "t2"], "status=too_easy") == ["t1", "t2"]
+        assert store.retire_tasks("env/A-v0", ["t2", "t3"], None) == ["t3"]
+        assert store.unretire_tasks("env/A-v0", ["t1", "t9"]) == ["t1"]
+        assert store.retired_ids("env/A-v0") == {"t2", "t3"}
+        assert store.retired_pairs() == [("env/A-v0", "t2"), ("env/A-v0", "t3")]
+    finally:
+        store.close()
+
+
+def test_task_stats_from_the_episodes_served(db: str) -> None:
+    store = open_store(db)
     try:
         for i, (reward, success) in enumerate([(1.0, True), (0.25, False)]):
             add_episode(store, f"ep-{i}", task_id="t1")
@@ -186,9 +236,23 @@ def test_task_stats_from_the_episodes_served(path: str) -> None:
         store.close()
 
 
-def test_close_is_idempotent(path: str) -> None:
-    store = Store(path)
+def test_close_is_idempotent(db: str) -> None:
+    store = open_store(db)
     store.close()
     store.close()
-    with pytest.raises(sqlite3.ProgrammingError):
+    if isinstance(store, SqliteStore):
+        closed: type[Exception] = sqlite3.ProgrammingError
+    else:
+        import psycopg
+
+        closed = psycopg.OperationalError
+    with pytest.raises(closed):
         store.get_episode("ep-1")
+
+
+def test_an_in_memory_store_works_and_closes() -> None:
+    store = open_store(":memory:")
+    add_episode(store, "ep-1")
+    assert store.get_episode("ep-1") is not None
+    store.close()
+    store.close()

@@ -1,18 +1,17 @@
-"""The store's writer thread on a real SQLite file: concurrent writes share commits (group
-commit), each waiter gets its own outcome, a failing write undoes only itself, every write
-is visible to another connection when its waiter wakes, and stop commits what is queued."""
+"""The store's writer thread on a real database (a SQLite file and PostgreSQL, through the ``db``
+fixture): concurrent writes share commits (group commit), each waiter gets its own outcome, a
+failing write undoes only itself, every write is visible to another connection when its waiter
+wakes, and stop commits what is queued."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from toolgym.errors import ShuttingDown
-from toolgym.server.store import Store
+from toolgym.server.store import Store, open_store
 from toolgym.server.writer import StoreWriter
 
 ENV = "toolgym/ToolUse-v0"
@@ -30,26 +29,24 @@ def step(store: Store, episode_id: str, turn: int) -> Any:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Any:
-    s = Store(str(tmp_path / "writer.db"))
+def store(db: str) -> Any:
+    s = open_store(db)
     yield s
     s.close()
 
 
-def test_concurrent_writes_share_commits_and_are_visible_on_wake(store: Store, tmp_path: Path) -> None:
+def test_concurrent_writes_share_commits_and_are_visible_on_wake(store: Store, db: str) -> None:
     groups: list[int] = []
     writer = StoreWriter(store, on_commit=lambda n, _s: groups.append(n))
     writer.start()
-    other = sqlite3.connect(str(tmp_path / "writer.db"))
+    other = open_store(db)  # another connection: another process, another replica
 
     async def play(i: int) -> None:
         await writer.write(episode(store, f"ep-{i}"))
         for turn in range(5):
             await writer.write(step(store, f"ep-{i}", turn))
             # Woken only after the commit: another connection already sees the step.
-            (count,) = other.execute("SELECT COUNT(*) FROM steps WHERE episode_id=? AND turn=?",
-                                     (f"ep-{i}", turn)).fetchone()
-            assert count == 1
+            assert [s["turn"] for s in other.steps(f"ep-{i}")][-1:] == [turn]
 
     async def main() -> None:
         await asyncio.gather(*(play(i) for i in range(50)))
@@ -84,7 +81,7 @@ def test_a_failing_write_undoes_only_itself(store: Store) -> None:
     finally:
         writer.stop()
     assert outcomes[0] is None and outcomes[2] is None
-    assert isinstance(outcomes[1], sqlite3.IntegrityError)
+    assert isinstance(outcomes[1], store.integrity_error)
     assert [s["action"] for s in store.steps("ep-1")] == ["action-0", "action-1"]
     assert store.get_episode("ep-2") is not None
 

@@ -1,0 +1,65 @@
+"""The SQLite store: one file (the default ``db_path``), embedded, for one server.
+
+Two connections: one writer, guarded by the store's lock (SQLite serializes writers anyway),
+and one reader, so a read never waits behind a write (WAL mode: readers see the last commit
+while a write is under way). ``synchronous=FULL``: a commit that has returned is on disk, not
+only in the OS cache, so "acknowledged" survives a power cut as well as a crash.
+
+A file has no session to hold a replica's liveness lock, so a SQLite store counts only the
+replica of this process as alive: whatever another process left live is a crashed run's, to
+be resumed or interrupted. One server per file; several replicas share a PostgreSQL database
+(``toolgym.server.store_pg``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import ClassVar
+
+from toolgym.server.store import MIGRATIONS, SCHEMA, Store, Tx
+
+__all__ = ["SqliteStore"]
+
+
+class SqliteStore(Store):
+    """The store in a SQLite file (``path`` may be ``:memory:``). Thread-safe; idempotent ``close``."""
+
+    integrity_error: ClassVar[type[Exception]] = sqlite3.IntegrityError
+    _begin: ClassVar[str] = "BEGIN IMMEDIATE"
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA busy_timeout=5000")
+        self._conn.executescript(SCHEMA.format(rowid="", real="REAL", bigint="INTEGER"))
+        for table, column, statement in MIGRATIONS:  # a file made by an older version lacks these
+            if column not in {r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}:
+                self._conn.execute(statement)
+        self._reader_conn = self._conn
+        if path not in ("", ":memory:"):  # an in-memory database exists on one connection only
+            self._reader_conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._reader_conn.execute("PRAGMA busy_timeout=5000")
+        else:
+            self._read_lock = self._lock  # one connection: reads and writes take the same lock
+        self._writer = Tx(self._conn)
+        self._reader = Tx(self._reader_conn)
+        self._replica: str | None = None
+
+    def register_replica(self, replica: str) -> None:
+        """Count ``replica`` (this process's) as the one live replica on this file."""
+        self._replica = replica
+
+    def _alive(self, tx: Tx, holders: set[str]) -> set[str]:
+        return {h for h in holders if h == self._replica}
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+
+    def _close(self) -> None:
+        self._conn.close()
+        if self._reader_conn is not self._conn:
+            self._reader_conn.close()
