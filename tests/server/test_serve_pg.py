@@ -1,0 +1,99 @@
+"""Two servers on one PostgreSQL database: a real ``toolgym serve --db postgresql://...`` process
+(A, so it can be killed) and one in this process (B, the ``farm_fn`` fixture, quicker to start).
+
+Replica B reads what replica A wrote (an episode's state, the listing, ``toolgym export``), but
+while A lives B never takes A's live episode: not at its start-up sweep, not by its reaper, not
+on a request for it (503, retryable, naming A's replica); A goes on playing it. Once A is killed
+(``kill -9``), B takes the episode over on its next request, rebuilt by replay, and continues it.
+The process backend and CodeMath episodes (deterministic code), so no Docker engine is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from serve_kit import ServeProcess
+from test_resume import BITS_CODE, BITS_TASK, CODEMATH, new, play
+
+from toolgym.server.embedded import free_port
+
+FUNCTIONCALL = "toolgym/FunctionCall-v0"
+GOLD = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+
+
+@pytest.mark.slow
+def test_two_servers_share_trajectories_and_not_live_episodes(pg_db: str, tmp_path: Path, farm_fn: Any) -> None:
+    a = ServeProcess(tmp_path, "--backend", "process", "--warm-pool", "0", "--db", pg_db,
+                     env={"TOOLGYM_INSTANCE_ID": f"pg-a-{uuid.uuid4().hex[:6]}"}).wait_ready(180)
+    try:
+        with a.client() as ca:
+            live = new(ca, CODEMATH, BITS_TASK)
+            first = play(ca, live, BITS_CODE, "k-0")
+            done = new(ca, FUNCTIONCALL, "fc-weather-001")
+            assert play(ca, done, GOLD)["terminated"]
+        # A's live episode looks long idle: only a live holder keeps B from interrupting it.
+        with psycopg.connect(pg_db, autocommit=True) as conn:
+            conn.execute("UPDATE episodes SET updated = updated - 100000 WHERE id = %s", (live,))
+        b = farm_fn.start("process", db_path=pg_db, warm_pool_size=0, reaper_interval_s=0.2)
+        with b.client() as cb, a.client() as ca:
+            # B reads A's trajectories.
+            st = cb.get(f"/v1/episodes/{done}").json()
+            assert st["status"] == "finished" and st["turn"] == 1 and st["steps"][0]["action"] == GOLD, st
+            listed = {e["episode_id"] for e in cb.get("/v1/episodes").json()["episodes"]}
+            assert {live, done} <= listed
+            out = tmp_path / "export.jsonl"
+            exported = subprocess.run(
+                [sys.executable, "-m", "toolgym.cli", "export", "--base-url", b.base_url, "--out", str(out),
+                 "--no-progress"], capture_output=True, text=True, timeout=120, check=False,
+            )
+            assert exported.returncode == 0, exported.stderr
+            assert done in {json.loads(line)["episode_id"] for line in out.read_text().splitlines()}
+            # B's start-up sweep and reaper passes left A's live episode alone; B will not take it.
+            time.sleep(0.6)
+            st = cb.get(f"/v1/episodes/{live}").json()
+            assert st["status"] == "live" and st["turn"] == 1, st
+            for r in (cb.post(f"/v1/episodes/{live}/step", json={"action": BITS_CODE}),
+                      cb.delete(f"/v1/episodes/{live}")):
+                assert r.status_code == 503, r.text
+                error = r.json()["error"]
+                assert error["code"] == "unavailable" and error["retryable"] is True, error
+                assert "is live on replica" in error["message"], error
+            assert play(ca, live, BITS_CODE, "k-0") == first  # A still holds it: its retry is answered
+            second = play(ca, live, BITS_CODE, "k-1")
+            assert second["reward"] == first["reward"] and not second["terminated"]
+        a.kill9()
+        with b.client() as cb:
+            deadline = time.monotonic() + 30  # PostgreSQL drops A's lock once it sees A's socket close
+            while True:
+                r = cb.post(f"/v1/episodes/{live}/step", json={"action": "So \\boxed{20}."})
+                if r.status_code != 503:
+                    break
+                assert time.monotonic() < deadline, f"B did not take A's episode over in 30 s: {r.text}"
+                time.sleep(0.2)
+            assert r.status_code == 200, r.text
+            assert r.json()["terminated"] and r.json()["reward"] == 1.0, r.json()
+            st = cb.get(f"/v1/episodes/{live}").json()
+            assert st["status"] == "finished" and st["turn"] == 3, st
+        assert (b.manager.resumed, b.manager.replayed_steps) == (1, 2)
+    finally:
+        a.kill9()
+
+
+def test_a_server_without_its_database_says_so(tmp_path: Path) -> None:
+    """A URL nobody answers: start-up fails with the database's error, not a hang, and no password shows."""
+    url = f"postgresql://nobody:pg-secret@127.0.0.1:{free_port()}/none"
+    server = ServeProcess(tmp_path, "--backend", "process", "--db", url)
+    try:
+        assert server.wait_exit(60) != 0
+    finally:
+        server.kill9()
+    assert "connection" in server.log().lower(), server.log(4000)
+    assert "pg-secret" not in server.log(), "the URL's password was printed"
