@@ -1,5 +1,6 @@
 """Acknowledged means on disk: a real server process, killed with SIGKILL under concurrent
-step load, has stored every step (and every reset) it answered with a 200/201.
+step load, has stored every step (and every reset) it answered with a 200/201. On a SQLite file
+and on PostgreSQL (``--db postgresql://...``, the ``db`` fixture) alike.
 
 The server is ``toolgym serve`` as a child process on loopback with the process backend and
 no warm pool; the load is FunctionCall episodes (reset, then the one step that ends them),
@@ -32,9 +33,26 @@ MIN_ACKED = 40
 """Steps acknowledged before the kill; fewer would make the check too weak to mean much."""
 
 
-def test_every_acknowledged_step_survives_kill_9(tmp_path: Path) -> None:
-    db = tmp_path / "crash.db"
-    server = ServeProcess(tmp_path, "--backend", "process", "--warm-pool", "0", "--db", str(db),
+def stored(db: str) -> tuple[set[str], set[str], set[str]]:
+    """Episodes with a stored first step, stored episodes, and those stored as finished after one step."""
+    queries = ("SELECT episode_id FROM steps WHERE turn = 0", "SELECT id FROM episodes",
+               "SELECT id FROM episodes WHERE status = 'finished' AND turn = 1")
+    if db.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(db) as pg:
+            steps, episodes, finished = ({e for (e,) in pg.execute(q).fetchall()} for q in queries)
+        return steps, episodes, finished
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        steps, episodes, finished = ({e for (e,) in conn.execute(q)} for q in queries)
+    finally:
+        conn.close()
+    return steps, episodes, finished
+
+
+def test_every_acknowledged_step_survives_kill_9(tmp_path: Path, db: str) -> None:
+    server = ServeProcess(tmp_path, "--backend", "process", "--warm-pool", "0", "--db", db,
                           "--max-live-episodes", "512", env={"TOOLGYM_INSTANCE_ID": f"crash-{uuid.uuid4().hex[:6]}"})
     server.wait_ready(60)
     proc, base_url = server.proc, server.base_url
@@ -86,13 +104,7 @@ def test_every_acknowledged_step_survives_kill_9(tmp_path: Path) -> None:
     with lock:
         steps, resets = set(acked_steps), set(acked_resets)
     assert len(steps) >= MIN_ACKED
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        stored_steps = {e for (e,) in conn.execute("SELECT episode_id FROM steps WHERE turn = 0")}
-        stored_episodes = {e for (e,) in conn.execute("SELECT id FROM episodes")}
-        finished = {e for (e,) in conn.execute("SELECT id FROM episodes WHERE status = 'finished' AND turn = 1")}
-    finally:
-        conn.close()
+    stored_steps, stored_episodes, finished = stored(db)
     assert not steps - stored_steps, f"{len(steps - stored_steps)} of {len(steps)} acknowledged steps were lost"
     assert not steps - finished, "an acknowledged final step left its episode unfinished in the store"
     assert not resets - stored_episodes, f"{len(resets - stored_episodes)} acknowledged resets were lost"
