@@ -3,7 +3,8 @@
 # Docker engine reachable (installing Debian's docker.io when root and none answers) and
 # Debian's chromium (for the viewer's browser test), builds
 # the sandbox image only if it is missing or stale (`toolgym build-image` compares a content
-# hash and returns at once when the image is current), lints, and runs pytest (Docker tests
+# hash and returns at once when the image is current), installs PostgreSQL's server binaries
+# when missing (for the PostgreSQL store's tests), lints, and runs pytest (Docker tests
 # included), listing the 15 slowest tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +32,15 @@ if ! bash scripts/ensure-chromium.sh; then
     exit 1
   fi
   echo "test.sh: no chromium; the viewer's browser test will be skipped (never under CI=true)" >&2
+fi
+
+# The PostgreSQL store's tests start a throwaway cluster from Debian's binaries (tests/server/pg_kit.py).
+if ! bash scripts/ensure-postgres.sh; then
+  if [ "${CI:-}" = "true" ]; then
+    echo "test.sh: CI=true needs PostgreSQL's server binaries; none could be installed" >&2
+    exit 1
+  fi
+  echo "test.sh: no PostgreSQL; its tests will be skipped (they never are under CI=true)" >&2
 fi
 
 .venv/bin/ruff check .
