@@ -21,7 +21,8 @@ ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 COPY pyproject.toml /src/
 RUN python3 -m venv /opt/toolgym \
     && python3 -c "import tomllib; p = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']; \
-print('\n'.join(p['dependencies'] + p['optional-dependencies']['server']))" > /tmp/requirements.txt \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['server'] + p['optional-dependencies']['postgres']))" \
+> /tmp/requirements.txt \
     && /opt/toolgym/bin/pip install --no-cache-dir -r /tmp/requirements.txt
 COPY README.md /src/
 COPY toolgym /src/toolgym

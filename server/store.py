@@ -33,6 +33,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
+from toolgym.errors import DuplicateTask
 from toolgym.server.store_sql import (
     COLS,
     MIGRATIONS,
@@ -165,14 +166,25 @@ class Store:
 
     # --- tasks ------------------------------------------------------------------------------
     def add_tasks(self, env_id: str, rows: list[tuple[str, str, dict[str, Any], dict[str, Any]]]) -> None:
-        """Insert ``(id, split, record, metadata)`` rows in one transaction: all or none."""
+        """Insert ``(id, split, record, metadata)`` rows in one transaction: all or none.
+
+        A task already stored with the same split and record is left as it is (another replica
+        sharing the database registered it first); one stored differently under the same id
+        raises ``DuplicateTask`` and nothing is inserted.
+        """
         now = time.time()
-        values = [(env_id, tid, split, json.dumps(rec), json.dumps(meta), now) for tid, split, rec, meta in rows]
 
         def op(tx: Tx) -> None:
-            for row in values:
-                tx.execute("INSERT INTO tasks (env_id, id, split, record, metadata, created) VALUES (?,?,?,?,?,?)",
-                           row)
+            for tid, split, rec, meta in rows:
+                if tx.execute(
+                    "INSERT INTO tasks (env_id, id, split, record, metadata, created) VALUES (?,?,?,?,?,?)"
+                    " ON CONFLICT DO NOTHING",
+                    (env_id, tid, split, json.dumps(rec), json.dumps(meta), now),
+                ):
+                    continue
+                stored = tx.query("SELECT split, record FROM tasks WHERE env_id=? AND id=?", (env_id, tid))
+                if not stored or stored[0][0] != split or json.loads(stored[0][1]) != rec:
+                    raise DuplicateTask(env_id, tid)
 
         self._transaction(op)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from toolgym.errors import DuplicateTask
 from toolgym.server.store import Store, open_store
 from toolgym.server.store_sqlite import SqliteStore
 
@@ -188,8 +189,12 @@ def test_tasks_are_added_all_or_nothing(db: str) -> None:
     store = open_store(db)
     try:
         store.add_tasks("env/A-v0", [("t1", "train", {"q": 1}, {"m": 1}), ("t2", "test", {"q": 2}, {})])
-        with pytest.raises(store.integrity_error):
+        with pytest.raises(DuplicateTask):  # t1 stored with another record: nothing is added
             store.add_tasks("env/A-v0", [("t3", "train", {}, {}), ("t1", "train", {}, {})])
+        with pytest.raises(DuplicateTask):  # the same record in another split is another task
+            store.add_tasks("env/A-v0", [("t2", "train", {"q": 2}, {})])
+        # The same task again (another replica sharing the database registered it first): kept as stored.
+        store.add_tasks("env/A-v0", [("t2", "test", {"q": 2}, {"other": "metadata"})])
         store.add_tasks("env/B-v0", [("t1", "validation", {"other": True}, {})])  # ids are per env
         assert store.set_task_metadata("env/A-v0", "t2", {"new": 1})
         assert not store.set_task_metadata("env/A-v0", "t9", {})

@@ -28,7 +28,9 @@ def add_parser(sub: Any) -> None:
                    help="file with one API key per line; read again when it changes and on SIGHUP")
     p.add_argument("--insecure-no-auth", action="store_true", default=None,
                    help="serve without API keys on a non-loopback address")
-    p.add_argument("--db", dest="db_path", default=None, help="SQLite file (default toolgym.db)")
+    p.add_argument("--db", dest="db_path", default=None, metavar="PATH_OR_URL",
+                   help="where tasks and trajectories are stored: a SQLite file (default toolgym.db), or a"
+                        " postgresql://user:pass@host:port/db URL that several servers share")
     p.add_argument("--tasks", dest="task_files", action="append", default=None, metavar="ENV_ID=PATH",
                    help="register a JSONL task file at startup (repeatable)")
     p.add_argument("--warm-pool", dest="warm_pool_size", type=int, default=None, metavar="N",
