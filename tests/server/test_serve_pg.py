@@ -97,3 +97,10 @@ def test_a_server_without_its_database_says_so(tmp_path: Path) -> None:
         server.kill9()
     assert "connection" in server.log().lower(), server.log(4000)
     assert "pg-secret" not in server.log(), "the URL's password was printed"
+
+
+def test_the_db_url_is_kept_out_of_the_settings_repr() -> None:
+    from toolgym.server import Settings
+
+    settings = Settings(db_path="postgresql://u:pg-secret@db:5432/toolgym")
+    assert "pg-secret" not in repr(settings) and settings.db_path.endswith("/toolgym")
