@@ -20,6 +20,9 @@ It owns the lifecycle rules of docs/architecture.md ("The request path"), and no
 - after a crash, an episode the dead run left live is rebuilt on its next request by replaying
   its stored steps on a new sandbox, each checked against its record (``toolgym.server.resume``);
   same id, owner, turn and idempotency keys, or ``interrupted`` if the replay parts from the record.
+- on a database several replicas share, each episode row names the replica that holds it: a
+  crashed run's episode is claimed before it is rebuilt (never one a live replica holds), and
+  step and finish writes are fenced by the holder, so a replica that lost its claim writes nothing.
 
 The public API returns the dataclasses of ``toolgym.server.episode_types``; ``LiveEpisode``
 and ``SandboxSlot`` are the manager's own bookkeeping.
@@ -75,7 +78,7 @@ from toolgym.server.sandbox.base import Sandbox
 from toolgym.server.sandbox.pool import SandboxPool, new_episode_id
 from toolgym.server.sandbox.teardown import Teardown
 from toolgym.server.settings import Settings
-from toolgym.server.store import Claim, Store
+from toolgym.server.store import Claim, NotHolder, Store
 from toolgym.server.tasks import TaskRegistry
 from toolgym.server.writer import StoreWriter
 
@@ -360,12 +363,19 @@ class EpisodeManager:
         done = result.terminated or result.truncated
         reason = step.info.get("reason") if done else None
         wire_action = action_to_wire(action)
-        await self._writer.write(self.store.step_op(
-            live.id, turn, wire_action, result.to_wire(), mean_logprob=mean_logprob,
-            idempotency_key=idempotency_key, total_reward=total, status="finished" if done else "live",
-            reason=reason, success=live.family.episode_success(total, step.info) if done else None,
-            sample=None if sample is None else sample.to_wire(),
-        ))
+        try:
+            await self._writer.write(self.store.step_op(
+                live.id, turn, wire_action, result.to_wire(), mean_logprob=mean_logprob,
+                idempotency_key=idempotency_key, total_reward=total, status="finished" if done else "live",
+                reason=reason, success=live.family.episode_success(total, step.info) if done else None,
+                sample=None if sample is None else sample.to_wire(), holder=self.replica,
+            ))
+        except NotHolder:
+            await self._drop_taken(live)
+            raise Unavailable(
+                f"episode {live.id} was taken over by another replica sharing this server's database (this one"
+                " lost its lock there for a while); send its requests to that replica", retry_after_s=1.0,
+            ) from None
         live.steps.append(RecordedStep(turn=turn, action=wire_action, result=result, mean_logprob=mean_logprob,
                                        sample=sample))
         live.total_reward = total
@@ -380,6 +390,14 @@ class EpisodeManager:
             self.metrics.episode_return.labels(env_id).observe(total)
             await self._release(live)
         return result
+
+    async def _drop_taken(self, live: LiveEpisode) -> None:
+        """Forget an episode another replica holds now (a fenced write said so); its row is theirs."""
+        log.warning("episode %s was taken over by another replica; dropping this server's copy", live.id)
+        live.finished = True
+        live.reason = "taken_over"
+        await self._release(live)
+        self._live.pop(live.id, None)
 
     async def _release(self, live: LiveEpisode) -> None:
         """Every way an episode ends (last step, close, reaper, shutdown) comes through here.
@@ -471,7 +489,7 @@ class EpisodeManager:
 
     async def _give_up(self, episode_id: str, reason: str) -> NoReturn:
         """Mark a crashed run's episode interrupted with ``reason``, and say so to the client (409)."""
-        await self._writer.write(self.store.finish_op(episode_id, "interrupted", reason))
+        await self._writer.write(self.store.finish_op(episode_id, "interrupted", reason, self.replica))
         raise EpisodeFinished(episode_id, reason)
 
     # --- state, close, fork -------------------------------------------------------------------
@@ -505,14 +523,14 @@ class EpisodeManager:
             # (its old sandbox went with the start-up sweep). Another live replica's is not ours to close.
             if not await self._claim(episode_id):
                 return False
-            await self._writer.write(self.store.finish_op(episode_id, "finished", reason))
+            await self._writer.write(self.store.finish_op(episode_id, "finished", reason, self.replica))
             return True
         async with live.lock:
             was_open = not live.finished
             if was_open:
                 live.finished = True
                 live.reason = reason
-                await self._writer.write(self.store.finish_op(live.id, "finished", reason))
+                await self._writer.write(self.store.finish_op(live.id, "finished", reason, self.replica))
                 self.metrics.episodes_finished.labels(live.family.env_id, reason).inc()
             await self._release(live)
         self._live.pop(episode_id, None)
@@ -561,6 +579,9 @@ class EpisodeManager:
                 closed += 1
             elif live.finished and idle > self.settings.finished_retention_s:
                 self._live.pop(live.id, None)
+        if not await self._blocking(self.store.renew_replica):
+            log.error("this replica (%s) lost its liveness lock on the database and could not take it again:"
+                      " other replicas may take over its episodes", self.replica)
         before = time.time() - self.settings.idle_timeout_s  # a crashed run's episodes nobody came back for
         keep = frozenset(self._live) | frozenset(self._resuming)
         closed += await self._blocking(lambda: self.store.interrupt_live(before=before, keep=keep))
@@ -594,7 +615,7 @@ class EpisodeManager:
             if not live.finished:
                 live.finished = True
                 live.reason = "shutdown"
-                await self._writer.write(self.store.finish_op(live.id, "interrupted", None))
+                await self._writer.write(self.store.finish_op(live.id, "interrupted", None, self.replica))
             await self._release(live)
         await self._blocking(self._teardown.drain, self.settings.shutdown_grace_s + 60.0)
         if self.pool is not None:

@@ -48,8 +48,8 @@ from toolgym.server.store_sql import (
     episode_row,
 )
 
-__all__ = ["MIGRATIONS", "SCHEMA", "Claim", "EpisodeRow", "Outcome", "Store", "TaskStatsRow", "TimelineRow", "Tx",
-           "WriteOp", "is_postgres_url", "open_store"]
+__all__ = ["MIGRATIONS", "SCHEMA", "Claim", "EpisodeRow", "NotHolder", "Outcome", "Store", "TaskStatsRow",
+           "TimelineRow", "Tx", "WriteOp", "is_postgres_url", "open_store"]
 
 PG_SCHEMES = ("postgresql://", "postgres://")
 """A ``db_path`` starting with one of these is a PostgreSQL URL; anything else is a SQLite file."""
@@ -74,6 +74,17 @@ def open_store(db_path: str) -> Store:
     return SqliteStore(db_path)
 
 
+class NotHolder(Exception):
+    """A fenced write found another replica holding the episode: nothing was written.
+
+    Internal to the server: the episode manager drops its copy and answers a retryable ``Unavailable``.
+    """
+
+    def __init__(self, episode_id: str, replica: str) -> None:
+        super().__init__(f"episode {episode_id} is no longer held by replica {replica}")
+        self.episode_id = episode_id
+
+
 class Store:
     """The store's interface and its SQL; a subclass opens the connections (thread-safe; idempotent ``close``).
 
@@ -96,6 +107,10 @@ class Store:
     # --- what a dialect provides ----------------------------------------------------------------
     def register_replica(self, replica: str) -> None:
         """Hold ``replica``'s liveness lock until ``close``, so others see its episodes as held."""
+        raise NotImplementedError
+
+    def renew_replica(self) -> bool:
+        """Whether the liveness lock is held, taking it again if its session was lost (the reaper calls it)."""
         raise NotImplementedError
 
     def _alive(self, tx: Tx, holders: set[str]) -> set[str]:
@@ -233,28 +248,33 @@ class Store:
         episode_id: str, turn: int, action: Any, result: dict[str, Any], *,
         mean_logprob: float | None, idempotency_key: str | None, total_reward: float,
         status: str, reason: str | None, success: bool | None = None, sample: dict[str, Any] | None = None,
+        holder: str | None = None,
     ) -> WriteOp:
         """The write of one step and the episode's new state (for ``commit_group``).
 
         The JSON is encoded here, in the caller, so the writer thread spends its time on SQL.
         ``sample`` is the policy's token ids and log-probabilities in wire form, stored as JSON text.
+        With ``holder``, the write is fenced: if another replica holds the episode now (it took it
+        over while this one was thought dead), nothing is written and ``NotHolder`` is raised.
         """
         now = time.time()
         step_row = (episode_id, turn, json.dumps(action), json.dumps(result), mean_logprob, idempotency_key, now,
                     None if sample is None else json.dumps(sample))
-        state_row = (turn + 1, total_reward, status, reason, None if success is None else int(success), now,
-                     episode_id)
+        state_row: tuple[Any, ...] = (turn + 1, total_reward, status, reason,
+                                      None if success is None else int(success), now, episode_id)
+        update = "UPDATE episodes SET turn=?, total_reward=?, status=?, reason=?, success=?, updated=? WHERE id=?"
+        if holder is not None:
+            update += " AND COALESCE(holder, '')=?"
+            state_row += (holder,)
 
         def op(tx: Tx) -> None:
+            if not tx.execute(update, state_row) and holder is not None:
+                raise NotHolder(episode_id, holder)
             tx.execute(
                 "INSERT INTO steps (episode_id, turn, action, result, mean_logprob, idempotency_key, created, sample)"
                 " VALUES (?,?,?,?,?,?,?,?)",
                 step_row,
-            )
-            tx.execute(
-                "UPDATE episodes SET turn=?, total_reward=?, status=?, reason=?, success=?, updated=? WHERE id=?",
-                state_row,
-            )
+            )  # a turn written twice raises here, and the op's savepoint undoes the update too
 
         return op
 
@@ -270,15 +290,20 @@ class Store:
         ))
 
     @staticmethod
-    def finish_op(episode_id: str, status: str, reason: str | None) -> WriteOp:
-        """The write that ends a live episode (for ``commit_group``); a finished one is kept."""
-        params = (status, reason, time.time(), episode_id)
+    def finish_op(episode_id: str, status: str, reason: str | None, holder: str | None = None) -> WriteOp:
+        """The write that ends a live episode (for ``commit_group``); a finished one is kept.
+
+        With ``holder``, only while that replica holds it: a replica never ends an episode another
+        one took over.
+        """
+        params: tuple[Any, ...] = (status, reason, time.time(), episode_id)
+        sql = "UPDATE episodes SET status=?, reason=COALESCE(reason, ?), updated=? WHERE id=? AND status='live'"
+        if holder is not None:
+            sql += " AND COALESCE(holder, '')=?"
+            params += (holder,)
 
         def op(tx: Tx) -> None:
-            tx.execute(
-                "UPDATE episodes SET status=?, reason=COALESCE(reason, ?), updated=? WHERE id=? AND status='live'",
-                params,
-            )
+            tx.execute(sql, params)
 
         return op
 

@@ -21,6 +21,7 @@ column so the shared SQL's ``ORDER BY created, rowid`` keeps insertion order.
 from __future__ import annotations
 
 import hashlib
+import threading
 from typing import Any, ClassVar
 
 import psycopg
@@ -36,13 +37,14 @@ LEASE_SESSION = ("SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5;
 """Server-side keepalives on the lease session: a vanished replica host frees its lock within ~25 s."""
 
 
-def _connect(url: str) -> psycopg.Connection[Any]:
+def _connect(url: str, application_name: str = "toolgym") -> psycopg.Connection[Any]:
     """An autocommit connection (transactions are opened explicitly) with client-side TCP keepalives.
 
-    A connection to a vanished database server then fails within ~25 s instead of hanging.
+    A connection to a vanished database server then fails within ~25 s instead of hanging. The
+    application name shows in ``pg_stat_activity`` (a lease session names its replica).
     """
     return psycopg.connect(url, autocommit=True, keepalives=1, keepalives_idle=10, keepalives_interval=5,
-                           keepalives_count=3)
+                           keepalives_count=3, application_name=application_name)
 
 
 def replica_lock_key(replica: str) -> int:
@@ -87,6 +89,8 @@ class PgStore(Store):
             self._conn.close()
             raise
         self._lease: psycopg.Connection[Any] | None = None
+        self._lease_lock = threading.Lock()
+        self._replica: str | None = None
         self._writer = Tx(self._conn, "%s")
         self._reader = Tx(self._reader_conn, "%s")
 
@@ -96,7 +100,7 @@ class PgStore(Store):
         Raises:
             RuntimeError: another live session holds that replica's lock (its name is taken).
         """
-        lease = _connect(self._url)
+        lease = _connect(self._url, application_name=f"toolgym-lease-{replica}"[:63])
         try:
             lease.execute(LEASE_SESSION)
             row = lease.execute("SELECT pg_try_advisory_lock(%s)", (replica_lock_key(replica),)).fetchone()
@@ -105,10 +109,32 @@ class PgStore(Store):
         except BaseException:
             lease.close()
             raise
-        with self._lock:
-            old, self._lease = self._lease, lease
+        with self._lease_lock:
+            old, self._lease, self._replica = self._lease, lease, replica
         if old is not None:
             old.close()
+
+    def renew_replica(self) -> bool:
+        """Whether the lease session still answers; if it was lost, the lock is taken again on a new one.
+
+        Lost: a database restart, a network cut, an administrator's ``pg_terminate_backend``.
+        While it was lost, other replicas could take this one's episodes; the fenced writes
+        (``step_op``/``finish_op`` with ``holder``) keep this replica from writing over them.
+        """
+        with self._lease_lock:
+            lease, replica = self._lease, self._replica
+            if lease is None or replica is None:
+                return False
+            try:
+                lease.execute("SELECT 1")
+                return True
+            except psycopg.Error:
+                lease.close()
+        try:
+            self.register_replica(replica)
+        except (psycopg.Error, RuntimeError):
+            return False
+        return True
 
     def _alive(self, tx: Tx, holders: set[str]) -> set[str]:
         if not holders:
@@ -125,6 +151,8 @@ class PgStore(Store):
             self._conn.execute("ROLLBACK")
 
     def _close(self) -> None:
-        for conn in (self._conn, self._reader_conn, self._lease):
+        with self._lease_lock:
+            lease, self._lease = self._lease, None
+        for conn in (self._conn, self._reader_conn, lease):
             if conn is not None:
                 conn.close()

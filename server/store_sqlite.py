@@ -52,6 +52,10 @@ class SqliteStore(Store):
         """Count ``replica`` (this process's) as the one live replica on this file."""
         self._replica = replica
 
+    def renew_replica(self) -> bool:
+        """Always held: this process is alive as long as it can ask."""
+        return self._replica is not None
+
     def _alive(self, tx: Tx, holders: set[str]) -> set[str]:
         return {h for h in holders if h == self._replica}
 

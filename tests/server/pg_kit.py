@@ -115,3 +115,13 @@ class PgCluster:
                           "stop")
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def terminate_lease(url: str, replica: str) -> None:
+    """End a replica's lease session from outside, as a network cut or an administrator would."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as admin:
+        ended = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                              (f"toolgym-lease-{replica}",)).fetchall()
+    assert ended == [(True,)], ended

@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from pg_kit import terminate_lease
 from serve_kit import ServeProcess
 from test_resume import BITS_CODE, BITS_TASK, CODEMATH, new, play
 
@@ -104,3 +105,35 @@ def test_the_db_url_is_kept_out_of_the_settings_repr() -> None:
 
     settings = Settings(db_path="postgresql://u:pg-secret@db:5432/toolgym")
     assert "pg-secret" not in repr(settings) and settings.db_path.endswith("/toolgym")
+
+
+def step_when_free(client: Any, episode_id: str, action: str) -> Any:
+    """Step until the answer is not the 503 of an episode a live replica holds (bounded)."""
+    deadline = time.monotonic() + 30
+    while True:
+        r = client.post(f"/v1/episodes/{episode_id}/step", json={"action": action})
+        if r.status_code != 503:
+            return r
+        assert time.monotonic() < deadline, f"the episode's holder still looks alive after 30 s: {r.text}"
+        time.sleep(0.1)
+
+
+def test_a_replica_that_lost_its_lock_never_writes_over_the_one_that_took_over(pg_db: str, farm_fn: Any) -> None:
+    """A's lease session is cut (as by a network cut): B takes A's episode over; A's stale copy is fenced."""
+    a = farm_fn.start("process", db_path=pg_db, warm_pool_size=0, reaper_interval_s=600)
+    b = farm_fn.start("process", db_path=pg_db, warm_pool_size=0, reaper_interval_s=600)
+    with a.client() as ca, b.client() as cb:
+        live = new(ca, CODEMATH, BITS_TASK)
+        first = play(ca, live, BITS_CODE)
+        terminate_lease(pg_db, a.manager.replica)
+        r = step_when_free(cb, live, BITS_CODE)
+        assert r.status_code == 200 and r.json()["reward"] == first["reward"], r.text
+        # A still holds its copy in memory; its write is fenced, and it lets the episode go.
+        r = ca.post(f"/v1/episodes/{live}/step", json={"action": "So \\boxed{20}."})
+        assert r.status_code == 503 and "taken over" in r.json()["error"]["message"], r.text
+        r = ca.post(f"/v1/episodes/{live}/step", json={"action": "So \\boxed{20}."})
+        assert r.status_code == 503 and f"is live on replica {b.manager.replica}" in r.text, r.text
+        st = cb.get(f"/v1/episodes/{live}").json()
+        assert st["status"] == "live" and st["turn"] == 2 and len(st["steps"]) == 2, st
+        r = cb.post(f"/v1/episodes/{live}/step", json={"action": "So \\boxed{20}."})
+        assert r.status_code == 200 and r.json()["terminated"] and r.json()["reward"] == 1.0, r.text

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from toolgym.errors import DuplicateTask
-from toolgym.server.store import Store, open_store
+from toolgym.server.store import NotHolder, Store, open_store
 from toolgym.server.store_sqlite import SqliteStore
 
 
@@ -261,3 +261,25 @@ def test_an_in_memory_store_works_and_closes() -> None:
     assert store.get_episode("ep-1") is not None
     store.close()
     store.close()
+
+
+def test_fenced_writes_of_a_replica_that_lost_the_episode_change_nothing(db: str) -> None:
+    store = open_store(db)
+    try:
+        add_episode(store, "ep-1", holder="r-new")
+        with pytest.raises(NotHolder):
+            store._transaction(store.step_op("ep-1", 0, "stale", result(1.0), mean_logprob=None, idempotency_key=None,
+                                             total_reward=1.0, status="live", reason=None, holder="r-old"))
+        store._transaction(store.finish_op("ep-1", "interrupted", None, holder="r-old"))
+        row = store.get_episode("ep-1")
+        assert row is not None and (row.status, row.turn, row.holder) == ("live", 0, "r-new")
+        assert store.steps("ep-1") == []
+        # The holder's own fenced writes go through.
+        store._transaction(store.step_op("ep-1", 0, "mine", result(1.0), mean_logprob=None, idempotency_key=None,
+                                         total_reward=1.0, status="live", reason=None, holder="r-new"))
+        store._transaction(store.finish_op("ep-1", "finished", "closed", holder="r-new"))
+        row = store.get_episode("ep-1")
+        assert row is not None and (row.status, row.turn) == ("finished", 1)
+        assert [s["action"] for s in store.steps("ep-1")] == ["mine"]
+    finally:
+        store.close()

@@ -13,8 +13,9 @@ import time
 from typing import Any
 
 import pytest
+from pg_kit import terminate_lease
 
-from toolgym.server.store import Claim, open_store
+from toolgym.server.store import Claim, NotHolder, open_store
 from toolgym.server.store_pg import PgStore
 
 ENV = "toolgym/FunctionCall-v0"
@@ -138,6 +139,29 @@ def test_a_replica_name_is_held_once(pg_db: str) -> None:
         a.register_replica("r-same")
         with pytest.raises(RuntimeError, match="already live"):
             b.register_replica("r-same")
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_lost_lease_is_taken_again(pg_db: str) -> None:
+    a, b = open_store(pg_db), open_store(pg_db)
+    try:
+        a.register_replica("r-a")
+        b.register_replica("r-b")
+        add(a, "ep-1", "r-a")
+        add(a, "ep-2", "r-a")
+        assert a.renew_replica()
+        terminate_lease(pg_db, "r-a")
+        # While A's lock is lost, its episodes are fair game: B takes one.
+        claim_once_free(b, "ep-1", "r-b", "r-a")
+        assert a.renew_replica()  # notices, and holds the lock again on a new session
+        assert claim(b, "ep-2", "r-b") == Claim(claimed=False, live=True, holder="r-a")
+        # A's fenced writes to the episode B took change nothing.
+        with pytest.raises(NotHolder):
+            a._transaction(a.step_op("ep-1", 0, "stale", {}, mean_logprob=None, idempotency_key=None,
+                                     total_reward=0.0, status="live", reason=None, holder="r-a"))
+        assert b.steps("ep-1") == []
     finally:
         a.close()
         b.close()
