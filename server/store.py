@@ -22,7 +22,12 @@ process) that plays it. A replica is alive while it holds its liveness lock (``r
 on PostgreSQL a session lock the database drops when the process dies, however it dies; a SQLite
 file counts only this process's replica as alive). A replica resumes (``claim_op``) or interrupts
 (``interrupt_live``) only episodes whose holder is not alive, so replicas sharing a database never
-take each other's live episodes.
+take each other's live episodes; step and finish writes name their holder (fenced), so a replica
+that lost its lock for a while writes nothing over the one that took an episode over.
+
+Size: a little over 400 lines, because it is the one module that holds the SQL of both
+dialects (writes, reads, ownership and statistics); splitting it would spread the queries that
+must agree with one schema over several files.
 """
 
 from __future__ import annotations
