@@ -14,7 +14,7 @@ It owns the lifecycle rules of docs/architecture.md ("The request path"), and no
   for the container to be removed; idle episodes are closed by the reaper;
 - every store write goes through one writer thread that commits in groups
   (``toolgym.server.writer``); a step is answered only after the commit that holds it has
-  returned, and no SQLite call runs on the event loop (reads go to a worker thread);
+  returned, and no database call runs on the event loop (reads go to a worker thread);
 - on shutdown, resets are refused, in-flight steps finish, every write is committed, and
   every sandbox is removed (the teardown queue is drained).
 - after a crash, an episode the dead run left live is rebuilt on its next request by replaying

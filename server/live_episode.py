@@ -2,8 +2,8 @@
 
 ``LiveEpisode`` is what ``EpisodeManager`` keeps per episode in memory (env, sandbox slot,
 steps, lock); ``stored_snapshot`` and ``stored_page`` rebuild the public dataclasses from
-the store for episodes that ended or belong to a previous run. Both readers block (SQLite):
-the manager runs them on a worker thread.
+the store for episodes that ended, belong to a previous run or to another replica. Both
+readers block (database I/O): the manager runs them on a worker thread.
 """
 
 from __future__ import annotations
