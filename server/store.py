@@ -69,10 +69,17 @@ def open_store(db_path: str) -> Store:
     """The store for the ``db_path`` setting: PostgreSQL for a ``postgresql://`` URL, else a SQLite file.
 
     The PostgreSQL driver (extra ``postgres``) is imported only when a URL asks for it.
+
+    Raises:
+        RuntimeError: a PostgreSQL URL, and psycopg is not installed.
     """
     if is_postgres_url(db_path):
-        from toolgym.server.store_pg import PgStore
-
+        try:
+            from toolgym.server.store_pg import PgStore
+        except ImportError as exc:
+            raise RuntimeError(
+                f"a PostgreSQL database needs psycopg: pip install 'toolgym[postgres]' ({exc})"
+            ) from None
         return PgStore(db_path)
     from toolgym.server.store_sqlite import SqliteStore
 

@@ -165,3 +165,12 @@ def test_a_lost_lease_is_taken_again(pg_db: str) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_a_url_without_psycopg_says_what_to_install() -> None:
+    code = ("import sys; sys.modules['psycopg'] = None\n"
+            "from toolgym.server.store import open_store\n"
+            "open_store('postgresql://u:p@127.0.0.1:1/db')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode != 0
+    assert "pip install 'toolgym[postgres]'" in done.stderr, done.stderr
