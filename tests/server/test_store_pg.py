@@ -10,12 +10,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from pg_kit import terminate_lease
 
-from toolgym.server.store import Claim, NotHolder, open_store
+from toolgym.server.store import Claim, NotHolder, Store, open_store
 from toolgym.server.store_pg import PgStore
 
 ENV = "toolgym/FunctionCall-v0"
@@ -40,35 +41,41 @@ def claim_once_free(store: Any, episode_id: str, replica: str, dead: str) -> Cla
     return got
 
 
-def test_replicas_share_trajectories_and_never_take_a_live_ones_episodes(pg_db: str) -> None:
+@pytest.fixture
+def pair(pg_db: str) -> Iterator[tuple[Store, Store]]:
+    """Two replicas on one database, ``r-a`` and ``r-b`` (closed at the end; a test may close one first)."""
     a, b = open_store(pg_db), open_store(pg_db)
     try:
         a.register_replica("r-a")
         b.register_replica("r-b")
-        add(a, "ep-a", "r-a")
-        a.add_step("ep-a", 0, "x", {"reward": 1.0}, mean_logprob=None, idempotency_key="k0", total_reward=1.0,
-                   status="live", reason=None)
-        add(a, "ep-a-done", "r-a")
-        a.add_step("ep-a-done", 0, "y", {"reward": 0.5}, mean_logprob=None, idempotency_key=None,
-                   total_reward=0.5, status="finished", reason="answered", success=False)
-        # B reads A's trajectories as A wrote them.
-        rows, total = b.list_episodes("k-a", status=None, offset=0, limit=10)
-        assert total == 2 and [r.id for r in rows] == ["ep-a", "ep-a-done"]
-        assert [s["action"] for s in b.steps("ep-a-done")] == ["y"]
-        assert b.idempotency_keys("ep-a") == {"k0": 0}
-        # A is alive: B neither interrupts (whatever the age) nor claims its live episode.
-        assert b.interrupt_live() == 0
-        assert claim(b, "ep-a", "r-b") == Claim(claimed=False, live=True, holder="r-a")
-        assert b.get_episode("ep-a").holder == "r-a"  # type: ignore[union-attr]
-        assert claim(a, "ep-a", "r-a").claimed  # its own holder may claim it again
+        yield a, b
     finally:
         a.close()
-    try:
-        # A is gone (a clean stop): its live episode is an orphan B may take.
-        assert claim_once_free(b, "ep-a", "r-b", "r-a") == Claim(claimed=True, live=True, holder="r-b")
-        assert b.get_episode("ep-a").holder == "r-b"  # type: ignore[union-attr]
-    finally:
         b.close()
+
+
+def test_replicas_share_trajectories_and_never_take_a_live_ones_episodes(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    add(a, "ep-a", "r-a")
+    a.add_step("ep-a", 0, "x", {"reward": 1.0}, mean_logprob=None, idempotency_key="k0", total_reward=1.0,
+               status="live", reason=None)
+    add(a, "ep-a-done", "r-a")
+    a.add_step("ep-a-done", 0, "y", {"reward": 0.5}, mean_logprob=None, idempotency_key=None,
+               total_reward=0.5, status="finished", reason="answered", success=False)
+    # B reads A's trajectories as A wrote them.
+    rows, total = b.list_episodes("k-a", status=None, offset=0, limit=10)
+    assert total == 2 and [r.id for r in rows] == ["ep-a", "ep-a-done"]
+    assert [s["action"] for s in b.steps("ep-a-done")] == ["y"]
+    assert b.idempotency_keys("ep-a") == {"k0": 0}
+    # A is alive: B neither interrupts (whatever the age) nor claims its live episode.
+    assert b.interrupt_live() == 0
+    assert claim(b, "ep-a", "r-b") == Claim(claimed=False, live=True, holder="r-a")
+    assert b.get_episode("ep-a").holder == "r-a"  # type: ignore[union-attr]
+    assert claim(a, "ep-a", "r-a").claimed  # its own holder may claim it again
+    a.close()
+    # A is gone (a clean stop): its live episode is an orphan B may take.
+    assert claim_once_free(b, "ep-a", "r-b", "r-a") == Claim(claimed=True, live=True, holder="r-b")
+    assert b.get_episode("ep-a").holder == "r-b"  # type: ignore[union-attr]
 
 
 HOLDER = """
@@ -144,27 +151,21 @@ def test_a_replica_name_is_held_once(pg_db: str) -> None:
         b.close()
 
 
-def test_a_lost_lease_is_taken_again(pg_db: str) -> None:
-    a, b = open_store(pg_db), open_store(pg_db)
-    try:
-        a.register_replica("r-a")
-        b.register_replica("r-b")
-        add(a, "ep-1", "r-a")
-        add(a, "ep-2", "r-a")
-        assert a.renew_replica()
-        terminate_lease(pg_db, "r-a")
-        # While A's lock is lost, its episodes are fair game: B takes one.
-        claim_once_free(b, "ep-1", "r-b", "r-a")
-        assert a.renew_replica()  # notices, and holds the lock again on a new session
-        assert claim(b, "ep-2", "r-b") == Claim(claimed=False, live=True, holder="r-a")
-        # A's fenced writes to the episode B took change nothing.
-        with pytest.raises(NotHolder):
-            a._transaction(a.step_op("ep-1", 0, "stale", {}, mean_logprob=None, idempotency_key=None,
-                                     total_reward=0.0, status="live", reason=None, holder="r-a"))
-        assert b.steps("ep-1") == []
-    finally:
-        a.close()
-        b.close()
+def test_a_lost_lease_is_taken_again(pg_db: str, pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    add(a, "ep-1", "r-a")
+    add(a, "ep-2", "r-a")
+    assert a.renew_replica()
+    terminate_lease(pg_db, "r-a")
+    # While A's lock is lost, its episodes are fair game: B takes one.
+    claim_once_free(b, "ep-1", "r-b", "r-a")
+    assert a.renew_replica()  # notices, and holds the lock again on a new session
+    assert claim(b, "ep-2", "r-b") == Claim(claimed=False, live=True, holder="r-a")
+    # A's fenced writes to the episode B took change nothing.
+    with pytest.raises(NotHolder):
+        a._transaction(a.step_op("ep-1", 0, "stale", {}, mean_logprob=None, idempotency_key=None,
+                                 total_reward=0.0, status="live", reason=None, holder="r-a"))
+    assert b.steps("ep-1") == []
 
 
 def test_a_url_without_psycopg_says_what_to_install() -> None:
