@@ -283,3 +283,25 @@ def test_fenced_writes_of_a_replica_that_lost_the_episode_change_nothing(db: str
         assert [s["action"] for s in store.steps("ep-1")] == ["mine"]
     finally:
         store.close()
+
+
+def test_the_timeline_is_the_last_ended_episodes_oldest_first(db: str) -> None:
+    store = open_store(db)
+    try:
+        for i in range(4):
+            add_episode(store, f"ep-{i}", task_id=f"t{i}")
+        add_episode(store, "ep-other", owner="k-other")
+        add_episode(store, "ep-open")
+        for i, (reward, success) in enumerate([(1.0, True), (0.0, False), (0.5, None)]):
+            store.add_step(f"ep-{i}", 0, "x", result(reward, True), mean_logprob=None, idempotency_key=None,
+                           total_reward=reward, status="finished", reason="answered", success=success)
+        store.finish_episode("ep-3", "interrupted", None)
+        store.finish_episode("ep-other", "finished", "closed")
+        rows = store.timeline("k-owner", env_id=None, limit=3)
+        assert [r.episode_id for r in rows] == ["ep-1", "ep-2", "ep-3"]
+        assert [(r.total_reward, r.success, r.status) for r in rows] == [
+            (0.0, False, "finished"), (0.5, None, "finished"), (0.0, None, "interrupted")]
+        assert rows[0].ended <= rows[1].ended <= rows[2].ended
+        assert store.timeline("k-owner", env_id="toolgym/Nothing-v0", limit=10) == []
+    finally:
+        store.close()
