@@ -33,12 +33,15 @@ from toolgym.envs.actions import parse_tool_call_tags, strip_end_tokens
 from toolgym.errors import EpisodeLost, EpisodeNotFound, ToolGymError
 
 __all__ = [
+    "CALL_TOOL",
+    "CALL_TOOL_SCHEMA",
     "INFRA_ERROR",
     "EpisodeRun",
     "is_infra_failure",
     "make_client",
     "parse_tool_calls",
     "run_sync",
+    "task_prompt",
     "tool_function",
     "tool_output",
     "tools_system_prompt",
@@ -48,6 +51,24 @@ T = TypeVar("T")
 
 INFRA_ERROR = "infra_error"
 """The ``info["status"]`` of a step the server could not play for reasons of its own."""
+
+CALL_TOOL = "call_tool"
+CALL_TOOL_SCHEMA: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": CALL_TOOL,
+        "description": "Call one of the task's tools (listed in the task) and return its output.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "description": "The name of the task's tool to call."},
+                "arguments": {"type": "object", "description": "The tool's arguments, as a JSON object."},
+            },
+            "required": ["name", "arguments"],
+        },
+    },
+}
+"""The one generic tool a trainer with a fixed tool list offers: each task's own tools go through it."""
 
 _JSON_TYPES: dict[str, type] = {
     "string": str, "integer": int, "number": float, "boolean": bool, "array": list, "object": dict,
@@ -133,6 +154,21 @@ def parse_tool_calls(text: str) -> AssistantMessage:
     """
     parsed = parse_tool_call_tags(strip_end_tokens(text))
     return AssistantMessage(content=parsed.content or None, tool_calls=tuple(c.to_openai() for c in parsed.calls))
+
+
+def task_prompt(observation: Mapping[str, Any], call_tool: str = CALL_TOOL) -> str:
+    """A reset observation as user-turn text: the task's messages, then its tools, to be called through ``call_tool``.
+
+    For trainers that fix the tool list when they start (TRL, verl) while each ToolUse task has
+    its own tools: the model is offered one generic tool, ``call_tool(name, arguments)``, and this
+    text tells it which tools the task has (their OpenAI schemas).
+    """
+    parts = [str(m.get("content", "")) for m in observation.get("messages") or [] if isinstance(m, Mapping)]
+    tools = observation.get("tools") or []
+    if tools:
+        listed = "\n".join(json.dumps(t, ensure_ascii=False) for t in tools)
+        parts.append(f"Call these tools through {call_tool}(name, arguments):\n<tools>\n{listed}\n</tools>")
+    return "\n\n".join(p for p in parts if p)
 
 
 def tool_output(observation: Mapping[str, Any]) -> str:

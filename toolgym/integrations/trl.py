@@ -26,22 +26,12 @@ from typing import Any
 
 from toolgym.actions import AssistantMessage
 from toolgym.client import AsyncEnvClient, RetryPolicy
-from toolgym.integrations._shared import EpisodeRun, make_client, run_sync, tool_output
+from toolgym.integrations._shared import EpisodeRun, make_client, run_sync, task_prompt, tool_output
 
 __all__ = ["ToolGymEnvironment", "environment_factory", "reward"]
 
 INFRA_MESSAGE = "error: ToolGym could not run this call (infrastructure failure); this rollout will not be scored"
 OVER_MESSAGE = "error: the episode is over; give your final answer"
-
-
-def task_prompt(observation: Mapping[str, Any]) -> str:
-    """The reset observation as text for the user turn: the task's messages, then its tools for ``call_tool``."""
-    parts = [str(m.get("content", "")) for m in observation.get("messages") or [] if isinstance(m, Mapping)]
-    tools = observation.get("tools") or []
-    if tools:
-        listed = "\n".join(json.dumps(t, ensure_ascii=False) for t in tools)
-        parts.append("Call these tools through call_tool(name, arguments):\n<tools>\n" + listed + "\n</tools>")
-    return "\n\n".join(p for p in parts if p)
 
 
 class ToolGymEnvironment:
