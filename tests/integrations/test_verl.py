@@ -4,7 +4,8 @@ verl's own ``initialize_tools_from_config`` loads the tool from the YAML ``tool_
 its registry and hydra instantiate the ``toolgym_agent`` loop as verl's ``AgentLoopWorker`` does,
 and only the LLM server is scripted (token ids of a tokenizer built in the script). The env side
 is real: a server with the Docker backend, and one sample whose sandbox is killed from outside on
-every attempt. Four samples run at once in one worker (they share the tool, as in verl).
+every attempt. Five samples run at once in one worker (they share the tool, as in verl); the last
+goes through verl's stock ``tool_agent`` loop.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ def test_toolgym_agent_loop_reward_and_mask(server_factory: Any, tmp_path: Path)
         {"task_id": tasks["solved"], "script": ["GOLD-A-42<|im_end|>"]},  # answers without a tool
         {"task_id": tasks["unsolved"], "script": [CALL, "no idea<|im_end|>"]},
         {"task_id": tasks["infra"], "script": [CALL, "GOLD-C-9<|im_end|>"]},
+        # verl's stock loop: it creates and releases the tool around each of the two calls, and
+        # both must land in one episode (found again by its id); nobody finishes that episode.
+        {"task_id": tasks["unsolved"], "script": [CALL, CALL, "done<|im_end|>"], "agent_name": "tool_agent"},
     ]
     config = {"base_url": server.base_url, "env_id": ENV, "samples": samples, "max_retries": 1,
               "tool_config_path": str(tmp_path / "tools.yaml")}
@@ -42,8 +46,8 @@ def test_toolgym_agent_loop_reward_and_mask(server_factory: Any, tmp_path: Path)
     assert out["tool_names"] == ["call_tool"]
     with httpx.Client(base_url=server.base_url, timeout=30) as http:
         recorded = {e["episode_id"]: e for e in http.get("/v1/episodes", params={"limit": 100}).json()["episodes"]}
-    solved_call, solved_direct, unsolved, infra = out["samples"]
-    for sample in out["samples"]:
+    solved_call, solved_direct, unsolved, infra, stock = out["samples"]
+    for sample in out["samples"][:4]:
         assert set(sample["extra_fields"]) == KEYS, "every sample carries the same keys"
         assert "lookup" in sample["prompts"][0], "the task's tools are listed in the prompt"
         assert "rm_scores" in sample["as_dict_keys"]
@@ -66,3 +70,7 @@ def test_toolgym_agent_loop_reward_and_mask(server_factory: Any, tmp_path: Path)
     assert infra["mask_sum"] == 0 and infra["response_len"] > 0, "no token of a masked sample is trained on"
     assert fields["toolgym_episode_id"] in killer.killed
     assert "infrastructure failure" in infra["prompts"][1]
+
+    assert stock["tool_rewards"] == [0.0, 0.0] and not stock["extra_fields"]
+    (left,) = [e for e in recorded.values() if e["task_id"] == tasks["unsolved"] and e["status"] == "live"]
+    assert left["turn"] == 2, "both calls stepped the one episode"

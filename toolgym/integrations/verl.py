@@ -4,9 +4,9 @@ verl's ``ToolAgentLoop`` creates a tool instance before every call and releases 
 its tool list is fixed by the tool config while each ToolUse task has its own tools. So:
 
 - ``ToolGymTool`` is one generic tool, ``call_tool(name, arguments)``. Its state, an
-  ``EpisodeRun``, lives in a registry keyed by episode id, and the trajectory carries its episode
-  id (``AgentData.toolgym_episode_id``), so the calls of one sample share one episode whatever
-  ``create``/``release`` do. ``execute`` returns the step's reward as verl's tool reward.
+  ``EpisodeRun``, lives in a registry keyed by episode id, and the trajectory (verl's
+  ``AgentData``) carries its episode id and run, so the calls of one sample share one episode
+  whatever ``create``/``release`` do. ``execute`` returns the step's reward as verl's tool reward.
 - The ``toolgym_agent`` loop (a ``ToolAgentLoop``) resets the sample's episode first, from the
   sample's ``tools_kwargs`` (``{"call_tool": {"create_kwargs": {"env_id", "task_id"}}}``), appends
   the task's messages and tool list to the last user message, runs verl's loop, steps the last
@@ -95,11 +95,13 @@ class ToolGymTool(BaseTool):  # type: ignore[misc]
                       **kwargs: Any) -> tuple[ToolResponse, float, dict[str, Any]]:
         """Step the sample's episode with the call ``parameters`` names; the step's reward is the tool reward."""
         agent_data = kwargs.get("agent_data")
-        run = _RUNS.get(str(getattr(agent_data, "toolgym_episode_id", "")))
-        if run is None:  # verl's own tool_agent loop: the first call starts the episode
-            run = await self.start(self._created.get(instance_id, {}))
-            if agent_data is not None:
-                agent_data.toolgym_episode_id = run.episode_id
+        run: EpisodeRun | None = getattr(agent_data, "toolgym_run", None)  # set by the toolgym_agent loop
+        if run is None:  # verl's own tool_agent loop: the first call starts the episode, later ones find it by id
+            run = _RUNS.get(str(getattr(agent_data, "toolgym_episode_id", None)))
+            if run is None:
+                run = await self.start(self._created.get(instance_id, {}))
+                if agent_data is not None:
+                    agent_data.toolgym_episode_id = run.episode_id
         arguments = parameters.get("arguments", {})
         call = {"id": f"call_{run.turn}_0", "type": "function",
                 "function": {"name": str(parameters.get("name", "")),
@@ -153,7 +155,12 @@ class ToolGymAgentLoop(ToolAgentLoop):  # type: ignore[misc]
         return output
 
     async def _handle_pending_state(self, agent_data: Any, sampling_params: dict[str, Any]) -> Any:
-        """Tie the trajectory to its episode before the first generation (``ToolGymTool`` reads it)."""
+        """Tie the trajectory to its episode before the first generation (``ToolGymTool`` reads it).
+
+        The run itself rides along, so that a sample whose reset failed is answered as masked
+        by every call rather than given a second episode.
+        """
+        agent_data.toolgym_run = self._toolgym_run
         agent_data.toolgym_episode_id = self._toolgym_run.episode_id
         self._toolgym_data = agent_data
         return await super()._handle_pending_state(agent_data, sampling_params)

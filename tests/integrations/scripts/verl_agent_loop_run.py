@@ -1,7 +1,8 @@
 """verl's own agent-loop classes drive toolgym.integrations.verl against a real server; run in the verl venv.
 
 Usage: verl_agent_loop_run.py CONFIG_JSON. CONFIG: base_url, env_id, samples (a list of
-{task_id, options, script: [assistant turn text, ...]}), tool_config_path, max_retries. Prints
+{task_id, options, script: [assistant turn text, ...],
+and agent_name when not toolgym_agent}), tool_config_path, max_retries. Prints
 one JSON line: per sample, the ``AgentLoopOutput`` fields the test checks, and the generation
 requests the scripted server saw.
 
@@ -95,7 +96,8 @@ async def run_sample(config: Any, tools: list[Any], tokenizer: Any, env_id: str,
                      sample: dict[str, Any]) -> dict[str, Any]:
     server = ScriptedServer(tokenizer, sample["script"])
     loop = hydra.utils.instantiate(
-        config=_agent_loop_registry[toolgym_verl.AGENT_NAME], trainer_config=DictConfigWrap(config=config),
+        config=_agent_loop_registry[sample.get("agent_name", toolgym_verl.AGENT_NAME)],
+        trainer_config=DictConfigWrap(config=config),
         server_manager=server, tokenizer=tokenizer, processor=None, hf_model_type=None, dataset_cls=RLHFDataset,
         data_config=DictConfigWrap(config.data), tools=ToolListWrap(tools))
     create = {"env_id": env_id, "task_id": sample["task_id"], "options": sample.get("options") or {}}
