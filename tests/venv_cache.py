@@ -109,10 +109,14 @@ def _point_at_this_checkout(python: Path) -> None:
 
 OPENENV_VERSION = "0.10.0"
 
-EXTRA_REQUIREMENTS: dict[str, list[str]] = {"verifiers": ["uv>=0.5"]}
-"""Tools a trainer needs beside its extra: verifiers' local runtime runs its harness program with
-``uv`` and otherwise installs uv into ``~/.local`` itself; given in the venv (whose ``bin`` is on
-a script's PATH), it leaves the home directory alone."""
+TORCH = "torch==2.13.0"
+"""The CPU build on this disk; plain ``torch`` (asked for by TRL or verl) would pull GBs of CUDA."""
+
+EXTRA_REQUIREMENTS: dict[str, list[str]] = {"trl": [TORCH], "verl": [TORCH], "verifiers": ["uv>=0.5"]}
+"""What a trainer's venv needs beside its extra, installed first: the CPU torch for TRL and verl;
+``uv`` for verifiers, whose local runtime runs its harness program with it and otherwise installs
+uv into ``~/.local`` by itself (given in the venv, whose ``bin`` is on a script's PATH, it leaves
+the home directory alone)."""
 
 
 def openenv_python() -> Path:
