@@ -9,6 +9,9 @@ It owns the lifecycle rules of docs/architecture.md ("The request path"), and no
 - a sandbox that fails mid-step is replaced and the step retried once on the new one (the
   env leaves its state untouched when the runner raises); a second failure is a 503, never
   a reward;
+- a step whose store write fails (disk full) is refused with a retryable 503 and the episode's
+  in-memory copy, which has played it, is dropped: the next request rebuilds the episode from
+  the store by replay, so what was acknowledged and what the env holds never part;
 - finished episodes release their sandbox at once: it goes to a bounded background worker
   (``toolgym.server.sandbox.teardown``), so the last step and DELETE answer without waiting
   for the container to be removed; idle episodes are closed by the reaper;
@@ -55,6 +58,7 @@ from toolgym.errors import (
     QuotaExceeded,
     SandboxError,
     ShuttingDown,
+    StoreUnavailable,
     TurnMismatch,
     ValidationFailed,
 )
@@ -131,7 +135,7 @@ class EpisodeManager:
         self._resuming: dict[str, asyncio.Future[LiveEpisode | None]] = {}
         """Episodes of a crashed run being rebuilt, so concurrent requests share one replay."""
         self.resumed = 0
-        """Episodes of a crashed run rebuilt by replay in this process."""
+        """Episodes rebuilt by replay in this process (a crashed run's, or one whose step the store refused)."""
         self.replayed_steps = 0
         """Recorded steps those replays played again and found equal."""
         self._teardown = Teardown(workers=TEARDOWN_WORKERS, capacity=TEARDOWN_QUEUE)
@@ -288,31 +292,44 @@ class EpisodeManager:
 
         A retried step (same ``idempotency_key``, or an ``expected_turn`` already played) gets
         the recorded result again; nothing is played twice. An episode a crashed run left live is
-        rebuilt first (``_held``).
+        rebuilt first (``_held``), and so is one whose last step the store refused
+        (``StoreUnavailable``, ``_detach``): that step never happened, as far as the episode goes.
         """
-        live = await self._held(owner, episode_id)
-        if live is None:
-            # Closed (DELETE, the idle reaper) and forgotten: its row says it has ended.
-            row = await self._blocking(self.store.get_episode, episode_id)
-            if row is not None and row.owner == owner:
-                raise EpisodeFinished(episode_id, row.reason or row.status)
-            raise EpisodeNotFound(episode_id)
-        async with live.lock:
-            live.last_active = time.monotonic()
-            if idempotency_key is not None and idempotency_key in live.idempotency:
-                return live.steps[live.idempotency[idempotency_key]].result
-            if expected_turn is not None:
-                if expected_turn < live.turn:
-                    return live.steps[expected_turn].result
-                if expected_turn > live.turn:
-                    raise TurnMismatch(episode_id, expected_turn, live.turn)
-            if live.finished:
-                raise EpisodeFinished(episode_id, live.reason)
-            self._in_flight += 1
-            try:
-                return await self._do_step(live, action, idempotency_key, mean_logprob)
-            finally:
-                self._in_flight -= 1
+        for _ in range(3):  # a copy detached while we waited for its lock is looked up again (bounded)
+            live = await self._held(owner, episode_id)
+            if live is None:
+                # Closed (DELETE, the idle reaper) and forgotten: its row says it has ended.
+                row = await self._blocking(self.store.get_episode, episode_id)
+                if row is not None and row.owner == owner:
+                    raise EpisodeFinished(episode_id, row.reason or row.status)
+                raise EpisodeNotFound(episode_id)
+            async with live.lock:
+                if not live.detached:
+                    return await self._step_held(live, action, expected_turn, idempotency_key, mean_logprob)
+        raise StoreUnavailable(f"episode {episode_id} could not be rebuilt from the store; retry later",
+                               retry_after_s=5.0)
+
+    async def _step_held(
+        self, live: LiveEpisode, action: Action, expected_turn: int | None, idempotency_key: str | None,
+        mean_logprob: float | None,
+    ) -> StepResult:
+        """``step`` on an episode whose lock the caller holds."""
+        episode_id = live.id
+        live.last_active = time.monotonic()
+        if idempotency_key is not None and idempotency_key in live.idempotency:
+            return live.steps[live.idempotency[idempotency_key]].result
+        if expected_turn is not None:
+            if expected_turn < live.turn:
+                return live.steps[expected_turn].result
+            if expected_turn > live.turn:
+                raise TurnMismatch(episode_id, expected_turn, live.turn)
+        if live.finished:
+            raise EpisodeFinished(episode_id, live.reason)
+        self._in_flight += 1
+        try:
+            return await self._do_step(live, action, idempotency_key, mean_logprob)
+        finally:
+            self._in_flight -= 1
 
     def _replace_sandbox(self, live: LiveEpisode) -> None:
         assert self.pool is not None
@@ -351,11 +368,15 @@ class EpisodeManager:
         done = result.terminated or result.truncated
         reason = step.info.get("reason") if done else None
         wire_action = action_to_wire(action)
-        await self._writer.write(self.store.step_op(
-            live.id, turn, wire_action, result.to_wire(), mean_logprob=mean_logprob,
-            idempotency_key=idempotency_key, total_reward=total, status="finished" if done else "live",
-            reason=reason, success=live.family.episode_success(total, step.info) if done else None,
-        ))
+        try:
+            await self._writer.write(self.store.step_op(
+                live.id, turn, wire_action, result.to_wire(), mean_logprob=mean_logprob,
+                idempotency_key=idempotency_key, total_reward=total, status="finished" if done else "live",
+                reason=reason, success=live.family.episode_success(total, step.info) if done else None,
+            ))
+        except StoreUnavailable:
+            await self._detach(live)
+            raise
         live.steps.append(RecordedStep(turn=turn, action=wire_action, result=result, mean_logprob=mean_logprob))
         live.total_reward = total
         if idempotency_key is not None:
@@ -369,6 +390,17 @@ class EpisodeManager:
             self.metrics.episode_return.labels(env_id).observe(total)
             await self._release(live)
         return result
+
+    async def _detach(self, live: LiveEpisode) -> None:
+        """Drop this process's copy of an episode whose step was played but could not be stored.
+
+        Its env has moved past the last stored turn and cannot step back, so it is forgotten
+        here (its sandbox removed) and the store stays the truth: the next request for the
+        episode rebuilds it by replaying its stored steps (``_held``), as after a crash.
+        """
+        live.detached = True
+        self._live.pop(live.id, None)
+        await self._release(live)
 
     async def _release(self, live: LiveEpisode) -> None:
         """Every way an episode ends (last step, close, reaper, shutdown) comes through here.
@@ -479,9 +511,10 @@ class EpisodeManager:
         async with live.lock:
             was_open = not live.finished
             if was_open:
+                # Stored first: a close the store refuses leaves the episode live, in memory as on disk.
+                await self._writer.write(self.store.finish_op(live.id, "finished", reason))
                 live.finished = True
                 live.reason = reason
-                await self._writer.write(self.store.finish_op(live.id, "finished", reason))
                 self.metrics.episodes_finished.labels(live.family.env_id, reason).inc()
             await self._release(live)
         self._live.pop(episode_id, None)
@@ -561,7 +594,10 @@ class EpisodeManager:
             if not live.finished:
                 live.finished = True
                 live.reason = "shutdown"
-                await self._writer.write(self.store.finish_op(live.id, "interrupted", None))
+                try:
+                    await self._writer.write(self.store.finish_op(live.id, "interrupted", None))
+                except StoreUnavailable as exc:  # still live on disk: the next start resumes or interrupts it
+                    log.warning("episode %s: not marked interrupted: %s", live.id, exc.message)
             await self._release(live)
         await self._blocking(self._teardown.drain, self.settings.shutdown_grace_s + 60.0)
         if self.pool is not None:

@@ -8,7 +8,10 @@ future; one thread takes everything queued since its last commit, runs it in one
 load a commit carries many steps; alone, a step waits for one commit, as before.
 
 "Acknowledged = on disk" holds: a waiter is woken only after the commit that holds its
-write has returned, and the HTTP answer is sent only after that.
+write has returned, and the HTTP answer is sent only after that. A write SQLite refuses for
+want of a working disk (``sqlite3.OperationalError``: disk full, I/O error, locked past its
+timeout) reaches its waiter as ``StoreUnavailable`` (503, retryable); the thread goes on, and
+the next commit succeeds once the disk does.
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from toolgym.errors import ShuttingDown
+from toolgym.errors import ShuttingDown, StoreUnavailable
 from toolgym.server.store import Outcome, Store, WriteOp
 
 __all__ = ["StoreWriter"]
@@ -82,13 +86,23 @@ class StoreWriter:
         """Queue ``op`` and return its value once the transaction holding it has committed.
 
         Its own error (e.g. a duplicate turn) is raised here and undoes only ``op``.
+
+        Raises:
+            StoreUnavailable: SQLite could not write (disk full, I/O error): nothing of ``op`` is
+                on disk, and the caller must not act as if it were.
         """
         if self._closed or self._thread is None:
             raise ShuttingDown("the store writer is stopped", retry_after_s=5.0)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.put(_Pending(op, loop, future))
-        return await future
+        try:
+            return await future
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(
+                f"the store could not record this ({exc}); nothing was acknowledged, retry later",
+                retry_after_s=5.0,
+            ) from exc
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Refuse new writes, commit everything already queued, and end the thread."""
