@@ -168,7 +168,9 @@ def test_the_engine_restarted_under_load_makes_readyz_false_then_the_server_reco
         restarted = False
         try:
             wait_until(lambda: load.ok_steps >= 6, 60, "the load to get going")
+            stopping = time.monotonic()
             engine.stop()
+            stop_s = time.monotonic() - stopping
             down = c.get("/readyz")
             assert down.status_code == 503 and down.json()["status"] == "not_ready", down.text
             assert "does not answer" in down.json()["backend"]["error"]
@@ -178,14 +180,18 @@ def test_the_engine_restarted_under_load_makes_readyz_false_then_the_server_reco
             assert error["code"] in ("sandbox_error", "sandbox_timeout") and error["retryable"], error
             assert "reward" not in r.text and int(r.headers["Retry-After"]) >= 1
             assert state(c, old)["turn"] == 1, "the failed step is not on record"
+            starting = time.monotonic()
             engine.start()
             restarted = True
             started = time.monotonic()
+            down_s = started - stopping
             wait_until(lambda: c.get("/readyz").status_code == 200, RECOVER_BOUND_S, "/readyz after the restart")
             ready_s = time.monotonic() - started
             wait_until(lambda: server.manager.pool.ready >= 1, RECOVER_BOUND_S, "the warm pool to refill")
+            pool_s = time.monotonic() - started
             steps_before = load.ok_steps
             wait_until(lambda: load.ok_steps >= steps_before + 6, RECOVER_BOUND_S, "the load to step again")
+            load_s = time.monotonic() - started
         finally:
             load.stop.set()
             for t in threads:
@@ -202,7 +208,9 @@ def test_the_engine_restarted_under_load_makes_readyz_false_then_the_server_reco
         for episode_id in (old, fresh):
             assert c.delete(f"/v1/episodes/{episode_id}").status_code == 204
         assert server.app.state.manager is server.manager and not server.stopped, "the same server throughout"
-        print(f"\nengine restart: /readyz back {ready_s:.1f} s after the engine; load: {load.ok_steps} steps ok, "
-              f"errors {dict(load.errors)}")
+        print(f"\nengine restart: dockerd stopped in {stop_s:.1f} s, answered again {started - starting:.1f} s after"
+              f" its start ({down_s:.1f} s down); then /readyz 200 after {ready_s:.1f} s, warm pool refilled after"
+              f" {pool_s:.1f} s, load stepping again after {load_s:.1f} s; load: {load.ok_steps} steps ok,"
+              f" errors {dict(load.errors)}")
         assert not load.bad, load.bad[:10]
         assert load.errors, "the load never met the fault"
