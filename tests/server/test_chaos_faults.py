@@ -193,6 +193,41 @@ def test_a_client_gone_mid_step_leaks_nothing_and_the_episode_stays_consistent(
 
 
 @pytest.mark.docker
+def test_a_step_cancelled_mid_flight_is_played_whole_or_not_at_all(server: Server, client: httpx.Client) -> None:
+    """Uvicorn lets a request whose client left run on; a server stack that cancels it instead
+    (another ASGI server, a middleware, a shutdown) must not cut a step between its env and
+    its store write. The step's task is cancelled in the server's own event loop, mid-tool-call.
+    With ``max_turns=2`` the env itself shows how many steps it has played: the next step is
+    the last one exactly when the cancelled one counted."""
+    import asyncio
+
+    from toolgym.actions import action_from_wire
+    from toolgym.server.auth import ANONYMOUS
+
+    task_id = slow_task(client)
+    episode_id = reset(client, task_id, max_turns=2)["episode_id"]
+    manager = server.manager
+    loop = manager._reaper.get_loop()
+    pending = asyncio.run_coroutine_threadsafe(
+        manager.step(ANONYMOUS, episode_id, action_from_wire(slow_action(1.5))), loop)
+    time.sleep(0.5)  # the tool is running in the sandbox now
+    pending.cancel()
+    live = manager._live[episode_id]
+    wait_until(lambda: not live.lock.locked(), 15, "the cancelled step to end")
+    st = state(client, episode_id)
+    stored = [s["turn"] for s in manager.store.steps(episode_id)]
+    assert stored == list(range(st["turn"])), f"memory says turn {st['turn']}, the store holds {stored}"
+    nxt = client.post(f"/v1/episodes/{episode_id}/step",
+                      json={"action": slow_action(0.1), "expected_turn": st["turn"]})
+    assert nxt.status_code == 200, nxt.text
+    assert nxt.json()["truncated"] is (st["turn"] == 1), (
+        f"the env has played a step the episode does not record (turn {st['turn']}): {nxt.text[:300]}")
+    assert [s["turn"] for s in manager.store.steps(episode_id)] == list(range(st["turn"] + 1))
+    close(client, episode_id)
+    wait_for_teardown(server)
+
+
+@pytest.mark.docker
 def test_a_client_gone_mid_reset_leaves_no_orphan_sandbox(server: Server, client: httpx.Client) -> None:
     """With no warm pool, a reset makes its container (a quarter second and more): hang up during it."""
     assert server.manager.open_episodes == 0
