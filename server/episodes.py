@@ -303,11 +303,27 @@ class EpisodeManager:
                 if row is not None and row.owner == owner:
                     raise EpisodeFinished(episode_id, row.reason or row.status)
                 raise EpisodeNotFound(episode_id)
-            async with live.lock:
-                if not live.detached:
-                    return await self._step_held(live, action, expected_turn, idempotency_key, mean_logprob)
+            # Shielded: a cancelled request (its client gone, under a server that cancels) must
+            # not cut a step between the env playing it and the store recording it. The step
+            # runs on to its end in its own task, lock included, whoever still waits for it.
+            played = asyncio.ensure_future(self._locked_step(live, action, expected_turn, idempotency_key,
+                                                             mean_logprob))
+            played.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved, even if unawaited
+            result = await asyncio.shield(played)
+            if result is not None:
+                return result
         raise StoreUnavailable(f"episode {episode_id} could not be rebuilt from the store; retry later",
                                retry_after_s=5.0)
+
+    async def _locked_step(
+        self, live: LiveEpisode, action: Action, expected_turn: int | None, idempotency_key: str | None,
+        mean_logprob: float | None,
+    ) -> StepResult | None:
+        """``_step_held`` under the episode's lock; None if that copy was detached meanwhile (look it up again)."""
+        async with live.lock:
+            if live.detached:
+                return None
+            return await self._step_held(live, action, expected_turn, idempotency_key, mean_logprob)
 
     async def _step_held(
         self, live: LiveEpisode, action: Action, expected_turn: int | None, idempotency_key: str | None,

@@ -247,6 +247,33 @@ def test_a_client_gone_mid_reset_leaves_no_orphan_sandbox(server: Server, client
     wait_until(lambda: count_containers(server.instance) == 0, 30, "no container left")
 
 
+@pytest.mark.docker
+def test_a_reset_cancelled_mid_creation_leaves_no_orphan_sandbox(server: Server, client: httpx.Client) -> None:
+    """As above, for a reset cancelled while its container is being made (no warm pool): it ends
+    as an episode the owner can list and close, or as nothing; never as a container nobody holds."""
+    import asyncio
+
+    from toolgym.server.auth import ANONYMOUS
+
+    manager = server.manager
+    loop = manager._reaper.get_loop()
+    assert manager.open_episodes == 0
+    for _ in range(2):
+        pending = asyncio.run_coroutine_threadsafe(
+            manager.reset(ANONYMOUS, "toolgym/ToolUse-v0", "tu-single-1", None, None), loop)
+        time.sleep(0.1)  # creating the container takes longer
+        pending.cancel()
+    wait_until(lambda: not manager._starting, 30, "the cancelled resets to end")
+    wait_for_teardown(server)
+    live = client.get("/v1/episodes", params={"status": "live"}).json()["episodes"]
+    assert manager.open_episodes == len(live)
+    assert count_containers(server.instance) == len(live), "a container for each episode, none orphaned"
+    for episode in live:
+        close(client, episode["episode_id"])
+    wait_for_teardown(server)
+    wait_until(lambda: count_containers(server.instance) == 0, 30, "no container left")
+
+
 # --- a pool that cannot make sandboxes ------------------------------------------------------------------
 @pytest.mark.docker
 def test_a_pool_that_cannot_make_sandboxes_answers_503_at_once_and_recovers(
