@@ -211,6 +211,20 @@ class EpisodeManager:
         self, owner: str, env_id: str, task_id: str | None, seed: int | None, options: dict[str, Any] | None,
         *, parent: tuple[str, int] | None = None,
     ) -> LiveEpisode:
+        """``_open_episode``, shielded from its request's cancellation.
+
+        A sandbox made on a worker thread would be dropped, unowned, by a cancellation that lands
+        when the thread returns; so a reset, once begun, runs to its end in its own task and
+        ends as an episode (listed, closed by the reaper if nobody comes) or as nothing.
+        """
+        opening = asyncio.ensure_future(self._open_episode(owner, env_id, task_id, seed, options, parent=parent))
+        opening.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved, even if unawaited
+        return await asyncio.shield(opening)
+
+    async def _open_episode(
+        self, owner: str, env_id: str, task_id: str | None, seed: int | None, options: dict[str, Any] | None,
+        *, parent: tuple[str, int] | None = None,
+    ) -> LiveEpisode:
         if not self._accepting:
             raise ShuttingDown("the server is shutting down; reset on another replica", retry_after_s=5.0)
         family = self.tasks.family(env_id)
