@@ -12,6 +12,10 @@ It owns the lifecycle rules of docs/architecture.md ("The request path"), and no
 - a step whose store write fails (disk full) is refused with a retryable 503 and the episode's
   in-memory copy, which has played it, is dropped: the next request rebuilds the episode from
   the store by replay, so what was acknowledged and what the env holds never part;
+- a reset or step, once begun, runs to its end even if its request is cancelled (a client gone,
+  under a server that cancels such requests): it runs in its own shielded task, so it is never
+  cut between the env playing a step and the store recording it, nor between a sandbox's
+  creation and its episode's registration;
 - finished episodes release their sandbox at once: it goes to a bounded background worker
   (``toolgym.server.sandbox.teardown``), so the last step and DELETE answer without waiting
   for the container to be removed; idle episodes are closed by the reaper;
