@@ -8,10 +8,10 @@ future; one thread takes everything queued since its last commit, runs it in one
 load a commit carries many steps; alone, a step waits for one commit, as before.
 
 "Acknowledged = on disk" holds: a waiter is woken only after the commit that holds its
-write has returned, and the HTTP answer is sent only after that. A write SQLite refuses for
-want of a working disk (``sqlite3.OperationalError``: disk full, I/O error, locked past its
-timeout) reaches its waiter as ``StoreUnavailable`` (503, retryable); the thread goes on, and
-the next commit succeeds once the disk does.
+write has returned, and the HTTP answer is sent only after that. A group the store
+refuses for want of a working disk reaches each of its waiters as ``StoreUnavailable`` (503,
+retryable; ``Store.commit_group``); the thread goes on, and the next commit succeeds once the
+disk does.
 """
 
 from __future__ import annotations
@@ -19,14 +19,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from toolgym.errors import ShuttingDown, StoreUnavailable
+from toolgym.errors import ShuttingDown
 from toolgym.server.store import Outcome, Store, WriteOp
 
 __all__ = ["StoreWriter"]
@@ -96,13 +95,7 @@ class StoreWriter:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.put(_Pending(op, loop, future))
-        try:
-            return await future
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(
-                f"the store could not record this ({exc}); nothing was acknowledged, retry later",
-                retry_after_s=5.0,
-            ) from exc
+        return await future
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Refuse new writes, commit everything already queued, and end the thread."""

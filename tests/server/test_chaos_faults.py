@@ -365,6 +365,11 @@ def test_a_full_disk_refuses_the_step_with_503_and_recovers(farm_fn: ServerFarm,
             assert "reward" not in failed.text
             acked = state(c, episode_id)["turn"]
             assert c.get("/healthz").status_code == 200
+            # A direct store write (a task upload, far larger than what the failed step had room for).
+            record = tooluse_record({}, question="q" * 300_000)
+            upload = c.post("/v1/envs/toolgym/ToolUse-v0/tasks", json={"tasks": [record]})
+            expect_error(upload, 503, "store_unavailable")
+            assert c.get(f"/v1/envs/toolgym/ToolUse-v0/tasks/{record['id']}").status_code == 404
 
             filler.unlink()
             # The same step again, at the turn the server reports: played once, on a rebuilt episode.
@@ -374,6 +379,7 @@ def test_a_full_disk_refuses_the_step_with_503_and_recovers(farm_fn: ServerFarm,
             assert st["turn"] == acked + 1 and st["status"] == "live", st
             assert [s["turn"] for s in server.manager.store.steps(episode_id)] == list(range(acked + 1))
             assert all(s["info"]["status"] == "ok" for s in st["steps"]), st["steps"]
+            assert register(c, record) == [record["id"]], "the refused upload can be sent again"
             other = reset(c, "tu-single-1")["episode_id"]
             assert step(c, other, WITNESS_ACTION)["info"]["status"] == "ok"
             for done in (episode_id, other):
