@@ -1,13 +1,15 @@
-"""Faults against a real server: a sandbox killed mid-step, clients that hang up mid-request,
-a pool that cannot make sandboxes, and a full disk under the store.
+"""Faults against a real server: a sandbox killed mid-step, clients that hang up mid-request
+(and requests cancelled mid-flight), a pool that cannot make sandboxes, and a full disk under
+the store.
 
 Each test breaks the real thing (kills the episode's Docker containers by label, closes the
-TCP socket under a request, removes the sandbox image's tag, fills a tmpfs under the SQLite
-file) and checks what docs/architecture.md ("Faults") promises: a retryable 503 with
-``Retry-After`` and never a reward for an infrastructure fault, nothing acknowledged that is
-not stored, an episode that stays addressable and consistent, no container left behind, and
-recovery without a restart. The Docker engine restart is in test_chaos_engine.py (marker
-``chaos``, scripts/slow-tests.sh): it disturbs every other Docker test.
+TCP socket under a request, cancels the request's task in the server's own event loop,
+removes the sandbox image's tag, fills a tmpfs under the SQLite file) and checks what
+docs/architecture.md ("Faults") promises: a retryable 503 with ``Retry-After`` and never a
+reward for an infrastructure fault, nothing acknowledged that is not stored, an episode that
+stays addressable and consistent, no container left behind, and recovery without a restart.
+The Docker engine restart is in test_chaos_engine.py (marker ``chaos``, scripts/slow-tests.sh):
+it disturbs every other Docker test.
 """
 
 from __future__ import annotations
