@@ -138,6 +138,9 @@ class EpisodeManager:
         self._reaper: asyncio.Task[None] | None = None
         self._resuming: dict[str, asyncio.Future[LiveEpisode | None]] = {}
         """Episodes of a crashed run being rebuilt, so concurrent requests share one replay."""
+        self._detached: dict[str, float] = {}
+        """Episodes dropped by ``_detach`` -> when (Unix time): the reaper leaves them live as if
+        their refused step had been stored, for one ``idle_timeout_s``."""
         self.resumed = 0
         """Episodes rebuilt by replay in this process (a crashed run's, or one whose step the store refused)."""
         self.replayed_steps = 0
@@ -434,6 +437,7 @@ class EpisodeManager:
         """
         live.detached = True
         self._live.pop(live.id, None)
+        self._detached[live.id] = time.time()
         await self._release(live)
 
     async def _release(self, live: LiveEpisode) -> None:
@@ -596,7 +600,8 @@ class EpisodeManager:
             elif live.finished and idle > self.settings.finished_retention_s:
                 self._live.pop(live.id, None)
         before = time.time() - self.settings.idle_timeout_s  # a crashed run's episodes nobody came back for
-        keep = frozenset(self._live) | frozenset(self._resuming)
+        self._detached = {episode_id: at for episode_id, at in self._detached.items() if at > before}
+        keep = frozenset(self._live) | frozenset(self._resuming) | frozenset(self._detached)
         closed += await self._blocking(lambda: self.store.interrupt_live(before=before, keep=keep))
         for slot, future in list(self._resets_by_key.items()):
             if future.done() and not future.exception() and future.result().episode_id not in self._live:

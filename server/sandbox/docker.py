@@ -155,6 +155,8 @@ class DockerBackend:
             self._client.ping()
         except Exception as exc:
             raise SandboxError(f"docker backend: the engine does not answer ({exc})") from exc
+        if self._unremoved:  # back after a restart: remove what it could not remove while down
+            self._remove_unreached()
         try:
             self._client.images.get(self._image)
         except docker.errors.ImageNotFound:
@@ -244,8 +246,9 @@ class DockerBackend:
         """Remove one container; never raises (a removal is clean-up, and callers are on error paths).
 
         When the engine cannot be reached (restarting, socket gone), the id is kept and removed by
-        the next ``create`` that reaches the engine: a dockerd restart stops our containers but
-        keeps them, and nothing else would come back for them while this server runs.
+        the next ``create`` or ``check`` (``/readyz``) that reaches the engine: a dockerd restart
+        stops our containers but keeps them, and nothing else would come back for them while
+        this server runs.
         """
         import docker.errors
 
