@@ -15,6 +15,10 @@ a time in one transaction (see ``toolgym.server.writer``), each in its own savep
 failing write never undoes its neighbours. The plain methods (``add_step`` ...) run one
 operation in its own transaction, for callers that write one thing at a time.
 
+A write that SQLite refuses for want of a working disk (full, I/O error, locked past its
+timeout) raises ``StoreUnavailable`` (``disk_fault``): nothing of it is kept, and the next write
+succeeds once the disk does.
+
 Size: a little over 400 lines, because it is the one module that speaks SQL (schema, writes,
 reads and statistics); splitting it would spread the schema over several files.
 """
@@ -26,13 +30,37 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MIGRATIONS", "EpisodeRow", "Outcome", "Store", "TaskStatsRow", "TimelineRow", "WriteOp"]
+from toolgym.errors import StoreUnavailable
+
+__all__ = ["MIGRATIONS", "EpisodeRow", "Outcome", "Store", "TaskStatsRow", "TimelineRow", "WriteOp", "disk_fault"]
 
 WriteOp = Callable[[sqlite3.Connection], Any]
 """One write: runs inside a transaction (and a savepoint) on the writer connection."""
+
+
+_DISK_FAULTS = frozenset({5, 6, 8, 10, 13, 14})
+"""SQLite's primary result codes for the disk or the file failing, not the SQL: BUSY, LOCKED,
+READONLY, IOERR, FULL, CANTOPEN (sqlite.org/rescode.html)."""
+_DISK_FAULT_WORDS = ("disk is full", "disk i/o error", "database is locked", "readonly database",
+                     "unable to open database")
+"""The same faults by message, where ``sqlite_errorcode`` is missing (Python before 3.11)."""
+
+
+def disk_fault(exc: sqlite3.OperationalError) -> StoreUnavailable | None:
+    """``StoreUnavailable`` (503, retryable) if ``exc`` is SQLite failing to reach its disk, else None."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        fault = (code & 0xFF) in _DISK_FAULTS
+    else:
+        fault = any(word in str(exc).lower() for word in _DISK_FAULT_WORDS)
+    if not fault:
+        return None
+    return StoreUnavailable(f"the store could not write ({exc}); nothing was acknowledged, retry later",
+                            retry_after_s=5.0)
 
 
 @dataclass(frozen=True)
@@ -175,6 +203,23 @@ class Store:
             return self._reader.execute(sql, params).fetchall()
 
     # --- transactions ---------------------------------------------------------------------------
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the writer connection; SQLite failing to reach its disk leaves as ``StoreUnavailable``.
+
+        A full disk, an I/O error or a lock held past its timeout pass once the disk does, so
+        the caller gets a retryable 503 rather than a 500; an error in the SQL itself is a bug
+        and propagates as it is.
+        """
+        with self._lock:
+            try:
+                yield
+            except sqlite3.OperationalError as exc:
+                refused = disk_fault(exc)
+                if refused is None:
+                    raise
+                raise refused from exc
+
     def _transaction(self, op: WriteOp) -> Any:
         """Run one operation in its own transaction; its error propagates, nothing is kept."""
         (outcome,) = self.commit_group([op])
@@ -186,11 +231,12 @@ class Store:
         """Run ``ops`` in one transaction and commit once; one ``Outcome`` per op, in order.
 
         Each runs in a savepoint: one that raises is rolled back alone and its error returned in
-        its ``Outcome``; the others commit. If the commit itself fails, nothing is kept and the
-        error propagates.
+        its ``Outcome``; the others commit. If the commit itself fails, or an op fails in a way
+        that makes SQLite roll the whole transaction back (``SQLITE_FULL``, ``SQLITE_IOERR``),
+        nothing is kept and that error propagates.
         """
         outcomes: list[Outcome] = []
-        with self._lock:
+        with self._writing():
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 for op in ops:
@@ -198,6 +244,8 @@ class Store:
                     try:
                         value = op(self._conn)
                     except Exception as exc:
+                        if not self._conn.in_transaction:
+                            raise  # SQLite undid the whole transaction (disk full, I/O error): all fail
                         self._conn.execute("ROLLBACK TO op")
                         self._conn.execute("RELEASE op")
                         outcomes.append(Outcome(error=exc))
@@ -215,7 +263,7 @@ class Store:
     def add_tasks(self, env_id: str, rows: list[tuple[str, str, dict[str, Any], dict[str, Any]]]) -> None:
         """Insert ``(id, split, record, metadata)`` rows in one transaction."""
         now = time.time()
-        with self._lock:
+        with self._writing():
             self._conn.execute("BEGIN")
             try:
                 self._conn.executemany(
@@ -225,7 +273,8 @@ class Store:
                 )
                 self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:  # SQLite may have undone it already (disk full)
+                    self._conn.execute("ROLLBACK")
                 raise
 
     def iter_tasks(self) -> Iterator[tuple[str, str, str, dict[str, Any], dict[str, Any]]]:
@@ -335,7 +384,7 @@ class Store:
             keep: ids this process holds (live in memory); never marked.
         """
         cutoff = time.time() if before is None else before
-        with self._lock:
+        with self._writing():
             ids = [i for (i,) in self._conn.execute(
                 "SELECT id FROM episodes WHERE status='live' AND updated<=?", (cutoff,)
             ).fetchall() if i not in keep]
@@ -349,7 +398,8 @@ class Store:
                 )
                 self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:  # SQLite may have undone it already (disk full)
+                    self._conn.execute("ROLLBACK")
                 raise
             return len(ids)
 
@@ -455,7 +505,7 @@ class Store:
         """Mark tasks retired (samplers skip them); returns the ids that were not retired yet."""
         now = time.time()
         fresh: list[str] = []
-        with self._lock:
+        with self._writing():
             self._conn.execute("BEGIN")
             try:
                 for task_id in task_ids:
@@ -467,14 +517,15 @@ class Store:
                         fresh.append(task_id)
                 self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:  # SQLite may have undone it already (disk full)
+                    self._conn.execute("ROLLBACK")
                 raise
         return fresh
 
     def unretire_tasks(self, env_id: str, task_ids: list[str]) -> list[str]:
         """Undo ``retire_tasks``; returns the ids that were retired."""
         back: list[str] = []
-        with self._lock:
+        with self._writing():
             self._conn.execute("BEGIN")
             try:
                 for task_id in task_ids:
@@ -485,7 +536,8 @@ class Store:
                         back.append(task_id)
                 self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:  # SQLite may have undone it already (disk full)
+                    self._conn.execute("ROLLBACK")
                 raise
         return back
 
@@ -502,7 +554,7 @@ class Store:
 
         Built-in tasks are not stored, so their metadata cannot be changed here.
         """
-        with self._lock:
+        with self._writing():
             cur = self._conn.execute(
                 "UPDATE tasks SET metadata=? WHERE env_id=? AND id=?", (json.dumps(metadata), env_id, task_id)
             )
