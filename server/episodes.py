@@ -9,6 +9,13 @@ It owns the lifecycle rules of docs/architecture.md ("The request path"), and no
 - a sandbox that fails mid-step is replaced and the step retried once on the new one (the
   env leaves its state untouched when the runner raises); a second failure is a 503, never
   a reward;
+- a step whose store write fails (disk full) is refused with a retryable 503 and the episode's
+  in-memory copy, which has played it, is dropped: the next request rebuilds the episode from
+  the store by replay, so what was acknowledged and what the env holds never part;
+- a reset or step, once begun, runs to its end even if its request is cancelled (a client gone,
+  under a server that cancels such requests): it runs in its own shielded task, so it is never
+  cut between the env playing a step and the store recording it, nor between a sandbox's
+  creation and its episode's registration;
 - finished episodes release their sandbox at once: it goes to a bounded background worker
   (``toolgym.server.sandbox.teardown``), so the last step and DELETE answer without waiting
   for the container to be removed; idle episodes are closed by the reaper;
@@ -58,6 +65,7 @@ from toolgym.errors import (
     QuotaExceeded,
     SandboxError,
     ShuttingDown,
+    StoreUnavailable,
     TurnMismatch,
     Unavailable,
     ValidationFailed,
@@ -135,8 +143,11 @@ class EpisodeManager:
         self._reaper: asyncio.Task[None] | None = None
         self._resuming: dict[str, asyncio.Future[LiveEpisode | None]] = {}
         """Episodes of a crashed run being rebuilt, so concurrent requests share one replay."""
+        self._detached: dict[str, float] = {}
+        """Episodes dropped by ``_detach`` -> when (Unix time): the reaper leaves them live as if
+        their refused step had been stored, for one ``idle_timeout_s``."""
         self.resumed = 0
-        """Episodes of a crashed run rebuilt by replay in this process."""
+        """Episodes rebuilt by replay in this process (a crashed run's, or one whose step the store refused)."""
         self.replayed_steps = 0
         """Recorded steps those replays played again and found equal."""
         self._teardown = Teardown(workers=TEARDOWN_WORKERS, capacity=TEARDOWN_QUEUE)
@@ -209,6 +220,20 @@ class EpisodeManager:
         return (await self._start_episode(owner, env_id, task_id, seed, options)).reset_result
 
     async def _start_episode(
+        self, owner: str, env_id: str, task_id: str | None, seed: int | None, options: dict[str, Any] | None,
+        *, parent: tuple[str, int] | None = None,
+    ) -> LiveEpisode:
+        """``_open_episode``, shielded from its request's cancellation.
+
+        A sandbox made on a worker thread would be dropped, unowned, by a cancellation that lands
+        when the thread returns; so a reset, once begun, runs to its end in its own task and
+        ends as an episode (listed, closed by the reaper if nobody comes) or as nothing.
+        """
+        opening = asyncio.ensure_future(self._open_episode(owner, env_id, task_id, seed, options, parent=parent))
+        opening.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved, even if unawaited
+        return await asyncio.shield(opening)
+
+    async def _open_episode(
         self, owner: str, env_id: str, task_id: str | None, seed: int | None, options: dict[str, Any] | None,
         *, parent: tuple[str, int] | None = None,
     ) -> LiveEpisode:
@@ -297,33 +322,62 @@ class EpisodeManager:
 
         A retried step (same ``idempotency_key``, or an ``expected_turn`` already played) gets
         the recorded result again; nothing is played twice. An episode a crashed run left live is
-        rebuilt first (``_held``).
+        rebuilt first (``_held``), and so is one whose last step the store refused
+        (``StoreUnavailable``, ``_detach``): that step never happened, as far as the episode goes.
         """
-        live = await self._held(owner, episode_id)
-        if live is None:
-            # Closed (DELETE, the idle reaper) and forgotten: its row says it has ended.
-            row = await self._blocking(self.store.get_episode, episode_id)
-            if row is not None and row.owner == owner:
-                raise EpisodeFinished(episode_id, row.reason or row.status)
-            raise EpisodeNotFound(episode_id)
+        for _ in range(3):  # a copy detached while we waited for its lock is looked up again (bounded)
+            live = await self._held(owner, episode_id)
+            if live is None:
+                # Closed (DELETE, the idle reaper) and forgotten: its row says it has ended.
+                row = await self._blocking(self.store.get_episode, episode_id)
+                if row is not None and row.owner == owner:
+                    raise EpisodeFinished(episode_id, row.reason or row.status)
+                raise EpisodeNotFound(episode_id)
+            # Shielded: a cancelled request (its client gone, under a server that cancels) must
+            # not cut a step between the env playing it and the store recording it. The step
+            # runs on to its end in its own task, lock included, whoever still waits for it.
+            if mean_logprob is None and sample is not None:
+                mean_logprob = sample.mean_logprob()
+            played = asyncio.ensure_future(self._locked_step(live, action, expected_turn, idempotency_key,
+                                                             mean_logprob, sample))
+            played.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved, even if unawaited
+            result = await asyncio.shield(played)
+            if result is not None:
+                return result
+        raise StoreUnavailable(f"episode {episode_id} could not be rebuilt from the store; retry later",
+                               retry_after_s=5.0)
+
+    async def _locked_step(
+        self, live: LiveEpisode, action: Action, expected_turn: int | None, idempotency_key: str | None,
+        mean_logprob: float | None, sample: Sample | None,
+    ) -> StepResult | None:
+        """``_step_held`` under the episode's lock; None if that copy was detached meanwhile (look it up again)."""
         async with live.lock:
-            live.last_active = time.monotonic()
-            if idempotency_key is not None and idempotency_key in live.idempotency:
-                return live.steps[live.idempotency[idempotency_key]].result
-            if expected_turn is not None:
-                if expected_turn < live.turn:
-                    return live.steps[expected_turn].result
-                if expected_turn > live.turn:
-                    raise TurnMismatch(episode_id, expected_turn, live.turn)
-            if live.finished:
-                raise EpisodeFinished(episode_id, live.reason)
-            self._in_flight += 1
-            try:
-                if mean_logprob is None and sample is not None:
-                    mean_logprob = sample.mean_logprob()
-                return await self._do_step(live, action, idempotency_key, mean_logprob, sample)
-            finally:
-                self._in_flight -= 1
+            if live.detached:
+                return None
+            return await self._step_held(live, action, expected_turn, idempotency_key, mean_logprob, sample)
+
+    async def _step_held(
+        self, live: LiveEpisode, action: Action, expected_turn: int | None, idempotency_key: str | None,
+        mean_logprob: float | None, sample: Sample | None,
+    ) -> StepResult:
+        """``step`` on an episode whose lock the caller holds."""
+        episode_id = live.id
+        live.last_active = time.monotonic()
+        if idempotency_key is not None and idempotency_key in live.idempotency:
+            return live.steps[live.idempotency[idempotency_key]].result
+        if expected_turn is not None:
+            if expected_turn < live.turn:
+                return live.steps[expected_turn].result
+            if expected_turn > live.turn:
+                raise TurnMismatch(episode_id, expected_turn, live.turn)
+        if live.finished:
+            raise EpisodeFinished(episode_id, live.reason)
+        self._in_flight += 1
+        try:
+            return await self._do_step(live, action, idempotency_key, mean_logprob, sample)
+        finally:
+            self._in_flight -= 1
 
     def _replace_sandbox(self, live: LiveEpisode) -> None:
         assert self.pool is not None
@@ -370,6 +424,9 @@ class EpisodeManager:
                 reason=reason, success=live.family.episode_success(total, step.info) if done else None,
                 sample=None if sample is None else sample.to_wire(), holder=self.replica,
             ))
+        except StoreUnavailable:
+            await self._detach(live)
+            raise
         except NotHolder:
             await self._drop_taken(live)
             raise Unavailable(
@@ -398,6 +455,18 @@ class EpisodeManager:
         live.reason = "taken_over"
         await self._release(live)
         self._live.pop(live.id, None)
+
+    async def _detach(self, live: LiveEpisode) -> None:
+        """Drop this process's copy of an episode whose step was played but could not be stored.
+
+        Its env has moved past the last stored turn and cannot step back, so it is forgotten
+        here (its sandbox removed) and the store stays the truth: the next request for the
+        episode rebuilds it by replaying its stored steps (``_held``), as after a crash.
+        """
+        live.detached = True
+        self._live.pop(live.id, None)
+        self._detached[live.id] = time.time()
+        await self._release(live)
 
     async def _release(self, live: LiveEpisode) -> None:
         """Every way an episode ends (last step, close, reaper, shutdown) comes through here.
@@ -528,9 +597,10 @@ class EpisodeManager:
         async with live.lock:
             was_open = not live.finished
             if was_open:
+                # Stored first: a close the store refuses leaves the episode live, in memory as on disk.
+                await self._writer.write(self.store.finish_op(live.id, "finished", reason, self.replica))
                 live.finished = True
                 live.reason = reason
-                await self._writer.write(self.store.finish_op(live.id, "finished", reason, self.replica))
                 self.metrics.episodes_finished.labels(live.family.env_id, reason).inc()
             await self._release(live)
         self._live.pop(episode_id, None)
@@ -583,7 +653,8 @@ class EpisodeManager:
             log.error("this replica (%s) lost its liveness lock on the database and could not take it again:"
                       " other replicas may take over its episodes", self.replica)
         before = time.time() - self.settings.idle_timeout_s  # a crashed run's episodes nobody came back for
-        keep = frozenset(self._live) | frozenset(self._resuming)
+        self._detached = {episode_id: at for episode_id, at in self._detached.items() if at > before}
+        keep = frozenset(self._live) | frozenset(self._resuming) | frozenset(self._detached)
         closed += await self._blocking(lambda: self.store.interrupt_live(before=before, keep=keep))
         for slot, future in list(self._resets_by_key.items()):
             if future.done() and not future.exception() and future.result().episode_id not in self._live:
@@ -615,7 +686,10 @@ class EpisodeManager:
             if not live.finished:
                 live.finished = True
                 live.reason = "shutdown"
-                await self._writer.write(self.store.finish_op(live.id, "interrupted", None, self.replica))
+                try:
+                    await self._writer.write(self.store.finish_op(live.id, "interrupted", None, self.replica))
+                except StoreUnavailable as exc:  # still live on disk: the next start resumes or interrupts it
+                    log.warning("episode %s: not marked interrupted: %s", live.id, exc.message)
             await self._release(live)
         await self._blocking(self._teardown.drain, self.settings.shutdown_grace_s + 60.0)
         if self.pool is not None:

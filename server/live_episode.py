@@ -78,6 +78,10 @@ class LiveEpisode:
     finished: bool = False
     reason: str | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    detached: bool = False
+    """Set when the manager dropped this copy (a step's store write failed after its env had
+    moved on): a request still holding it must look the episode up again, which rebuilds it
+    from the store."""
 
     @property
     def turn(self) -> int:

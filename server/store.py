@@ -25,6 +25,11 @@ file counts only this process's replica as alive). A replica resumes (``claim_op
 take each other's live episodes; step and finish writes name their holder (fenced), so a replica
 that lost its lock for a while writes nothing over the one that took an episode over.
 
+A write the database refuses for want of a working disk or connection (SQLite: disk full, I/O
+error, locked past its timeout; PostgreSQL: the server unreachable, its disk full) raises
+``StoreUnavailable`` (503, retryable): nothing of it is kept, and the next write succeeds once
+the database does.
+
 Size: a little over 400 lines, because it is the one module that holds the SQL of both
 dialects (writes, reads, ownership and statistics); splitting it would spread the queries that
 must agree with one schema over several files.
@@ -36,9 +41,10 @@ import json
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
-from toolgym.errors import DuplicateTask
+from toolgym.errors import DuplicateTask, StoreUnavailable
 from toolgym.server.store_sql import (
     COLS,
     MIGRATIONS,
@@ -133,6 +139,14 @@ class Store:
         """Roll the writer connection's transaction back, if one is open."""
         raise NotImplementedError
 
+    def _in_transaction(self) -> bool:
+        """Whether the writer connection is inside a transaction (the database may have undone it)."""
+        raise NotImplementedError
+
+    def _unavailable(self, exc: Exception) -> StoreUnavailable | None:
+        """``StoreUnavailable`` if ``exc`` is the database failing to reach its disk or the server, else None."""
+        raise NotImplementedError
+
     def _close(self) -> None:
         """Close the connections."""
         raise NotImplementedError
@@ -155,6 +169,23 @@ class Store:
             return self._reader.query(sql, params)
 
     # --- transactions ---------------------------------------------------------------------------
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the writer connection; the database failing to reach its disk leaves as ``StoreUnavailable``.
+
+        A full disk, an I/O error, a lock held past its timeout or a lost connection pass once
+        the database does, so the caller gets a retryable 503 rather than a 500; an error in the
+        SQL itself is a bug and propagates as it is.
+        """
+        with self._lock:
+            try:
+                yield
+            except Exception as exc:
+                refused = self._unavailable(exc)
+                if refused is None:
+                    raise
+                raise refused from exc
+
     def _transaction(self, op: WriteOp) -> Any:
         """Run one operation in its own transaction; its error propagates, nothing is kept."""
         (outcome,) = self.commit_group([op])
@@ -166,11 +197,12 @@ class Store:
         """Run ``ops`` in one transaction and commit once; one ``Outcome`` per op, in order.
 
         Each runs in a savepoint: one that raises is rolled back alone and its error returned in
-        its ``Outcome``; the others commit. If the commit itself fails, nothing is kept and the
-        error propagates.
+        its ``Outcome``; the others commit. If the commit itself fails, or an op fails in a way
+        that makes the database roll the whole transaction back (SQLite's ``SQLITE_FULL`` and
+        ``SQLITE_IOERR``, a lost connection), nothing is kept and that error propagates.
         """
         outcomes: list[Outcome] = []
-        with self._lock:
+        with self._writing():
             tx = self._writer
             tx.execute(self._begin)
             try:
@@ -179,6 +211,8 @@ class Store:
                     try:
                         value = op(tx)
                     except Exception as exc:
+                        if not self._in_transaction():
+                            raise  # the database undid the whole transaction (disk full, I/O error): all fail
                         tx.execute("ROLLBACK TO SAVEPOINT op")
                         tx.execute("RELEASE SAVEPOINT op")
                         outcomes.append(Outcome(error=exc))

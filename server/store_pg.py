@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import psycopg
 from psycopg.pq import TransactionStatus
 
+from toolgym.errors import StoreUnavailable
 from toolgym.server.store import MIGRATIONS, SCHEMA, Store, Tx
 
 __all__ = ["PgStore", "replica_lock_key"]
@@ -144,6 +145,15 @@ class PgStore(Store):
             " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         )}
         return {h for h in holders if _lock_parts(replica_lock_key(h)) in held}
+
+    def _in_transaction(self) -> bool:
+        return self._conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR)
+
+    def _unavailable(self, exc: Exception) -> StoreUnavailable | None:
+        if not isinstance(exc, psycopg.OperationalError):  # a lost connection, a full disk, a shutdown
+            return None
+        return StoreUnavailable(f"the database could not write ({exc}); nothing was acknowledged, retry later",
+                                retry_after_s=5.0)
 
     def _rollback(self) -> None:
         status = self._conn.info.transaction_status

@@ -16,9 +16,30 @@ from __future__ import annotations
 import sqlite3
 from typing import ClassVar
 
+from toolgym.errors import StoreUnavailable
 from toolgym.server.store import MIGRATIONS, SCHEMA, Store, Tx
 
-__all__ = ["SqliteStore"]
+__all__ = ["SqliteStore", "disk_fault"]
+
+_DISK_FAULTS = frozenset({5, 6, 8, 10, 13, 14})
+"""SQLite's primary result codes for the disk or the file failing, not the SQL: BUSY, LOCKED,
+READONLY, IOERR, FULL, CANTOPEN (sqlite.org/rescode.html)."""
+_DISK_FAULT_WORDS = ("disk is full", "disk i/o error", "database is locked", "readonly database",
+                     "unable to open database")
+"""The same faults by message, where ``sqlite_errorcode`` is missing (Python before 3.11)."""
+
+
+def disk_fault(exc: sqlite3.OperationalError) -> StoreUnavailable | None:
+    """``StoreUnavailable`` (503, retryable) if ``exc`` is SQLite failing to reach its disk, else None."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        fault = (code & 0xFF) in _DISK_FAULTS
+    else:
+        fault = any(word in str(exc).lower() for word in _DISK_FAULT_WORDS)
+    if not fault:
+        return None
+    return StoreUnavailable(f"the store could not write ({exc}); nothing was acknowledged, retry later",
+                            retry_after_s=5.0)
 
 
 class SqliteStore(Store):
@@ -60,8 +81,14 @@ class SqliteStore(Store):
         return {h for h in holders if h == self._replica}
 
     def _rollback(self) -> None:
-        if self._conn.in_transaction:
+        if self._conn.in_transaction:  # SQLite may have undone it already (disk full)
             self._conn.execute("ROLLBACK")
+
+    def _in_transaction(self) -> bool:
+        return self._conn.in_transaction
+
+    def _unavailable(self, exc: Exception) -> StoreUnavailable | None:
+        return disk_fault(exc) if isinstance(exc, sqlite3.OperationalError) else None
 
     def _close(self) -> None:
         self._conn.close()

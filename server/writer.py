@@ -8,7 +8,10 @@ future; one thread takes everything queued since its last commit, runs it in one
 load a commit carries many steps; alone, a step waits for one commit, as before.
 
 "Acknowledged = on disk" holds: a waiter is woken only after the commit that holds its
-write has returned, and the HTTP answer is sent only after that.
+write has returned, and the HTTP answer is sent only after that. A group the store
+refuses for want of a working disk reaches each of its waiters as ``StoreUnavailable`` (503,
+retryable; ``Store.commit_group``); the thread goes on, and the next commit succeeds once the
+disk does.
 """
 
 from __future__ import annotations
@@ -82,6 +85,10 @@ class StoreWriter:
         """Queue ``op`` and return its value once the transaction holding it has committed.
 
         Its own error (e.g. a duplicate turn) is raised here and undoes only ``op``.
+
+        Raises:
+            StoreUnavailable: SQLite could not write (disk full, I/O error): nothing of ``op`` is
+                on disk, and the caller must not act as if it were.
         """
         if self._closed or self._thread is None:
             raise ShuttingDown("the store writer is stopped", retry_after_s=5.0)

@@ -59,7 +59,7 @@ def cached_venv(
     for part in (*requirements, "|", *pip_args, "|", str(toolgym_extras), sys.version):
         key.update(part.encode())
     if toolgym_extras is not None:
-        key.update((ROOT / "pyproject.toml").read_bytes())
+        key.update(repr(_toolgym_requirements(toolgym_extras)).encode())
     where = cache_root() / f"{name}-{key.hexdigest()[:12]}"
     python = where / "bin" / "python"
     marker = where / ".toolgym-complete"
@@ -78,6 +78,23 @@ def cached_venv(
             _pip(python, [*pip_args, "-e", spec], what=spec)
         marker.write_text("\n".join(requirements) + "\n")
     return python
+
+
+def _toolgym_requirements(extras: str) -> list[str]:
+    """What installing ``toolgym[extras]`` asks pip for: the base dependencies and each extra's.
+
+    The cache key holds these rather than the whole ``pyproject.toml``, so an unrelated edit there
+    (another extra, a lint setting) does not rebuild every trainer's venv.
+    """
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: no TOML reader in the stdlib; key on the whole file
+        return [text]
+    project = tomllib.loads(text)["project"]
+    wanted = [e for e in extras.split(",") if e]
+    optional = project.get("optional-dependencies", {})
+    return [*project.get("dependencies", []), *(r for e in wanted for r in optional.get(e, []))]
 
 
 def _pip(python: Path, args: Sequence[str], *, what: str) -> None:
@@ -109,10 +126,14 @@ def _point_at_this_checkout(python: Path) -> None:
 
 OPENENV_VERSION = "0.10.0"
 
-EXTRA_REQUIREMENTS: dict[str, list[str]] = {"verifiers": ["uv>=0.5"]}
-"""Tools a trainer needs beside its extra: verifiers' local runtime runs its harness program with
-``uv`` and otherwise installs uv into ``~/.local`` itself; given in the venv (whose ``bin`` is on
-a script's PATH), it leaves the home directory alone."""
+TORCH = "torch==2.13.0"
+"""The CPU build on this disk; plain ``torch`` (asked for by TRL or verl) would pull GBs of CUDA."""
+
+EXTRA_REQUIREMENTS: dict[str, list[str]] = {"trl": [TORCH], "verl": [TORCH], "verifiers": ["uv>=0.5"]}
+"""What a trainer's venv needs beside its extra, installed first: the CPU torch for TRL and verl;
+``uv`` for verifiers, whose local runtime runs its harness program with it and otherwise installs
+uv into ``~/.local`` by itself (given in the venv, whose ``bin`` is on a script's PATH, it leaves
+the home directory alone)."""
 
 
 def openenv_python() -> Path:

@@ -27,6 +27,7 @@ same class (``error_from_wire``), so ``except EpisodeNotFound`` works on both si
         ├── Overloaded                503 overloaded         (request concurrency limit reached)
         ├── ShuttingDown              503 shutting_down
         ├── JudgeUnavailable          503 judge_unavailable  (too few judge votes came back)
+        ├── StoreUnavailable          503 store_unavailable  (the store could not write: disk full, I/O error)
         └── SandboxError              503 sandbox_error      (the sandbox failed, not the policy)
             └── SandboxTimeout        503 sandbox_timeout    (the sandbox stopped answering)
 
@@ -59,6 +60,7 @@ __all__ = [
     "SandboxError",
     "SandboxTimeout",
     "ShuttingDown",
+    "StoreUnavailable",
     "TaskNotFound",
     "ToolGymError",
     "TurnMismatch",
@@ -290,6 +292,16 @@ class JudgeUnavailable(Unavailable):
     """Too many judge votes failed to reach a majority; the same request may succeed later."""
 
     code = "judge_unavailable"
+
+
+class StoreUnavailable(Unavailable):
+    """The store could not write (disk full, I/O error), so the request was not acknowledged.
+
+    Nothing of it is on disk and nothing of it counts: a step refused this way was not played as
+    far as the episode is concerned, and the same request may be sent again once space is back.
+    """
+
+    code = "store_unavailable"
 
 
 class SandboxError(Unavailable):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import socket
 import struct
+import threading
 import time
 import uuid
 from collections import deque
@@ -134,6 +135,9 @@ class DockerBackend:
         self._instance = instance
         self._start_timeout_s = start_timeout_s
         self._runtime = runtime
+        self._lock = threading.Lock()
+        self._unremoved: set[str] = set()
+        """Containers whose removal failed because the engine was unreachable (``_remove``)."""
 
     @property
     def image(self) -> str:
@@ -151,6 +155,8 @@ class DockerBackend:
             self._client.ping()
         except Exception as exc:
             raise SandboxError(f"docker backend: the engine does not answer ({exc})") from exc
+        if self._unremoved:  # back after a restart: remove what it could not remove while down
+            self._remove_unreached()
         try:
             self._client.images.get(self._image)
         except docker.errors.ImageNotFound:
@@ -209,6 +215,8 @@ class DockerBackend:
             ) from None
         except Exception as exc:
             raise SandboxError(f"docker could not create a sandbox: {exc}") from exc
+        if self._unremoved:  # the engine answers again: clear what it could not remove before
+            self._remove_unreached()
 
         def destroy() -> bool:
             return self._remove(container.id)
@@ -235,18 +243,39 @@ class DockerBackend:
         api._raise_for_status(response)
 
     def _remove(self, container_id: str) -> bool:
+        """Remove one container; never raises (a removal is clean-up, and callers are on error paths).
+
+        When the engine cannot be reached (restarting, socket gone), the id is kept and removed by
+        the next ``create`` or ``check`` (``/readyz``) that reaches the engine: a dockerd restart
+        stops our containers but keeps them, and nothing else would come back for them while
+        this server runs.
+        """
         import docker.errors
 
         try:
             self._client.api.remove_container(container_id, force=True, v=True)
-            return True
         except docker.errors.NotFound:
             return False
         except docker.errors.APIError as exc:
-            if exc.status_code == 409:  # removal already in progress
-                return False
-            log.warning("could not remove sandbox container %s: %s", container_id[:12], exc)
+            if exc.status_code != 409:  # 409: removal already in progress
+                log.warning("could not remove sandbox container %s: %s", container_id[:12], exc)
             return False
+        except Exception as exc:  # the engine does not answer: remember it for later
+            with self._lock:
+                self._unremoved.add(container_id)
+            log.warning("could not reach the engine to remove sandbox container %s (%s); will retry",
+                        container_id[:12], exc)
+            return False
+        with self._lock:
+            self._unremoved.discard(container_id)
+        return True
+
+    def _remove_unreached(self) -> None:
+        """Remove the containers whose removal failed while the engine was unreachable (``_remove``)."""
+        with self._lock:
+            pending = list(self._unremoved)
+        for container_id in pending:
+            self._remove(container_id)
 
     def remove_owned(self, instance: str | None = None) -> int:
         """Remove the ToolGym containers of ``instance``; with None, those of EVERY instance.

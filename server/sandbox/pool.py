@@ -53,6 +53,9 @@ WARM_POOL_OWNER = "warm-pool"
 DEMAND_WINDOW_S = 10.0
 """Resets over this many seconds make the demand rate (short enough to follow a burst)."""
 HEADROOM = 1.5
+MAX_BACKOFF_S = 5.0
+"""The longest wait between failed creations: an engine back from a restart (or an image tag
+restored) is seen within this, while a broken one is asked only every few seconds."""
 
 
 @dataclass(frozen=True)
@@ -209,7 +212,7 @@ class SandboxPool:
                 log.warning("warm pool: %s (retrying in %.1f s)", exc.message, backoff)
                 with self._cond:
                     self._cond.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue
             backoff = 0.5
             with self._cond:

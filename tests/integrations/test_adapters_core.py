@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from toolgym.integrations._hermes import tool_responses, tools_system_prompt
+from toolgym.integrations._shared import tool_responses, with_tools_system_prompt
 
 TOOL = {"type": "function", "function": {"name": "echo", "description": "Echo.", "parameters": {
     "type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}}}
@@ -16,7 +16,7 @@ TOOL = {"type": "function", "function": {"name": "echo", "description": "Echo.",
 
 def test_the_tools_go_into_the_system_message_in_hermes_form() -> None:
     messages = [{"role": "system", "content": "You call tools."}, {"role": "user", "content": "Hi"}]
-    out = tools_system_prompt(messages, [TOOL])
+    out = with_tools_system_prompt(messages, [TOOL])
     assert messages[0]["content"] == "You call tools.", "the input is not changed"
     system = out[0]["content"]
     assert system.startswith("You call tools.\n\n# Tools\n")
@@ -27,9 +27,9 @@ def test_the_tools_go_into_the_system_message_in_hermes_form() -> None:
 
 def test_a_system_message_is_added_when_there_is_none_and_nothing_changes_without_tools() -> None:
     user = [{"role": "user", "content": "Hi"}]
-    out = tools_system_prompt(user, [TOOL])
+    out = with_tools_system_prompt(user, [TOOL])
     assert out[0]["role"] == "system" and out[0]["content"].startswith("# Tools") and out[1:] == user
-    assert tools_system_prompt(user, []) == user
+    assert with_tools_system_prompt(user, []) == user
 
 
 def test_tool_results_become_one_user_turn_of_tool_response_blocks() -> None:

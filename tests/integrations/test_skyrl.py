@@ -8,14 +8,13 @@ SkyRL's whole training step.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
 import pytest
-from sandbox_kit import SandboxKiller, register_slow_task
 from scripts.scripted_model import ScriptedModel
-from trainer_venvs import EXAMPLES, run_in_venv, run_script
+from server_kit import call, tags
+from trainer_kit import EXAMPLES, SandboxKiller, register_slow_task, run_in_venv, run_script
 
 from toolgym.server.embedded import free_port
 
@@ -59,14 +58,11 @@ def test_skyrl_make_plays_full_episodes_and_masks_an_unreachable_server(server_f
         assert client.get("/v1/episodes", params={"status": "live"}).json()["total"] == 0, "every episode closed"
 
 
-def tags(name: str, **arguments: Any) -> str:
-    return f"<tool_call>{json.dumps({'name': name, 'arguments': arguments})}</tool_call>"
-
 
 def test_the_skyrl_example_runs(server_factory: Any) -> None:
     server = server_factory("process", api_keys=(KEY,))
-    model = ScriptedModel([tags("find_manufacturer", product="Halcyon drone"),
-                           tags("get_company", company="Brightwell Dynamics", field="founder"), "Imara Solberg"])
+    model = ScriptedModel([tags(call("find_manufacturer", product="Halcyon drone")),
+                           tags(call("get_company", company="Brightwell Dynamics", field="founder")), "Imara Solberg"])
     try:
         out = run_in_venv("skyrl", EXAMPLES / "skyrl_env.py", "--base-url", server.base_url,
                           "--model-url", model.base_url, "--model", "scripted", "--task-id", "tu-multi-1",
@@ -82,14 +78,9 @@ def test_the_skyrl_example_runs(server_factory: Any) -> None:
 def test_a_sandbox_killed_mid_episode_ends_the_trajectory_masked(server_factory: Any) -> None:
     server = server_factory("docker", api_keys=(KEY,), warm_pool_size=1)
     slow_id = register_slow_task(server.base_url, KEY)
-    killer = SandboxKiller(server.base_url, KEY, slow_id)
-    killer.start()
-    try:
+    with SandboxKiller(server.base_url, slow_id, key=KEY, after_turn=1) as killer:
         report = run_script("skyrl", "skyrl_killed.py", server.base_url, KEY, slow_id)
-    finally:
-        killer.stop.set()
-        killer.join(timeout=30)
-    assert killer.episode_id is not None and len(killer.killed) >= 2, "the sandbox and its replacement were killed"
+    assert killer.episode_id is not None and killer.kills >= 2, "the sandbox and its replacement were killed"
     played, masked = report["steps"]
     assert (played["reward"], played["done"], played["metadata"]["infra_error"]) == (0.0, False, False)
     assert masked["reward"] is None and masked["done"] is True and masked["observations"] == []

@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
-from sandbox_kit import SandboxKiller, register_slow_task, tags
 from scripts.scripted_model import ScriptedModel
-from trainer_venvs import EXAMPLES, run_in_venv, run_script
+from server_kit import call, tags
+from trainer_kit import EXAMPLES, SandboxKiller, register_slow_task, run_in_venv, run_script
 
 pytestmark = pytest.mark.trainer
 KEY = "k-verifiers"
@@ -28,19 +28,14 @@ def test_verifiers_rollouts_carry_toolgym_rewards_and_a_killed_sandbox_is_a_sand
     slow_id = register_slow_task(server.base_url, KEY)
     plan = [
         {"name": "played", "task_id": "tu-multi-1", "max_retries": 5, "replies": [
-            tags("find_manufacturer", product="Halcyon drone"),
-            tags("get_company", company="Brightwell Dynamics", field="founder"),
+            tags(call("find_manufacturer", product="Halcyon drone")),
+            tags(call("get_company", company="Brightwell Dynamics", field="founder")),
             "Imara Solberg"]},
         {"name": "killed", "task_id": slow_id, "max_retries": 0, "replies": [
-            tags("echo", text="warming up"), tags("slow", seconds=4), "SLOW-GOLD-42"]},
+            tags(call("echo", text="warming up")), tags(call("slow", seconds=4)), "SLOW-GOLD-42"]},
     ]
-    killer = SandboxKiller(server.base_url, KEY, slow_id)
-    killer.start()
-    try:
+    with SandboxKiller(server.base_url, slow_id, key=KEY, after_turn=1) as killer:
         report = run_script("verifiers", "verifiers_play.py", server.base_url, KEY, json.dumps(plan), timeout_s=900)
-    finally:
-        killer.stop.set()
-        killer.join(timeout=30)
 
     played = report["played"]
     assert (played["runtime"], played["harness"], played["agent"]) == ("subprocess", "null", "player")
@@ -55,7 +50,7 @@ def test_verifiers_rollouts_carry_toolgym_rewards_and_a_killed_sandbox_is_a_sand
     assert third[-1] == {"role": "user", "content": "<tool_response>\nImara Solberg\n</tool_response>"}
 
     killed = report["killed"]
-    assert killer.episode_id is not None and len(killer.killed) >= 2, "the sandbox and its replacement were killed"
+    assert killer.episode_id is not None and killer.kills >= 2, "the sandbox and its replacement were killed"
     assert killed["ok"] is False and killed["episode_ok"] is False
     assert killed["stop_condition"] == "sandbox_error"
     assert killed["episode_errors"] == ["SandboxError"]
@@ -71,8 +66,8 @@ def test_verifiers_rollouts_carry_toolgym_rewards_and_a_killed_sandbox_is_a_sand
 
 def test_the_verifiers_example_runs(server_factory: Any) -> None:
     server = server_factory("process", api_keys=(KEY,))
-    model = ScriptedModel([tags("find_manufacturer", product="Halcyon drone"),
-                           tags("get_company", company="Brightwell Dynamics", field="founder"), "Imara Solberg"])
+    model = ScriptedModel([tags(call("find_manufacturer", product="Halcyon drone")),
+                           tags(call("get_company", company="Brightwell Dynamics", field="founder")), "Imara Solberg"])
     try:
         out = run_in_venv("verifiers", EXAMPLES / "verifiers_env.py", "--base-url", server.base_url,
                           "--model-url", model.base_url, "--model", "scripted", "--task-id", "tu-multi-1",

@@ -90,7 +90,7 @@ class ServerFarm:
             self._need_docker()
             from toolgym.server.sandbox.docker import DockerBackend
 
-            sandbox_backend: Any = DockerBackend(image=self.image, instance=instance)
+            sandbox_backend: Any = DockerBackend(image=settings.sandbox_image, instance=instance)
         else:
             from toolgym.server.sandbox.process import ProcessBackend
 

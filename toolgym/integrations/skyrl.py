@@ -28,7 +28,7 @@ from skyrl_gym.envs.base_text_env import BaseTextEnv, BaseTextEnvStepOutput
 
 from toolgym.client import EnvClient, RetryPolicy, StepResult
 from toolgym.errors import ToolGymError
-from toolgym.integrations._hermes import tools_system_prompt
+from toolgym.integrations._shared import with_tools_system_prompt
 
 __all__ = ["ENV_ID", "ToolGymTextEnv", "register"]
 
@@ -75,7 +75,7 @@ class ToolGymTextEnv(BaseTextEnv):  # type: ignore[misc]
             self._fault(f"reset failed: {type(exc).__name__}: {exc}")
             return prompt, {"infra_error": True, "error": self.error}
         self.episode_id = reset.episode_id
-        messages = tools_system_prompt(reset.observation.get("messages", []), reset.observation.get("tools") or [])
+        messages = with_tools_system_prompt(reset.observation.get("messages", []), reset.observation.get("tools") or [])
         return messages, {"episode_id": reset.episode_id, "infra_error": False, "info": reset.info}
 
     def step(self, action: str) -> BaseTextEnvStepOutput:

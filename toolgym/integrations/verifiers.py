@@ -32,7 +32,7 @@ import verifiers.v1 as vf
 
 from toolgym.client import AsyncEnvClient, EnvClient, RetryPolicy
 from toolgym.errors import ToolGymError
-from toolgym.integrations._hermes import tool_responses, tools_system_prompt
+from toolgym.integrations._shared import tool_responses, with_tools_system_prompt
 
 __all__ = ["TASKSET_ID", "ToolGymEnv", "ToolGymEnvConfig", "ToolGymTaskset", "ToolGymTasksetConfig",
            "load_environment"]
@@ -101,7 +101,8 @@ class ToolGymEnv(vf.Env[ToolGymEnvConfig]):  # type: ignore[misc]
             episode_id, rewards = reset.episode_id, list[float]()
             try:
                 async with agents.player.interaction(task) as interaction:
-                    messages = tools_system_prompt(reset.observation["messages"], reset.observation.get("tools") or [])
+                    observation = reset.observation
+                    messages = with_tools_system_prompt(observation["messages"], observation.get("tools") or [])
                     segment = await interaction.turn(messages)
                     while not segment.terminated:
                         try:

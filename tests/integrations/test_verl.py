@@ -1,0 +1,75 @@
+"""verl's agent loop and tool classes run ToolGym episodes through toolgym.integrations.verl.
+
+verl's own ``initialize_tools_from_config`` loads the tool from the YAML ``tool_config`` makes,
+its registry and hydra instantiate the ``toolgym_agent`` loop as verl's ``AgentLoopWorker`` does,
+and only the LLM server is scripted (token ids of a tokenizer built in the script). The env side
+is real: a server with the Docker backend, and one sample whose sandbox is killed from outside on
+every attempt. Five samples run at once in one worker (they share the tool, as in verl); the last
+goes through verl's stock ``tool_agent`` loop.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from trainer_kit import ARGUMENTS, ENV, TOOL, SandboxKiller, register_tasks, run_with_config
+
+pytestmark = [pytest.mark.trainer, pytest.mark.docker]
+
+CALL = "<tool_call>\n" + json.dumps({"name": "call_tool", "arguments": {"name": TOOL, "arguments": ARGUMENTS}}) + \
+    "\n</tool_call><|im_end|>"
+KEYS = {"toolgym_episode_id", "toolgym_return", "toolgym_masked", "toolgym_infra_error"}
+
+
+def test_toolgym_agent_loop_reward_and_mask(server_factory: Any, tmp_path: Path) -> None:
+    server = server_factory("docker", warm_pool_size=2)
+    tasks = register_tasks(server.base_url, f"verl-{tmp_path.name[-12:]}")
+    samples = [
+        {"task_id": tasks["solved"], "script": [CALL, "GOLD-A-42<|im_end|>"]},
+        {"task_id": tasks["solved"], "script": ["GOLD-A-42<|im_end|>"]},  # answers without a tool
+        {"task_id": tasks["unsolved"], "script": [CALL, "no idea<|im_end|>"]},
+        {"task_id": tasks["infra"], "script": [CALL, "GOLD-C-9<|im_end|>"]},
+        # verl's stock loop: it creates and releases the tool around each of the two calls, and
+        # both must land in one episode (found again by its id); nobody finishes that episode.
+        {"task_id": tasks["unsolved"], "script": [CALL, CALL, "done<|im_end|>"], "agent_name": "tool_agent"},
+    ]
+    config = {"base_url": server.base_url, "env_id": ENV, "samples": samples, "max_retries": 1,
+              "tool_config_path": str(tmp_path / "tools.yaml")}
+    with SandboxKiller(server.base_url, tasks["infra"]) as killer:
+        out = run_with_config("verl", "verl_agent_loop_run.py", config, tmp_path)
+
+    assert out["tool_names"] == ["call_tool"]
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        recorded = {e["episode_id"]: e for e in http.get("/v1/episodes", params={"limit": 100}).json()["episodes"]}
+    solved_call, solved_direct, unsolved, infra, stock = out["samples"]
+    for sample in out["samples"][:4]:
+        assert set(sample["extra_fields"]) == KEYS, "every sample carries the same keys"
+        assert "lookup" in sample["prompts"][0], "the task's tools are listed in the prompt"
+        assert "rm_scores" in sample["as_dict_keys"]
+    for sample in (solved_call, solved_direct, unsolved):
+        fields = sample["extra_fields"]
+        episode = recorded[fields["toolgym_episode_id"]]
+        assert episode["status"] == "finished", episode
+        assert fields["toolgym_masked"] == 0 and fields["toolgym_infra_error"] == ""
+        assert sample["reward_score"] == fields["toolgym_return"] == episode["total_reward"], (sample, episode)
+        assert sample["mask_sum"] > 0
+    assert "GOLD-A-42" in solved_call["prompts"][1], "the tool's output reached the model"
+    assert solved_call["tool_rewards"] == [1.0] and solved_direct["tool_rewards"] == []
+    assert solved_call["reward_score"] > unsolved["reward_score"]
+    assert recorded[solved_call["extra_fields"]["toolgym_episode_id"]]["turn"] == 2
+    assert recorded[solved_direct["extra_fields"]["toolgym_episode_id"]]["turn"] == 1
+
+    fields = infra["extra_fields"]
+    assert fields["toolgym_masked"] == 1 and "sandbox_error" in fields["toolgym_infra_error"], infra
+    assert fields["toolgym_return"] is None and infra["reward_score"] == 0.0, "0.0 is only verl's placeholder"
+    assert infra["mask_sum"] == 0 and infra["response_len"] > 0, "no token of a masked sample is trained on"
+    assert fields["toolgym_episode_id"] in killer.killed
+    assert "infrastructure failure" in infra["prompts"][1]
+
+    assert stock["tool_rewards"] == [0.0, 0.0] and not stock["extra_fields"]
+    (left,) = [e for e in recorded.values() if e["task_id"] == tasks["unsolved"] and e["status"] == "live"]
+    assert left["turn"] == 2, "both calls stepped the one episode"
