@@ -163,9 +163,13 @@ class Store:
             with self._read_lock:
                 self._close()
 
+    def _reconnect(self, reader: bool) -> None:
+        """Replace the reader's (or writer's) connection if the database dropped it; a file never does."""
+
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """A read on the reader connection: it sees the last commit and never waits for a write."""
         with self._read_lock:
+            self._reconnect(reader=True)
             return self._reader.query(sql, params)
 
     # --- transactions ---------------------------------------------------------------------------
@@ -179,6 +183,7 @@ class Store:
         """
         with self._lock:
             try:
+                self._reconnect(reader=False)
                 yield
             except Exception as exc:
                 refused = self._unavailable(exc)

@@ -146,6 +146,24 @@ class PgStore(Store):
         )}
         return {h for h in holders if _lock_parts(replica_lock_key(h)) in held}
 
+    def _reconnect(self, reader: bool) -> None:
+        """A new session for a connection the database dropped (a restart, a network cut).
+
+        The write or read that found it dropped failed (a write as ``StoreUnavailable``); the
+        next one gets a new session. If the database is still away, connecting raises.
+        """
+        conn = self._reader_conn if reader else self._conn
+        if self._closed or not conn.broken:
+            return
+        fresh = _connect(self._url)
+        if not reader:
+            fresh.execute("SET synchronous_commit = on")
+        conn.close()
+        if reader:
+            self._reader_conn, self._reader = fresh, Tx(fresh, "%s")
+        else:
+            self._conn, self._writer = fresh, Tx(fresh, "%s")
+
     def _in_transaction(self) -> bool:
         return self._conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR)
 

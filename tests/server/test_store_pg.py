@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from pg_kit import terminate_lease
 
+from toolgym.errors import StoreUnavailable
 from toolgym.server.store import Claim, NotHolder, Store, open_store
 from toolgym.server.store_pg import PgStore
 
@@ -175,3 +176,24 @@ def test_a_url_without_psycopg_says_what_to_install() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode != 0
     assert "pip install 'toolgym[postgres]'" in done.stderr, done.stderr
+
+
+def test_dropped_sessions_are_replaced_and_a_write_on_one_is_refused_not_lost(pg_db: str) -> None:
+    """The database ends the store's sessions (a restart, a cut): one write and one read fail, then all works."""
+    import psycopg
+
+    store = open_store(pg_db)
+    try:
+        add(store, "ep-1", "r-a")
+        with psycopg.connect(pg_db, autocommit=True) as admin:
+            ended = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                  " WHERE application_name = 'toolgym' AND pid <> pg_backend_pid()").fetchall()
+        assert ended == [(True,), (True,)], ended
+        with pytest.raises(StoreUnavailable):
+            add(store, "ep-2", "r-a")
+        with pytest.raises(psycopg.OperationalError):
+            store.get_episode("ep-1")
+        add(store, "ep-2", "r-a")
+        assert [r.id for r in store.list_episodes("k-a", status=None, offset=0, limit=10)[0]] == ["ep-1", "ep-2"]
+    finally:
+        store.close()
