@@ -87,8 +87,8 @@ class StoreWriter:
         Its own error (e.g. a duplicate turn) is raised here and undoes only ``op``.
 
         Raises:
-            StoreUnavailable: SQLite could not write (disk full, I/O error): nothing of ``op`` is
-                on disk, and the caller must not act as if it were.
+            StoreUnavailable: the database could not write (disk full, I/O error, connection lost):
+                nothing of ``op`` is on disk, and the caller must not act as if it were.
         """
         if self._closed or self._thread is None:
             raise ShuttingDown("the store writer is stopped", retry_after_s=5.0)
