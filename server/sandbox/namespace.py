@@ -366,8 +366,11 @@ class NamespaceBackend:
             log.debug("namespace host %s: removal: %s", host.name, exc)
 
     def remove_owned(self, instance: str | None = None) -> int:
-        """Remove the host containers of ``instance`` (None: of every instance), as ``DockerBackend`` does."""
-        filters = [f"{LABEL_MANAGED}=1", f"{LABEL_ROLE}={HOST_ROLE}"]
+        """Remove the containers of ``instance`` (None: every instance), hosts or not, as ``DockerBackend`` does.
+
+        Found by label on the engine, so a dead server's leftovers of either Docker tier go too.
+        """
+        filters = [f"{LABEL_MANAGED}=1"]
         if instance is not None:
             filters.append(f"{LABEL_INSTANCE}={instance}")
         found = self._client.api.containers(all=True, quiet=True, filters={"label": filters})

@@ -202,7 +202,7 @@ def _open_episode(uid, opts, agent):
     return (int(data) if data else None), in_w, out_r
 
 
-class Supervisor(object):
+class Supervisor:
     """The select loop: frames in from the server, agent output out, episodes opened and reaped."""
 
     def __init__(self, agent):
@@ -213,12 +213,14 @@ class Supervisor(object):
         self.next_uid = 1000
 
     def send(self, kind, ep, payload=b""):
+        """Write one frame to the server, whole (the stream is blocking; the server always reads)."""
         data = ("%s %d %d\n" % (kind, ep, len(payload))).encode() + payload
         view = memoryview(data)
         while view:
             view = view[os.write(1, view):]
 
     def open(self, ep, opts):
+        """Make episode ``ep``'s namespace set; a failure reaches the server as the agent's first line."""
         uid = 1000 + (self.next_uid - 1000) % 60000
         self.next_uid += 1
         pid, in_w, out_r = _open_episode(uid, opts, self.agent)
@@ -233,6 +235,7 @@ class Supervisor(object):
         self.by_out[out_r] = ep
 
     def close(self, ep, status=None):
+        """Kill the episode's pid 1 (the kernel ends the rest of its namespace), reap it, report ``X``."""
         e = self.episodes.pop(ep, None)
         if e is None:
             return
@@ -293,6 +296,7 @@ class Supervisor(object):
                 self.close(ep)
 
     def flush(self, ep):
+        """Write what is pending for the episode's agent without blocking the loop."""
         e = self.episodes[ep]
         try:
             while e["pending"]:
@@ -303,6 +307,7 @@ class Supervisor(object):
             e["pending"].clear()
 
     def reap(self):
+        """Reap exited children; an episode whose pid 1 died keeps its slot until the server closes it."""
         while True:
             try:
                 pid, raw = os.waitpid(-1, os.WNOHANG)
@@ -310,18 +315,19 @@ class Supervisor(object):
                 return
             if pid == 0:
                 return
-            for ep, e in list(self.episodes.items()):
+            for e in self.episodes.values():
                 if e["pid"] == pid:
                     e["pid"] = None  # its agent died: the server sees end of stream, then closes
                     e["dead"] = raw
 
     def serve(self):
+        """Say hello, then move frames and agent output until the server's stream closes."""
         import select
 
         self.send("H", 0, json.dumps({"hello": "toolgym-nsd", "pid": os.getpid(), "uid": os.getuid()}).encode())
         while True:
             writers = [e["stdin"] for e in self.episodes.values() if e["pending"]]
-            readers = [0] + list(self.by_out)
+            readers = [0, *self.by_out]
             ready, writable, _ = select.select(readers, writers, [], 0.5)
             for fd in ready:
                 if fd == 0:

@@ -91,6 +91,13 @@ class ServerFarm:
             from toolgym.server.sandbox.docker import DockerBackend
 
             sandbox_backend: Any = DockerBackend(image=self.image, instance=instance)
+        elif backend == "namespace":
+            self._need_docker()
+            from toolgym.server.sandbox.namespace import NamespaceBackend
+
+            sandbox_backend = NamespaceBackend(image=self.image, instance=instance,
+                                               episodes_per_host=settings.ns_episodes_per_host,
+                                               host_max_episodes=settings.ns_host_max_episodes)
         else:
             from toolgym.server.sandbox.process import ProcessBackend
 
@@ -114,7 +121,7 @@ class ServerFarm:
         for live in self.servers:
             live.stop()
         for instance, live in {s.instance: s for s in self.servers}.items():
-            if live.backend.name == "docker":
+            if live.backend.name in ("docker", "namespace"):
                 left = count_containers(instance)
                 if left:
                     leaks.append(f"{left} container(s) of {instance}")

@@ -40,9 +40,10 @@ TIMEOUT_S = 1.0
 MAX_OUTPUT_CHARS = 2000
 
 
-@pytest.fixture(scope="module")
-def server(farm: ServerFarm) -> Server:
-    return farm.start("docker", max_output_chars=MAX_OUTPUT_CHARS)
+@pytest.fixture(scope="module", params=["docker", "namespace"])
+def server(farm: ServerFarm, request: pytest.FixtureRequest) -> Server:
+    """The container tier, then the namespace tier: the same hostile tools must hold on both."""
+    return farm.start(request.param, max_output_chars=MAX_OUTPUT_CHARS)
 
 
 @pytest.fixture(scope="module")

@@ -115,7 +115,15 @@ def _image(client: Any, image: str) -> Check:
                  " unknown", f"toolgym build-image --tag {image}")
 
 
-def _isolation(backend: str, engine_ok: bool, client: Any) -> Check:
+def _isolation(backend: str, engine_ok: bool, client: Any, tier: str = "") -> Check:
+    """The isolation tier serve would give (``TOOLGYM_ISOLATION``, else what ``backend`` picks)."""
+    if tier == "namespace":
+        if not engine_ok:
+            return Check("isolation", "skip", "namespace tier, once an engine answers (see docker-engine)")
+        return Check("isolation", "ok", "namespace: one user+pid+mount+ipc+uts+net namespace set per episode in"
+                     " pooled, hardened host containers (docs/isolation.md)")
+    if tier:
+        backend = "process" if tier == "process" else "docker"
     effective = backend if backend != "auto" else ("docker" if engine_ok else "process")
     if effective == "docker" and not engine_ok:
         return Check("isolation", "skip", "docker containers, once an engine answers (see docker-engine)")
@@ -127,8 +135,8 @@ def _isolation(backend: str, engine_ok: bool, client: Any) -> Check:
             except Exception:
                 runtimes = []
         extra = f"; runtimes: {', '.join(runtimes)}" if runtimes else ""
-        return Check("isolation", "ok", "docker: one container per episode, no network, read-only root, all"
-                     f" capabilities dropped, unprivileged user{extra}")
+        return Check("isolation", "ok", "container tier (docker): one container per episode, no network,"
+                     f" read-only root, all capabilities dropped, unprivileged user{extra}")
     return Check("isolation", "warn", "process backend: NOT isolated; tool code runs on this host as this user"
                  " (limits only)", "for untrusted models use Docker: `toolgym build-image && toolgym serve"
                  " --backend docker`")
@@ -198,7 +206,7 @@ def diagnose(args: argparse.Namespace) -> list[Check]:
     try:
         if client is not None and settings.backend != "process":
             checks.append(_image(client, settings.sandbox_image))
-        checks.append(_isolation(settings.backend, client is not None, client))
+        checks.append(_isolation(settings.backend, client is not None, client, settings.isolation))
     finally:
         if client is not None:
             client.close()
