@@ -305,6 +305,11 @@ def check_healthy(server: Server, client: httpx.Client, witness: str | None = No
         assert count_containers(server.instance) <= allowed, (
             f"{count_containers(server.instance)} containers for {server.manager.open_episodes} open episodes"
         )
+    if server.backend.name == "namespace":
+        wait_for_teardown(server)
+        # Host containers: the ones in use, plus at most a spare being started; none unaccounted for.
+        hosts = len(server.backend.hosts)
+        assert count_containers(server.instance) <= hosts + 1, f"{count_containers(server.instance)} for {hosts} hosts"
 
 
 def metric(client: httpx.Client, sample: str, **labels: str) -> float:

@@ -1,11 +1,12 @@
 """``toolgym doctor``: can this machine serve, and what to run next when it cannot.
 
-    toolgym doctor [--host H] [--port P] [--backend auto|docker|process] [--image IMAGE] [--json]
+    toolgym doctor [--host H] [--port P] [--backend auto|docker|process]
+                   [--isolation container|namespace|process] [--image IMAGE] [--json]
 
 It checks what ``toolgym serve`` with the same options (and the same ``TOOLGYM_*`` variables)
 would meet: the server's dependencies, the Docker engine, the sandbox image (present, and
 current: its content-hash label against what ``toolgym build-image`` would build now), the
-isolation the chosen backend gives, whether the port is free, and the API keys. Each check
+isolation tier serve would give (docs/isolation.md), whether the port is free, and the API keys. Each check
 is ``ok``, ``warn`` (serving works, but read the note) or ``fail`` (serving is blocked), with
 the command to run next. Exit status: 0 when nothing blocks serving, 4 when a check fails.
 ``--json`` writes ``{"ok", "checks": [{"name", "status", "detail", "fix"}]}``.
@@ -47,6 +48,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--port", type=int, default=None, help="the port serve would use (default: $TOOLGYM_PORT or 8000)")
     p.add_argument("--backend", choices=("auto", "docker", "process"), default=None,
                    help="the sandbox backend serve would use (default: $TOOLGYM_BACKEND or auto)")
+    p.add_argument("--isolation", choices=("container", "namespace", "process"), default=None,
+                   help="the isolation tier serve would give (default: $TOOLGYM_ISOLATION, else from --backend)")
     p.add_argument("--image", default=None,
                    help="the sandbox image (default: $TOOLGYM_SANDBOX_IMAGE or toolgym-sandbox:latest)")
     _cli.add_json_flag(p, '{"ok", "checks"} as one JSON document')
@@ -198,7 +201,8 @@ def diagnose(args: argparse.Namespace) -> list[Check]:
     from toolgym.server.settings import Settings
 
     try:
-        settings = Settings.from_env(host=args.host, port=args.port, backend=args.backend, sandbox_image=args.image)
+        settings = Settings.from_env(host=args.host, port=args.port, backend=args.backend, isolation=args.isolation,
+                                     sandbox_image=args.image)
     except ValueError as exc:
         return [*checks, Check("settings", "fail", str(exc), "fix or unset that TOOLGYM_* variable")]
     engine, client = _engine(settings.backend)
