@@ -5,11 +5,16 @@ process on a free 127.0.0.1 port; this process drives it with one ``AsyncEnvClie
 
 1. Docker floors, same run: the SDK's 1-thread create + start + remove rate
    (``_floors.sdk_rate``) and a cold ``docker run --rm`` (``_floors.cold_docker_run``).
-2. Fresh episodes: ``--workers`` concurrent loops, each playing ToolUse episodes (reset
+2. Latency: ``--sequential`` episodes one at a time (reset, one tool call, close), each after
+   the warm pool refilled and the teardown backlog drained (as ``episode_latency.py`` does):
+   reset and step p50/p99. Target: reset p50 >= 30x faster than a cold ``docker run``.
+3. Fresh episodes: ``--workers`` concurrent loops, each playing ToolUse episodes (reset
    ``tu-single-1``, one tool call = one sandbox run, close) for ``--seconds``; episodes/s, and
-   the reset and step latency p50/p99. Target: episodes/s >= 15x the Docker 1-thread create
-   rate; reset p50 >= 30x faster than a cold ``docker run``.
-3. ``--live`` episodes (1,000) opened from the same client, each with one tool call, all held
+   the reset and step latency p50/p99 under that load. Target: episodes/s >= 15x the Docker
+   1-thread create rate.
+   With ``--compare`` (default on), phases 2 and 3 run against a container-tier server too, in
+   the same run: on a loaded machine the ratio is what holds still.
+4. ``--live`` episodes (1,000) opened from the same client, each with one tool call, all held
    open together; then the memory they cost: the host containers' cgroup memory (``docker
    stats``) and the machine's ``MemAvailable`` drop, against the 4 GiB target.
 
@@ -38,6 +43,7 @@ from _common import (
     remove_containers,
     summarize,
     table,
+    wait_pool_full_http,
 )
 from _floors import cold_docker_run, sdk_rate
 
@@ -99,6 +105,27 @@ async def churn(base_url: str, workers: int, seconds: float) -> dict[str, Any]:
     return {"episodes": done, "wall_s": wall, "per_s": done / wall, "reset": resets, "step": steps}
 
 
+async def sequential(base_url: str, n: int, warm_pool: int) -> dict[str, Any]:
+    import httpx
+
+    from toolgym.client import AsyncEnvClient
+
+    resets: list[float] = []
+    steps: list[float] = []
+    with httpx.Client(base_url=base_url, timeout=60.0) as probe:
+        async with AsyncEnvClient(base_url, timeout_s=300.0) as client:
+            for _ in range(n):
+                wait_pool_full_http(probe, warm_pool)
+                t0 = time.perf_counter()
+                reset = await client.reset(TOOLUSE, TOOLUSE_TASK, seed=0)
+                t1 = time.perf_counter()
+                await client.step(reset.episode_id, TOOL_ACTION)
+                steps.append(time.perf_counter() - t1)
+                resets.append(t1 - t0)
+                await client.close(reset.episode_id)
+    return {"reset": resets, "step": steps}
+
+
 async def live(base_url: str, n: int, instance: str) -> dict[str, Any]:
     from toolgym.client import AsyncEnvClient
 
@@ -139,6 +166,9 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=8)
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--live", type=int, default=1000)
+    p.add_argument("--sequential", type=int, default=40)
+    p.add_argument("--no-compare", dest="compare", action="store_false",
+                   help="skip the container tier's latency and churn in the same run")
     p.add_argument("--floor-containers", type=int, default=12)
     args = p.parse_args()
     problem = docker_problem()
@@ -158,19 +188,43 @@ def main() -> int:
                                   extra_env={"TOOLGYM_ISOLATION": "namespace", "TOOLGYM_WARM_POOL_MAX": "64",
                                              "TOOLGYM_WORKER_THREADS": "128"})
         with server:
+            sq = asyncio.run(sequential(server.base_url, args.sequential, 8))
             ch = asyncio.run(churn(server.base_url, args.workers, args.seconds))
             lv = asyncio.run(live(server.base_url, args.live, server.instance)) if args.live else None
         leftover = server.leftover_after_stop + count_containers(server.instance)
-    reset = summarize(ch["reset"])
+        csq: dict[str, Any] | None = None
+        cch: dict[str, Any] | None = None
+        if args.compare:
+            container = SubprocessServer("docker", tmp, "ct", warm_pool=8, max_live=256,
+                                         extra_env={"TOOLGYM_WARM_POOL_MAX": "64", "TOOLGYM_WORKER_THREADS": "128"})
+            with container:
+                csq = asyncio.run(sequential(container.base_url, args.sequential, 8))
+                cch = asyncio.run(churn(container.base_url, args.workers, args.seconds))
+            leftover += container.leftover_after_stop + count_containers(container.instance)
+    reset, step = summarize(sq["reset"]), summarize(sq["step"])
+    loaded, loaded_step = summarize(ch["reset"]), summarize(ch["step"])
     table(["measure", "value", "target", "met"], [
         ["docker SDK create+start+remove, 1 thread", f"{rate['per_s']:.1f}/s", "", ""],
         ["cold docker run p50", ms(cold_p50), "", ""],
         [f"fresh episodes/s ({args.workers} workers)", f"{ch['per_s']:.1f}/s", f">= {15 * rate['per_s']:.0f}/s",
          "yes" if ch["per_s"] >= 15 * rate["per_s"] else "no"],
-        ["reset p50 / p99", f"{ms(reset['p50'])} / {ms(reset['p99'])}", f"p50 <= {ms(cold_p50 / 30)}",
-         "yes" if reset["p50"] * 30 <= cold_p50 else "no"],
-        ["step p50 / p99", f"{ms(summarize(ch['step'])['p50'])} / {ms(summarize(ch['step'])['p99'])}", "", ""],
-    ], title="churn")
+        [f"reset p50 / p99 (one at a time, {args.sequential})", f"{ms(reset['p50'])} / {ms(reset['p99'])}",
+         f"p50 <= {ms(cold_p50 / 30)}", "yes" if reset["p50"] * 30 <= cold_p50 else "no"],
+        ["step p50 / p99 (one at a time)", f"{ms(step['p50'])} / {ms(step['p99'])}", "", ""],
+        [f"reset p50 / p99 ({args.workers} workers)", f"{ms(loaded['p50'])} / {ms(loaded['p99'])}", "", ""],
+        [f"step p50 / p99 ({args.workers} workers)", f"{ms(loaded_step['p50'])} / {ms(loaded_step['p99'])}", "", ""],
+    ], title="namespace tier")
+    if csq is not None and cch is not None:
+        c_reset, c_step, c_loaded = summarize(csq["reset"]), summarize(csq["step"]), summarize(cch["reset"])
+        table(["measure", "container tier", "namespace tier", "namespace / container"], [
+            ["reset p50 (one at a time)", ms(c_reset["p50"]), ms(reset["p50"]),
+             f"{reset['p50'] / c_reset['p50']:.2f}x"],
+            ["step p50 (one at a time)", ms(c_step["p50"]), ms(step["p50"]), f"{step['p50'] / c_step['p50']:.2f}x"],
+            [f"fresh episodes/s ({args.workers} workers)", f"{cch['per_s']:.1f}/s", f"{ch['per_s']:.1f}/s",
+             f"{ch['per_s'] / cch['per_s']:.1f}x"],
+            [f"reset p50 ({args.workers} workers)", ms(c_loaded["p50"]), ms(loaded["p50"]),
+             f"{loaded['p50'] / c_loaded['p50']:.2f}x"],
+        ], title="same run, container tier")
     if lv is not None:
         table(["measure", "value", "target", "met"], [
             ["live episodes (failed)", f"{lv['live']} ({lv['failed']})", f"{args.live}",
