@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import uuid
 from pathlib import Path
@@ -208,11 +209,15 @@ class NamespaceBackend:
                                " build the image with `toolgym build-image`") from exc
 
     def _start_host(self, spec: SandboxSpec) -> _Host:
-        """Create and start one host container and wait for its supervisor's hello."""
+        """Create and start one host container and wait for its supervisor's hello.
+
+        Created through the low-level API: the SDK's ``containers.create`` has no field for the
+        engine's ``MaskedPaths``/``ReadonlyPaths`` (docs/isolation.md says why they are lifted).
+        """
         name = f"toolgym-ns-{self._instance[:20]}-{uuid.uuid4().hex[:12]}"
         labels = {LABEL_MANAGED: "1", LABEL_INSTANCE: self._instance, LABEL_ROLE: HOST_ROLE}
-        import os
-
+        # Limits bound the sum of the host's episodes (each has its own rlimits); Docker refuses a
+        # CPU quota above the machine's CPUs.
         cpus = min(float(os.cpu_count() or 1), spec.cpus * self._per_host)
         api = self._client.api
         try:
