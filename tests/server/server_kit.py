@@ -307,9 +307,10 @@ def check_healthy(server: Server, client: httpx.Client, witness: str | None = No
         )
     if server.backend.name == "namespace":
         wait_for_teardown(server)
-        # Host containers: the ones in use, plus at most a spare being started; none unaccounted for.
+        # Host containers: the ones in use, plus at most two being started and not yet listed (the
+        # backend's spare, and one a warm-pool fill may start when no host has room).
         hosts = len(server.backend.hosts)
-        assert count_containers(server.instance) <= hosts + 1, f"{count_containers(server.instance)} for {hosts} hosts"
+        assert count_containers(server.instance) <= hosts + 2, f"{count_containers(server.instance)} for {hosts} hosts"
 
 
 def metric(client: httpx.Client, sample: str, **labels: str) -> float:

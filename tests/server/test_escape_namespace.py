@@ -219,3 +219,40 @@ def test_the_seccomp_profile_is_generated_and_refuses(sandbox_image: str) -> Non
     seen = json.loads(done.stdout.splitlines()[0])
     assert set(seen.values()) == {"EPERM"}, seen
     assert done.stdout.splitlines()[1] == "unshare-ok", done.stderr
+
+
+SPAWN = r'''
+import os, time
+kids = []
+for _ in range(N):
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(HOLD)
+        os._exit(0)
+    kids.append(pid)
+print(len(kids))
+for pid in kids:
+    os.waitpid(pid, 0)
+'''
+
+
+def test_the_process_limit_is_each_episodes_own(backend: NamespaceBackend) -> None:
+    """Every episode is uid 65534 to the host, yet RLIMIT_NPROC counts per user namespace: while
+    one episode holds 30 processes, another in the same host container still gets its own 30
+    (a shared count would refuse it at max_processes=40), and its own 41st is refused."""
+    import threading
+
+    first, second = backend.create(SandboxSpec(labels={})), backend.create(SandboxSpec(labels={}))
+    assert first.id.split("/")[0] == second.id.split("/")[0]
+    limits = RunLimits(timeout_s=20.0, max_processes=40)
+    held: list[Any] = []
+    holder = threading.Thread(target=lambda: held.append(first.run(RunRequest(
+        code=SPAWN.replace("N", "30").replace("HOLD", "4"), limits=limits))))
+    holder.start()
+    time.sleep(1.5)
+    second_result = second.run(RunRequest(code=SPAWN.replace("N", "30").replace("HOLD", "0.5"), limits=limits))
+    over = second.run(RunRequest(code=SPAWN.replace("N", "41").replace("HOLD", "0.5"), limits=limits))
+    holder.join(timeout=30)
+    assert held and held[0].stdout.strip() == "30", held
+    assert second_result.status == "ok" and second_result.stdout.strip() == "30", second_result
+    assert "BlockingIOError" in over.stderr or "Resource temporarily unavailable" in over.stderr, over
