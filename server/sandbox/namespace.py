@@ -11,7 +11,7 @@ of the host container) forks it into namespaces of its own with its own tmpfs ``
 tier isolates and what lifting the masked paths exposes.
 
 One attach stream per host container carries every episode's agent stream, framed by episode
-(``nsd.py``'s module doc); a reader thread splits it into one ``Channel`` per episode.
+(``nsd.py``'s module doc); ``nshost.py`` splits it into one ``Channel`` per episode.
 
 Per-episode limits without cgroups (cgroup v1 is not writable inside a container): the agent's
 ``RLIMIT_NPROC`` (``--nproc``), which since Linux 5.14 counts per user namespace, so each
@@ -32,14 +32,16 @@ import json
 import logging
 import os
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from toolgym.errors import SandboxError
-from toolgym.server.sandbox.agent_client import AGENT_SOURCE, AgentSandbox, Channel
+from toolgym.server.sandbox.agent_client import AGENT_SOURCE, AgentSandbox
 from toolgym.server.sandbox.base import Sandbox, SandboxSpec
-from toolgym.server.sandbox.docker import LABEL_INSTANCE, LABEL_MANAGED, _AttachChannel, docker_client
+from toolgym.server.sandbox.docker import LABEL_INSTANCE, LABEL_MANAGED, docker_client
+from toolgym.server.sandbox.nshost import EpisodeChannel, Host
 from toolgym.server.sandbox.seccomp import PROFILE_PATH
 
 __all__ = ["LABEL_ROLE", "NSD_SOURCE", "NamespaceBackend"]
@@ -52,122 +54,6 @@ HOST_ROLE = "namespace-host"
 SANDBOX_USER = "65534:65534"
 CLOSE_WAIT_S = 5.0
 """How long a close waits for the supervisor's word that the episode's namespace is gone."""
-
-
-class _EpisodeChannel(Channel):
-    """One episode's agent stream, cut out of its host container's framed stream."""
-
-    def __init__(self, host: _Host, ep: int) -> None:
-        self._host = host
-        self.ep = ep
-        self._buf = bytearray()
-        self._eof = False
-        self._cond = threading.Condition()
-        self.exit: dict[str, Any] | None = None
-        self.anomaly: str | None = None
-
-    def feed(self, data: bytes) -> None:
-        with self._cond:
-            if data:
-                self._buf += data
-            else:
-                self._eof = True
-            self._cond.notify_all()
-
-    def ended(self, info: dict[str, Any]) -> None:
-        with self._cond:
-            self.exit = info
-            self._eof = True
-            self._cond.notify_all()
-
-    def send(self, data: bytes) -> None:
-        self._host.send("D", self.ep, data)
-
-    def read_chunk(self, timeout_s: float) -> bytes:
-        with self._cond:
-            if not self._buf and not self._eof and not self._cond.wait_for(
-                    lambda: bool(self._buf) or self._eof, timeout=max(0.0, timeout_s)):
-                self.anomaly = self.anomaly or "the agent stopped answering"
-                raise TimeoutError
-            if self._buf:
-                data = bytes(self._buf)
-                self._buf.clear()
-                return data
-            self.anomaly = self.anomaly or "the agent's stream ended"
-            return b""
-
-    def close(self) -> None:
-        """Nothing to release here: the episode ends with its host's ``C`` frame (``destroy``)."""
-
-    def diagnostics(self) -> str:
-        return "" if self.exit is None else f"episode exit: {self.exit}"
-
-    def wait_exit(self, timeout_s: float) -> dict[str, Any] | None:
-        with self._cond:
-            self._cond.wait_for(lambda: self.exit is not None, timeout=timeout_s)
-            return self.exit
-
-
-class _Host:
-    """One host container: its framed stream, its live episodes and its life counters."""
-
-    def __init__(self, backend: NamespaceBackend, container_id: str, name: str, sock: Any) -> None:
-        self.backend = backend
-        self.id = container_id
-        self.name = name
-        self.channel = _AttachChannel(sock)
-        self.episodes: dict[int, _EpisodeChannel] = {}
-        self.opened = 0
-        self.retired: str | None = None
-        self.dead = False
-        self.removed = False
-        self._send_lock = threading.Lock()
-        self._buf = bytearray()
-        self.hello = threading.Event()
-        self._reader = threading.Thread(target=self._read, name=f"toolgym-nsd-{name[-8:]}", daemon=True)
-        self._reader.start()
-
-    def send(self, kind: str, ep: int, payload: bytes = b"") -> None:
-        with self._send_lock:
-            self.channel.send(f"{kind} {ep} {len(payload)}\n".encode() + payload)
-
-    def _read(self) -> None:
-        try:
-            while True:
-                try:
-                    chunk = self.channel.read_chunk(3600.0)
-                except TimeoutError:
-                    continue
-                if not chunk:
-                    break
-                self._buf += chunk
-                self._frames()
-        except (OSError, ValueError) as exc:
-            log.warning("namespace host %s: stream failed: %s", self.name, exc)
-        self.dead = True
-        self.backend.host_gone(self, "the host container's stream ended")
-
-    def _frames(self) -> None:
-        while True:
-            nl = self._buf.find(b"\n")
-            if nl < 0:
-                return
-            kind, ep_text, size_text = self._buf[:nl].decode().split()
-            ep, size = int(ep_text), int(size_text)
-            if len(self._buf) < nl + 1 + size:
-                return
-            payload = bytes(self._buf[nl + 1:nl + 1 + size])
-            del self._buf[:nl + 1 + size]
-            if kind == "H":
-                self.hello.set()
-                continue
-            episode = self.episodes.get(ep)
-            if episode is None:
-                continue
-            if kind == "D":
-                episode.feed(payload)
-            elif kind == "X":
-                episode.ended(json.loads(payload))
 
 
 class NamespaceBackend:
@@ -184,8 +70,10 @@ class NamespaceBackend:
         self._start_timeout_s = start_timeout_s
         self._per_host = max(1, episodes_per_host)
         self._max_episodes = max(1, host_max_episodes)
-        self._hosts: list[_Host] = []
+        self._hosts: list[Host] = []
         self._lock = threading.Lock()
+        self._started = threading.Condition(self._lock)
+        """Notified when a host container start ends (made or failed)."""
         self._starting = 0
         self._spare: threading.Thread | None = None
         self._profile = PROFILE_PATH.read_text(encoding="utf-8")
@@ -208,7 +96,7 @@ class NamespaceBackend:
             raise SandboxError(f"namespace backend: engine or image {self._image!r} unavailable ({exc});"
                                " build the image with `toolgym build-image`") from exc
 
-    def _start_host(self, spec: SandboxSpec) -> _Host:
+    def _start_host(self, spec: SandboxSpec) -> Host:
         """Create and start one host container and wait for its supervisor's hello.
 
         Created through the low-level API: the SDK's ``containers.create`` has no field for the
@@ -241,7 +129,7 @@ class NamespaceBackend:
             container.start()
         except Exception as exc:
             raise SandboxError(f"namespace backend could not start a host container: {exc}") from exc
-        host = _Host(self, container.id, name, sock)
+        host = Host(container.id, name, sock, self.host_gone)
         if not host.hello.wait(self._start_timeout_s):
             self._remove(host)
             raise SandboxError(f"namespace host {name}: no hello within {self._start_timeout_s:g} s"
@@ -249,7 +137,9 @@ class NamespaceBackend:
         return host
 
     def _free(self) -> int:
-        return sum(self._per_host - len(h.episodes) for h in self._hosts if not h.retired and not h.dead)
+        """Episodes the usable hosts can still take: live room, and room left in their lives."""
+        return sum(min(self._per_host - len(h.episodes), self._max_episodes - h.opened)
+                   for h in self._hosts if not h.retired and not h.dead)
 
     def _spare_host(self) -> None:
         """Start one host container ahead, in the background, when free room runs low (at most one at a time)."""
@@ -268,27 +158,44 @@ class NamespaceBackend:
             finally:
                 with self._lock:
                     self._starting -= 1
+                    self._started.notify_all()
 
         threading.Thread(target=start, name="toolgym-ns-spare", daemon=True).start()
 
-    def _place(self, spec: SandboxSpec) -> tuple[_Host, _EpisodeChannel]:
-        """A host container with room (starting one if none has), and a new episode slot on it."""
-        for _ in range(3):
+    def _place(self, spec: SandboxSpec) -> tuple[Host, EpisodeChannel]:
+        """A host container with room, and a new episode slot on it.
+
+        When none has room, one caller starts a host and the others wait for it (a burst of resets
+        must not start a host container each).
+        """
+        deadline = time.monotonic() + 2 * self._start_timeout_s
+        while True:
             with self._lock:
                 self._host_spec = spec
-                for host in self._hosts:
-                    if not host.retired and not host.dead and len(host.episodes) < self._per_host:
-                        host.opened += 1
-                        episode = _EpisodeChannel(host, host.opened)
-                        host.episodes[episode.ep] = episode
-                        if host.opened >= self._max_episodes:
-                            self._retire(host, f"reached host_max_episodes={self._max_episodes}")
-                        self._spare_host()
-                        return host, episode
-            new = self._start_host(spec)
+                while True:
+                    for host in self._hosts:
+                        if not host.retired and not host.dead and len(host.episodes) < self._per_host:
+                            host.opened += 1
+                            episode = EpisodeChannel(host, host.opened)
+                            host.episodes[episode.ep] = episode
+                            if host.opened >= self._max_episodes:
+                                self._retire(host, f"reached host_max_episodes={self._max_episodes}")
+                            self._spare_host()
+                            return host, episode
+                    if not self._starting:
+                        break
+                    if not self._started.wait(timeout=max(0.0, deadline - time.monotonic())):
+                        raise SandboxError("namespace backend: no host container with room in time")
+                self._starting += 1
+            try:
+                new = self._start_host(spec)
+            finally:
+                with self._lock:
+                    self._starting -= 1
+                    self._started.notify_all()
             with self._lock:
                 self._hosts.append(new)
-        raise SandboxError("namespace backend: no host container with room")
+                self._started.notify_all()
 
     def create(self, spec: SandboxSpec) -> Sandbox:
         """Open one episode (a fresh namespace set) on a host container and wait for its agent's hello.
@@ -310,7 +217,7 @@ class NamespaceBackend:
         return AgentSandbox.start(f"{host.name}/{episode.ep}", episode, lambda: self._close(host, episode),
                                   self._start_timeout_s)
 
-    def _close(self, host: _Host, episode: _EpisodeChannel) -> bool:
+    def _close(self, host: Host, episode: EpisodeChannel) -> bool:
         """End the episode's namespace set, then retire its host on an anomaly and remove it once empty."""
         with self._lock:
             if episode.ep not in host.episodes:
@@ -330,7 +237,7 @@ class NamespaceBackend:
         self._drop(host, episode)
         return True
 
-    def _drop(self, host: _Host, episode: _EpisodeChannel) -> None:
+    def _drop(self, host: Host, episode: EpisodeChannel) -> None:
         with self._lock:
             host.episodes.pop(episode.ep, None)
             remove = (host.retired is not None or host.dead) and not host.episodes and not host.removed
@@ -341,14 +248,14 @@ class NamespaceBackend:
         if remove:
             self._remove(host)
 
-    def _retire(self, host: _Host, why: str) -> None:
+    def _retire(self, host: Host, why: str) -> None:
         """Take no new episode on ``host`` (call with the lock held); it goes once empty."""
         if host.retired is None:
             host.retired = why
             self.recycled += 1
             log.info("namespace host %s retired: %s", host.name, why)
 
-    def host_gone(self, host: _Host, why: str) -> None:
+    def host_gone(self, host: Host, why: str) -> None:
         """The host container's stream ended: its episodes see end of stream; it goes when they are closed."""
         with self._lock:
             self._retire(host, why)
@@ -363,7 +270,7 @@ class NamespaceBackend:
         if empty:
             self._remove(host)
 
-    def _remove(self, host: _Host) -> None:
+    def _remove(self, host: Host) -> None:
         host.channel.close()
         try:
             self._client.api.remove_container(host.id, force=True, v=True)

@@ -161,7 +161,12 @@ def _episode_root(opts, fds, agent):
 
 
 def _open_episode(uid, opts, agent):
-    """Fork the namespace maker; return ``(pid 1 of the episode, its stdin writer, its stdout reader)``."""
+    """Fork the namespace maker; return ``(maker pid, its status reader, the agent's stdin writer, stdout reader)``.
+
+    The maker writes the episode's pid 1 (as this process sees it) to the status pipe and exits;
+    the supervisor reads it when the pipe is ready (``Supervisor.started``), so making a namespace
+    set (milliseconds, most of it the network namespace) never stalls the other episodes' streams.
+    """
     in_r, in_w = os.pipe()
     out_r, out_w = os.pipe()
     st_r, st_w = os.pipe()
@@ -191,15 +196,7 @@ def _open_episode(uid, opts, agent):
         os._exit(0)
     for fd in (in_r, out_w, st_w):
         os.close(fd)
-    data = b""
-    while True:
-        chunk = os.read(st_r, 64)
-        if not chunk:
-            break
-        data += chunk
-    os.close(st_r)
-    os.waitpid(maker, 0)
-    return (int(data) if data else None), in_w, out_r
+    return maker, st_r, in_w, out_r
 
 
 class Supervisor:
@@ -210,6 +207,8 @@ class Supervisor:
         self.inbuf = bytearray()
         self.episodes = {}  # ep -> dict(pid, stdin, stdout, pending, ns)
         self.by_out = {}
+        self.by_status = {}  # maker's status reader -> ep, until ``started``
+        self.dead = set()  # pids reaped before their episode learnt them
         self.next_uid = 1000
 
     def send(self, kind, ep, payload=b""):
@@ -223,19 +222,44 @@ class Supervisor:
         """Make episode ``ep``'s namespace set; a failure reaches the server as the agent's first line."""
         uid = 1000 + (self.next_uid - 1000) % 60000
         self.next_uid += 1
-        pid, in_w, out_r = _open_episode(uid, opts, self.agent)
-        ns = None
+        maker, st_r, in_w, out_r = _open_episode(uid, opts, self.agent)
+        os.set_blocking(in_w, False)
+        self.episodes[ep] = {"pid": None, "maker": maker, "status": st_r, "stdin": in_w, "stdout": out_r,
+                             "pending": bytearray(), "ns": None}
+        self.by_out[out_r] = ep
+        self.by_status[st_r] = ep
+
+    def started(self, ep):
+        """Learn the episode's pid 1 from its maker (blocking only until the maker exits) and reap the maker."""
+        e = self.episodes[ep]
+        fd = e.pop("status")
+        self.by_status.pop(fd, None)
+        data = b""
+        while True:
+            chunk = os.read(fd, 64)
+            if not chunk:
+                break
+            data += chunk
+        os.close(fd)
+        try:
+            os.waitpid(e["maker"], 0)
+        except ChildProcessError:
+            pass  # ``reap`` took it
+        pid = int(data) if data else None
+        if pid is not None and pid in self.dead:
+            self.dead.discard(pid)  # it died already: never signal that pid again
+            pid = None
+        e["pid"] = pid
         if pid is not None:
             try:
-                ns = os.readlink("/proc/%d/ns/pid" % pid)
+                e["ns"] = os.readlink("/proc/%d/ns/pid" % pid)
             except OSError:
                 pass
-        os.set_blocking(in_w, False)
-        self.episodes[ep] = {"pid": pid, "stdin": in_w, "stdout": out_r, "pending": bytearray(), "ns": ns}
-        self.by_out[out_r] = ep
 
     def close(self, ep, status=None):
         """Kill the episode's pid 1 (the kernel ends the rest of its namespace), reap it, report ``X``."""
+        if ep in self.episodes and "status" in self.episodes[ep]:
+            self.started(ep)
         e = self.episodes.pop(ep, None)
         if e is None:
             return
@@ -310,15 +334,20 @@ class Supervisor:
         """Reap exited children; an episode whose pid 1 died keeps its slot until the server closes it."""
         while True:
             try:
-                pid, raw = os.waitpid(-1, os.WNOHANG)
+                pid, _ = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
+            known = False
             for e in self.episodes.values():
                 if e["pid"] == pid:
                     e["pid"] = None  # its agent died: the server sees end of stream, then closes
-                    e["dead"] = raw
+                    known = True
+                elif e.get("maker") == pid:
+                    known = True
+            if not known and self.by_status:
+                self.dead.add(pid)  # perhaps a pid 1 whose maker has not reported it yet
 
     def serve(self):
         """Say hello, then move frames and agent output until the server's stream closes."""
@@ -327,15 +356,19 @@ class Supervisor:
         self.send("H", 0, json.dumps({"hello": "toolgym-nsd", "pid": os.getpid(), "uid": os.getuid()}).encode())
         while True:
             writers = [e["stdin"] for e in self.episodes.values() if e["pending"]]
-            readers = [0, *self.by_out]
+            readers = [0, *self.by_out, *self.by_status]
             ready, writable, _ = select.select(readers, writers, [], 0.5)
-            for fd in ready:
+            # The server's frames last: a close or an open among them may reuse a descriptor number
+            # that is in ``ready`` for the episode it belonged to.
+            for fd in sorted(ready, reverse=True):
                 if fd == 0:
                     chunk = os.read(0, 1 << 20)
                     if not chunk:
                         return 0
                     self.inbuf += chunk
                     self.frames()
+                elif fd in self.by_status:
+                    self.started(self.by_status[fd])
                 elif fd in self.by_out:
                     ep = self.by_out[fd]
                     try:
