@@ -192,6 +192,18 @@ def test_an_anomaly_recycles_the_host(backend: NamespaceBackend) -> None:
     assert backend.create(SandboxSpec(labels={})).id.split("/")[0] != host
 
 
+def test_a_file_in_the_host_containers_own_dirs_recycles_it(backend: NamespaceBackend) -> None:
+    """No episode can write to the host container's /dev/shm (each has its own): a file there means
+    something reached the host, so the next close retires it and it goes once empty."""
+    box = backend.create(SandboxSpec(labels={}))
+    host = box.id.split("/")[0]
+    subprocess.run(["docker", "exec", host, "python3", "-c", "open('/dev/shm/planted', 'w').write('x')"],
+                   check=True, timeout=30)
+    assert run(box, "import os; print(os.listdir('/dev/shm'))").strip() == "[]", "the episode's own /dev/shm"
+    box.close()
+    assert host not in backend.hosts and backend.recycled == 1
+
+
 SECCOMP_PROBE = r'''
 import ctypes, errno, json
 libc = ctypes.CDLL(None, use_errno=True)
