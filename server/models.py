@@ -375,6 +375,8 @@ class VersionInfo(_Out):
     version: str
     api_version: str
     envs: list[str]
+    isolation: Literal["container", "namespace", "process"] | None = None
+    """The sandbox isolation tier (docs/isolation.md); None on a server without a sandbox backend."""
 
 
 class ErrorDetail(_Out):

@@ -12,6 +12,7 @@ from toolgym._version import API_VERSION, __version__
 from toolgym.errors import SandboxError
 from toolgym.server.deps import ManagerDep, OwnerDep
 from toolgym.server.models import VersionInfo
+from toolgym.server.sandbox.select import isolation_of
 
 router = APIRouter()
 
@@ -79,9 +80,13 @@ async def metrics(request: Request, manager: ManagerDep) -> Response:
 
 
 @router.get("/v1/version", response_model=VersionInfo, summary="Server and API version, for compatibility checks")
-async def version(manager: ManagerDep, owner: OwnerDep) -> VersionInfo:
-    """Answer the server version, the API version and the env ids this server offers.
+async def version(request: Request, manager: ManagerDep, owner: OwnerDep) -> VersionInfo:
+    """Answer the server version, the API version, the env ids this server offers and its isolation tier.
 
-    Meant for compatibility checks: a client can compare `api_version` with the one it was built for.
+    Meant for compatibility checks: a client can compare `api_version` with the one it was built for,
+    and a trainer can refuse to run untrusted code on the `process` tier.
     """
-    return VersionInfo(version=__version__, api_version=API_VERSION, envs=sorted(manager.families))
+    backend = request.app.state.backend
+    isolation = None if backend is None else isolation_of(backend)
+    return VersionInfo(version=__version__, api_version=API_VERSION, envs=sorted(manager.families),
+                       isolation=isolation)  # type: ignore[arg-type]

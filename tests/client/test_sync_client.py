@@ -89,7 +89,8 @@ def test_health_version_and_envs(process_server: Any) -> None:
         assert client.health() == {"status": "ok"}
         version = client.version()
         assert version == {"version": toolgym.__version__, "api_version": toolgym.API_VERSION,
-                           "envs": ["toolgym/CodeMath-v0", "toolgym/FunctionCall-v0", "toolgym/ToolUse-v0"]}
+                           "envs": ["toolgym/CodeMath-v0", "toolgym/FunctionCall-v0", "toolgym/ToolUse-v0"],
+                           "isolation": "process"}
         envs = {e["id"]: e for e in client.envs()}
         assert sorted(envs) == version["envs"]
         for spec in envs.values():

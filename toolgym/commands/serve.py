@@ -24,6 +24,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--port", type=int, default=None, help="port (default 8000)")
     p.add_argument("--backend", choices=["auto", "docker", "process"], default=None,
                    help="sandbox backend (default auto: docker if an engine answers, else process)")
+    p.add_argument("--isolation", choices=["container", "namespace", "process"], default=None,
+                   help="isolation tier (docs/isolation.md): container = one Docker container per episode,"
+                        " namespace = namespace sets in pooled host containers (high churn), process = none."
+                        " Default: follows --backend; a value that contradicts --backend is refused")
     p.add_argument("--api-keys-file", default=None,
                    help="file with one API key per line; read again when it changes and on SIGHUP")
     p.add_argument("--insecure-no-auth", action="store_true", default=None,
@@ -96,8 +100,9 @@ def run(args: argparse.Namespace) -> int:
     from toolgym.server.sandbox.select import docker_reachable
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    overrides = {k: getattr(args, k) for k in ("host", "port", "backend", "api_keys_file", "insecure_no_auth",
-                                               "db_path", "warm_pool_size", "max_live_episodes", "sandbox_image",
+    overrides = {k: getattr(args, k) for k in ("host", "port", "backend", "isolation", "api_keys_file",
+                                               "insecure_no_auth", "db_path", "warm_pool_size", "max_live_episodes",
+                                               "sandbox_image",
                                                "max_live_episodes_per_key", "rate_limit_per_key",
                                                "max_concurrent_requests")}
     if args.task_files:
@@ -121,8 +126,9 @@ def run(args: argparse.Namespace) -> int:
             host, port = sock.getsockname()[:2]
             shown = f"[{host}]" if ":" in host else host
             emit_json({"base_url": f"http://{shown}:{port}", "host": host, "port": port,
-                       "backend": settings.backend, "pid": os.getpid()})
-        if settings.backend in ("auto", "docker") and docker_reachable():
+                       "backend": settings.backend, "isolation": settings.isolation, "pid": os.getpid()})
+        if (settings.backend in ("auto", "docker") or settings.isolation in ("container", "namespace")) \
+                and docker_reachable():
             ensure_image(settings.sandbox_image, say=lambda m: print(m, file=sys.stderr))
         app = create_app(settings)
         _reload_keys_on_sighup(app.state.auth)
