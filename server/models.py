@@ -329,10 +329,13 @@ class TaskStatsResponse(_Out):
 
 
 class VersionInfo(_Out):
-    """The server's version, its API version and the env ids it offers."""
+    """The server's version, its API version, the env ids it offers and the replica that answered."""
     version: str
     api_version: str
     envs: list[str]
+    replica: str = Field(description="The answering server's replica token: the `<replica>` of the episode ids it"
+                                     " makes (`ep-<replica>-<random>`), drawn at each start. A fleet entry point"
+                                     " answers its own token and lists its replicas (docs/deploy.md, Fleet on Ray).")
 
 
 class ErrorDetail(_Out):

@@ -80,8 +80,11 @@ async def metrics(request: Request, manager: ManagerDep) -> Response:
 
 @router.get("/v1/version", response_model=VersionInfo, summary="Server and API version, for compatibility checks")
 async def version(manager: ManagerDep, owner: OwnerDep) -> VersionInfo:
-    """Answer the server version, the API version and the env ids this server offers.
+    """Answer the server version, the API version, the env ids this server offers and its replica token.
 
     Meant for compatibility checks: a client can compare `api_version` with the one it was built for.
+    `replica` is the token this server's episode ids carry, so a caller can tell which server of a
+    fleet answered and match it with the ids it holds.
     """
-    return VersionInfo(version=__version__, api_version=API_VERSION, envs=sorted(manager.families))
+    return VersionInfo(version=__version__, api_version=API_VERSION, envs=sorted(manager.families),
+                       replica=manager.replica)
