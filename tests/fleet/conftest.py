@@ -10,6 +10,7 @@ user, another test run's included.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -39,6 +40,7 @@ def ray_cluster() -> Iterator[RayCluster]:
         yield RayCluster(address=f"127.0.0.1:{port}", temp_dirs=[head, worker])
     finally:
         end_processes(cluster_pids([head, worker]))
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

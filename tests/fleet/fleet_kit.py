@@ -55,7 +55,7 @@ def cluster_pids(markers: list[str]) -> set[int]:
     return found
 
 
-def end_processes(pids: set[int], grace_s: float = 10.0) -> None:
+def end_processes(pids: set[int], grace_s: float = 3.0) -> None:
     """SIGTERM ``pids``, then SIGKILL what is left after ``grace_s``."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:

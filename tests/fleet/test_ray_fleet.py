@@ -10,7 +10,7 @@ What is checked, through the entry point and against the replicas directly:
 - a replica's actor process killed with SIGKILL while a step runs on it: that step, and every
   later call on its episodes, answers ``503 sandbox_error`` (retryable) within seconds, never
   a hang and never a reward; the other replica's episodes go on, and new resets go there only;
-- one episode per replica on the Docker backend (marker ``docker``).
+- an episode on the Docker backend, through the entry point (marker ``docker``).
 """
 
 from __future__ import annotations
@@ -96,8 +96,23 @@ def test_the_one_url_clients_work_against_the_entry_point(fleet: Fleet) -> None:
             many.close(episode.episode_id)
 
 
-def test_a_replica_killed_mid_step_gives_a_prompt_retryable_infra_error(fleet_factory: Callable[..., Fleet]) -> None:
-    fleet = fleet_factory()
+@pytest.mark.docker
+def test_an_episode_on_the_docker_backend(fleet_factory: Callable[..., Fleet]) -> None:
+    """One replica is enough here: placement and routing are the process fleet's tests."""
+    fleet = fleet_factory(backend="docker", replicas=1)
+    (row,) = fleet.replicas()
+    assert httpx.get(f"{row['base_url']}/readyz", timeout=10.0).json()["backend"]["name"] == "docker"
+    with httpx.Client(base_url=fleet.base_url, timeout=120.0) as client:
+        episode = reset(client, CODEMATH, timeout_s=20.0)
+        assert replica_of(episode) == row["replica"]
+        r = client.post(f"/v1/episodes/{episode}/step", json={"action": "```python\nprint(3 + 4)\n```"})
+        assert r.status_code == 200, r.text
+        assert "7" in str(r.json()["observation"]) and r.json()["info"]["status"] == "ok", r.json()
+        assert client.delete(f"/v1/episodes/{episode}").status_code in (200, 204)
+
+
+def test_a_replica_killed_mid_step_gives_a_prompt_retryable_infra_error(fleet: Fleet) -> None:
+    """Last in this module: it loses one of the shared fleet's replicas."""
     rows = {row["replica"]: row for row in fleet.replicas()}
     with httpx.Client(base_url=fleet.base_url, timeout=120.0) as client:
         episodes = [reset(client, CODEMATH, timeout_s=30.0) for _ in range(4)]
@@ -114,7 +129,7 @@ def test_a_replica_killed_mid_step_gives_a_prompt_retryable_infra_error(fleet_fa
         def slow_step() -> None:
             started = time.monotonic()
             r = client.post(f"/v1/episodes/{doomed[0]}/step",
-                            json={"action": "```python\nimport time\ntime.sleep(25)\nprint(7)\n```"})
+                            json={"action": "```python\nimport time\ntime.sleep(15)\nprint(7)\n```"})
             answer.update(status=r.status_code, body=r.json(), took=time.monotonic() - started)
 
         stepping = threading.Thread(target=slow_step)
@@ -154,17 +169,3 @@ def test_a_replica_killed_mid_step_gives_a_prompt_retryable_infra_error(fleet_fa
         with pytest.raises(SandboxError) as caught:
             lib.step(doomed[1], "```python\nprint(1)\n```")
         assert caught.value.retryable
-
-
-@pytest.mark.docker
-def test_episodes_on_the_docker_backend(fleet_factory: Callable[..., Fleet]) -> None:
-    fleet = fleet_factory(backend="docker")
-    with httpx.Client(base_url=fleet.base_url, timeout=120.0) as client:
-        episodes = [reset(client, CODEMATH, timeout_s=20.0) for _ in range(2)]
-        assert len({replica_of(e) for e in episodes}) == 2, episodes
-        for episode in episodes:
-            r = client.post(f"/v1/episodes/{episode}/step", json={"action": "```python\nprint(3 + 4)\n```"})
-            assert r.status_code == 200, r.text
-            assert "7" in str(r.json()["observation"]), r.json()
-            assert r.json()["info"]["status"] == "ok", r.json()["info"]
-            client.delete(f"/v1/episodes/{episode}")

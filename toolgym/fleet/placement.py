@@ -37,6 +37,13 @@ REPLICA_CPUS = 0.1
 """CPU a replica reserves in Ray's accounting (see the module doc for why so little)."""
 
 
+def _ray() -> Any:
+    """The ``ray`` module, imported on first use; typed loosely since Ray's annotations are partial."""
+    import ray
+
+    return ray
+
+
 @dataclass(frozen=True)
 class ReplicaInfo:
     """What a started replica reports: where it listens and which process it is.
@@ -77,15 +84,14 @@ class Replica:
     """
 
     def __init__(self, settings: Settings, index: int, log_level: str = "warning", host: str | None = None) -> None:
-        import ray
-
         from toolgym.commands.serve import ensure_image
         from toolgym.server import create_app
         from toolgym.server.embedded import EmbeddedServer
         from toolgym.server.sandbox.select import docker_reachable
 
         logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        node_ip = ray.util.get_node_ip_address()
+        ray = _ray()
+        node_ip = str(ray.util.get_node_ip_address())
         mine = dataclasses.replace(settings, host=host or node_ip)
         if mine.backend in ("auto", "docker") and docker_reachable():
             ensure_image(mine.sandbox_image, say=log.info)  # this node's engine, as `toolgym serve` does
@@ -117,7 +123,7 @@ class Placement:
 
     def alive(self, timeout_s: float = 2.0) -> list[bool]:
         """Whether each replica's actor still answers Ray (``False`` once Ray found it dead or it timed out)."""
-        import ray
+        ray = _ray()
 
         refs = [actor.info.remote() for actor in self.actors]
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
@@ -135,8 +141,9 @@ class Placement:
 
     def shutdown(self, timeout_s: float = 60.0) -> None:
         """Stop every replica's server (bounded), then end the actors and free the placement group."""
-        import ray
         from ray.util.placement_group import remove_placement_group
+
+        ray = _ray()
 
         refs = [actor.stop.remote() for actor in self.actors]
         ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
@@ -165,8 +172,8 @@ def place_replicas(settings: Settings, replicas: int, *, shared_db: bool, log_le
     Raises:
         RuntimeError: the cluster could not place or start the replicas in time.
     """
-    import ray
-    from ray.util.placement_group import placement_group
+    ray = _ray()
+    from ray.util.placement_group import placement_group, remove_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
@@ -177,8 +184,6 @@ def place_replicas(settings: Settings, replicas: int, *, shared_db: bool, log_le
     group = placement_group([{"CPU": REPLICA_CPUS}] * replicas, strategy=strategy)
     ready, _ = ray.wait([group.ready()], timeout=timeout_s)
     if not ready:
-        from ray.util.placement_group import remove_placement_group
-
         remove_placement_group(group)
         raise RuntimeError(f"Ray could not place {replicas} replicas ({strategy}) within {timeout_s:g} s")
     remote = ray.remote(Replica)
