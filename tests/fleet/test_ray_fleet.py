@@ -10,6 +10,8 @@ What is checked, through the entry point and against the replicas directly:
 - a replica's actor process killed with SIGKILL while a step runs on it: that step, and every
   later call on its episodes, answers ``503 sandbox_error`` (retryable) within seconds, never
   a hang and never a reward; the other replica's episodes go on, and new resets go there only;
+- then the last replica frozen with SIGSTOP: its health checks find it lost, the step waiting
+  on it answers ``503 sandbox_error``, and a reset with no replica left answers 503 at once;
 - an episode on the Docker backend, through the entry point (marker ``docker``).
 """
 
@@ -169,3 +171,27 @@ def test_a_replica_killed_mid_step_gives_a_prompt_retryable_infra_error(fleet: F
         with pytest.raises(SandboxError) as caught:
             lib.step(doomed[1], "```python\nprint(1)\n```")
         assert caught.value.retryable
+
+
+def test_a_hung_replica_is_lost_by_its_health_checks_and_then_no_reset_waits(fleet: Fleet) -> None:
+    """After the kill above one replica is left; SIGSTOP freezes it (its port still accepts, nothing answers)."""
+    (survivor,) = [row for row in fleet.replicas() if row["alive"]]
+    with httpx.Client(base_url=fleet.base_url, timeout=120.0) as client:
+        episode = reset(client)
+        os.kill(survivor["pid"], signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            r = client.post(f"/v1/episodes/{episode}/step", json={"action": "No tool needed."})
+            took = time.monotonic() - started
+            # Three failed checks, a second apart, each given 2 s: lost within about 9 s.
+            assert r.status_code == 503 and r.json()["error"]["code"] == "sandbox_error", r.text
+            assert took < 15.0, took
+            rows = {row["replica"]: row for row in fleet.replicas()}
+            assert "health checks" in rows[survivor["replica"]]["reason"], rows
+            started = time.monotonic()
+            r = client.post("/v1/episodes", json={"env_id": FUNCTIONCALL, "options": {"split": "train"}})
+            assert time.monotonic() - started < 1.0 and r.status_code == 503, r.text
+            assert r.json()["error"]["retryable"] is True
+            assert httpx.get(f"{fleet.base_url}/readyz", timeout=10.0).status_code == 503
+        finally:
+            os.kill(survivor["pid"], signal.SIGCONT)

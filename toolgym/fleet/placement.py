@@ -23,7 +23,7 @@ import dataclasses
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -120,24 +120,35 @@ class Placement:
     actors: list[Any]
     group: Any
     strategy: str
+    _probes: dict[int, Any] = field(default_factory=dict)
+    _dead: set[int] = field(default_factory=set)
 
-    def alive(self, timeout_s: float = 2.0) -> list[bool]:
-        """Whether each replica's actor still answers Ray (``False`` once Ray found it dead or it timed out)."""
+    def alive(self, timeout_s: float = 0.5) -> list[bool]:
+        """Whether each replica's actor is alive by Ray's account: ``False`` only once Ray says it died.
+
+        Each actor has at most one probe (``info``) in flight: a probe not answered yet counts
+        as alive, since a slow answer is not a death (a replica that hangs is found by the entry
+        point's HTTP health checks). A dead actor stays dead and is not probed again.
+        """
         ray = _ray()
-
-        refs = [actor.info.remote() for actor in self.actors]
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
-        out = []
-        for ref in refs:
-            if ref not in ready:
-                out.append(False)
+        for index, actor in enumerate(self.actors):
+            if index not in self._dead and index not in self._probes:
+                self._probes[index] = actor.info.remote()
+        probes = dict(self._probes)
+        if probes:
+            ray.wait(list(probes.values()), num_returns=len(probes), timeout=timeout_s)
+        for index, ref in probes.items():
+            ready, _ = ray.wait([ref], timeout=0)
+            if not ready:
                 continue
+            del self._probes[index]
             try:
                 ray.get(ref, timeout=0)
-                out.append(True)
-            except Exception:
-                out.append(False)
-        return out
+            except ray.exceptions.ActorUnavailableError:
+                pass  # unreachable for now (e.g. a network blip), not known dead
+            except ray.exceptions.RayActorError:
+                self._dead.add(index)
+        return [index not in self._dead for index in range(len(self.actors))]
 
     def shutdown(self, timeout_s: float = 60.0) -> None:
         """Stop every replica's server (bounded), then end the actors and free the placement group."""

@@ -18,7 +18,8 @@ waits on a dead replica. A replica is never brought back: a new one is a new tok
 
 The entry point answers these itself: ``/healthz``; ``/readyz`` (ready when any live replica
 is); ``/v1/version`` (a live replica's answer, with ``replica`` set to ``"entry"`` and a
-``replicas`` list: token, address, node, pid, alive); ``/metrics`` (``toolgym_fleet_replica_up``
+``replicas`` list: token, address, node, pid, alive; with no replica left, its own answer from
+the env ids it last saw); ``/metrics`` (``toolgym_fleet_replica_up``
 per replica; each replica serves its own ``/metrics``). WebSocket sessions (``/v1/ws``), batches
 (``/v1/batch``, whose items may name episodes of several replicas) and the OpenEnv routes are
 not routed here: clients of those talk to a replica's own address, listed in ``/v1/version``.
@@ -122,6 +123,8 @@ class EntryPoint:
         self._call_timeout = call_timeout_s
         self._lock = threading.Lock()
         self.client: httpx.AsyncClient | None = None
+        self.envs: list[str] = []
+        """The env ids the replicas offer, as a replica last answered ``/v1/version``."""
 
     # --- choosing a replica ---------------------------------------------------------------------
     def in_turn(self) -> list[Upstream]:
@@ -150,10 +153,16 @@ class EntryPoint:
 
     # --- health ---------------------------------------------------------------------------------
     async def check(self) -> None:
-        """One round of checks: ``/healthz`` of every live replica, then the watcher."""
+        """One round of checks: ``/healthz`` of every live replica and the watcher, side by side."""
         assert self.client is not None
         live = [u for u in self.upstreams if u.alive]
+        watched = asyncio.ensure_future(asyncio.to_thread(self._watcher) if self._watcher is not None else _nothing())
         results = await asyncio.gather(*(self._check_one(u) for u in live))
+        try:
+            alive = await watched
+        except Exception:  # the orchestrator did not answer this round; the HTTP checks still count
+            log.warning("the replica watcher failed", exc_info=True)
+            alive = None
         for upstream, failure in zip(live, results, strict=True):
             if failure is None:
                 upstream.failures = 0
@@ -163,8 +172,7 @@ class EntryPoint:
                 upstream.failures += 1
                 if upstream.failures >= self._failures_to_dead:
                     upstream.lose(f"{upstream.failures} health checks in a row failed ({failure})")
-        if self._watcher is not None:
-            alive = await asyncio.to_thread(self._watcher)
+        if alive is not None:
             for upstream, ok in zip(self.upstreams, alive, strict=True):
                 if not ok:
                     upstream.lose("its Ray actor is dead")
@@ -263,6 +271,11 @@ class EntryPoint:
         raise last
 
 
+async def _nothing() -> None:
+    """No watcher: nothing to ask."""
+    return None
+
+
 def _lost(episode_id: str | None, upstream: Upstream) -> SandboxError:
     """The error for a call on a lost replica: the ``infra_error`` a lost sandbox gives (503, retryable)."""
     what = f"episode {episode_id!r}" if episode_id else "the call"
@@ -310,13 +323,17 @@ def create_entry_app(entry: EntryPoint) -> Starlette:
                             status_code=200 if ready else 503)
 
     async def version(request: Request) -> Response:
+        # A live replica answers (and checks the key); with none left the entry point still
+        # answers, from the env ids it last saw, so an operator can read which replicas were lost.
         try:
             answer = await entry.any_replica(request, b"")
-        except ToolGymError as exc:
-            return error_response(exc)
-        if answer.status_code != 200:
-            return answer
-        body = json.loads(bytes(answer.body))
+        except ToolGymError:
+            body: dict[str, Any] = {"envs": entry.envs}
+        else:
+            if answer.status_code != 200:
+                return answer
+            body = json.loads(bytes(answer.body))
+            entry.envs = list(body.get("envs", []))
         body.update(version=__version__, api_version=API_VERSION, replica=ENTRY_REPLICA,
                     replicas=[u.describe() for u in entry.upstreams])
         return JSONResponse(body)
