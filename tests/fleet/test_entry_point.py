@@ -1,9 +1,10 @@
 """The entry point without Ray: ``EntryPoint`` in front of two real servers on loopback.
 
-A replica that refuses a reset (503 ``at_capacity``) passes it on to the other one, so a full
-replica never fails a reset the fleet could take; a replica whose server stops is lost at the
-first call that finds its port closed, and that call answers ``503 sandbox_error`` at once.
-The Ray fleet's own tests (test_ray_fleet.py) kill and hang replicas that are Ray actors.
+A body over the entry point's limit is refused before it is read whole (413). A replica that
+refuses a reset (503 ``at_capacity``) passes it on to the other one, so a full replica never
+fails a reset the fleet could take; a replica whose server stops is lost at the first call
+that finds its port closed, and that call answers ``503 sandbox_error`` at once. The Ray
+fleet's own tests (test_ray_fleet.py) kill and hang replicas that are Ray actors.
 """
 
 from __future__ import annotations
@@ -31,13 +32,16 @@ def test_a_refused_reset_moves_on_and_a_stopped_replica_is_lost_at_once(server_f
     a = server_factory("process", warm_pool_size=0)
     b = server_factory("process", warm_pool_size=0, max_live_episodes=1)  # refuses its second live episode
     # Health checks far apart: here the call itself finds the replica gone.
-    entry = EntryPoint([info(0, a), info(1, b)], check_interval_s=60.0)
+    entry = EntryPoint([info(0, a), info(1, b)], check_interval_s=60.0, max_request_bytes=4096)
     with EmbeddedServer(create_entry_app(entry)) as server, \
             httpx.Client(base_url=server.base_url, timeout=60.0) as client:
         def reset() -> str:
             r = client.post("/v1/episodes", json={"env_id": FUNCTIONCALL, "options": {"split": "train"}})
             assert r.status_code == 201, r.text
             return str(r.json()["episode_id"])
+
+        big = client.post("/v1/episodes", json={"env_id": FUNCTIONCALL, "options": {"pad": "x" * 8192}})
+        assert big.status_code == 413 and big.json()["error"]["code"] == "payload_too_large", big.text
 
         first, second = reset(), reset()
         assert {replica_of(first), replica_of(second)} == {a.manager.replica, b.manager.replica}

@@ -47,7 +47,7 @@ from starlette.routing import Route
 
 from toolgym._version import API_VERSION, __version__
 from toolgym.client._routing import replica_of
-from toolgym.errors import EpisodeNotFound, SandboxError, ToolGymError, Unavailable
+from toolgym.errors import EpisodeNotFound, PayloadTooLarge, SandboxError, ToolGymError, Unavailable
 from toolgym.fleet.placement import ReplicaInfo
 from toolgym.server.errors import error_response
 
@@ -60,7 +60,9 @@ ENTRY_REPLICA = "entry"
 
 _EPISODE_PATH = re.compile(r"/v1/episodes/(?P<id>[^/]+)(?:/.*)?")
 _HOP_BY_HOP = frozenset({"host", "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
-                         "proxy-authorization", "proxy-authenticate", "content-length", "content-encoding"})
+                         "proxy-authorization", "proxy-authenticate", "content-length"})
+_NOT_PASSED_BACK = _HOP_BY_HOP | {"content-encoding"}
+"""An answer is passed back decoded (httpx undoes any compression), so its encoding header is dropped too."""
 
 Watcher = Callable[[], Sequence[bool]]
 """Blocking: whether each replica (in order) is alive by its orchestrator's account (e.g. Ray's)."""
@@ -106,11 +108,13 @@ class EntryPoint:
         failures_to_dead: failed checks in a row (not refusals: those are at once) before a
             replica is lost; a busy replica answers ``/healthz`` late, not never.
         call_timeout_s: bound on one proxied call on a live replica (a slow tool is not a death).
+        max_request_bytes: a larger request body is refused (413) before it is held whole in
+            memory; the replicas' own limit (``Settings.max_request_bytes``) is the one to match.
     """
 
     def __init__(self, replicas: Sequence[ReplicaInfo], *, watcher: Watcher | None = None,
                  check_interval_s: float = 1.0, check_timeout_s: float = 2.0, failures_to_dead: int = 3,
-                 call_timeout_s: float = 600.0) -> None:
+                 call_timeout_s: float = 600.0, max_request_bytes: int = 8 * 1024 * 1024) -> None:
         if not replicas:
             raise ValueError("an entry point needs at least one replica")
         self.upstreams = [Upstream(info) for info in replicas]
@@ -121,6 +125,7 @@ class EntryPoint:
         self._check_timeout = check_timeout_s
         self._failures_to_dead = failures_to_dead
         self._call_timeout = call_timeout_s
+        self.max_request_bytes = max_request_bytes
         self._lock = threading.Lock()
         self.client: httpx.AsyncClient | None = None
         self.envs: list[str] = []
@@ -236,7 +241,7 @@ class EntryPoint:
         assert self.client is not None
         r = await self.client.send(outgoing)
         content = await r.aread()
-        headers = {k: v for k, v in r.headers.items() if k.lower() not in _HOP_BY_HOP}
+        headers = {k: v for k, v in r.headers.items() if k.lower() not in _NOT_PASSED_BACK}
         return r.status_code, headers, content
 
     async def reset(self, request: Request, body: bytes) -> Response:
@@ -271,6 +276,20 @@ class EntryPoint:
         raise last
 
 
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (``PayloadTooLarge``) as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the request body is over {limit} bytes", limit=limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the request body is over {limit} bytes", limit=limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _nothing() -> None:
     """No watcher: nothing to ask."""
     return None
@@ -289,9 +308,9 @@ def create_entry_app(entry: EntryPoint) -> Starlette:
     """The entry point's ASGI app (see the module doc for what it answers itself and what it routes)."""
 
     async def routed(request: Request) -> Response:
-        body = await request.body()
         path = request.url.path
         try:
+            body = await _read_body(request, entry.max_request_bytes)
             match = _EPISODE_PATH.fullmatch(path)
             if match is not None:
                 episode_id = match.group("id")

@@ -30,6 +30,7 @@ def serve_fleet(settings: Settings, *, address: str, replicas: int, shared_db: b
     from toolgym.fleet.proxy import EntryPoint, create_entry_app
     from toolgym.server.embedded import listen_socket
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # else a line per health check of every replica
     if replicas < 1:
         print("toolgym serve: --replicas must be at least 1", file=sys.stderr)
         return 2
@@ -47,7 +48,7 @@ def serve_fleet(settings: Settings, *, address: str, replicas: int, shared_db: b
         try:
             for info in placement.infos:
                 log.info("replica %s at %s (node %s, pid %d)", info.replica, info.base_url, info.node_ip, info.pid)
-            entry = EntryPoint(placement.infos, watcher=placement.alive)
+            entry = EntryPoint(placement.infos, watcher=placement.alive, max_request_bytes=settings.max_request_bytes)
             config = uvicorn.Config(create_entry_app(entry), host=settings.host, port=settings.port,
                                     log_level=log_level.lower(), timeout_graceful_shutdown=5)
             server = uvicorn.Server(config)
