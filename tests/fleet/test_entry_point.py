@@ -58,5 +58,5 @@ def test_a_refused_reset_moves_on_and_a_stopped_replica_is_lost_at_once(server_f
         assert error["details"] == {"retry_after_s": 1.0, "replica": b.manager.replica, "episode_lost": True,
                                     "episode_id": on_b}, error
         rows = {row["replica"]: row for row in client.get("/v1/version").json()["replicas"]}
-        assert rows[b.manager.replica]["alive"] is False and "connection" in rows[b.manager.replica]["reason"], rows
+        assert rows[b.manager.replica]["alive"] is False and "refused" in rows[b.manager.replica]["reason"], rows
         assert {replica_of(reset()) for _ in range(2)} == {a.manager.replica}

@@ -9,20 +9,21 @@ replicas load the same task files). Request and answer bodies are read whole, th
 unchanged, headers (``Authorization`` included) too: the replicas check keys, not the entry point.
 
 A replica is found dead when its port refuses a connection (nothing listens there any more),
-when a call on it loses its connection, when ``failures_to_dead`` health checks in a row fail,
-or when the watcher (Ray, for a fleet on Ray) says its actor is gone. From then on a call for
-one of its episodes is answered at once with ``503 sandbox_error`` (retryable, the
-``infra_error`` of a lost sandbox, so a GRPO trainer masks the rollout), a call already in
-flight on it is answered so too the moment it is found dead, and resets go elsewhere. Nothing
-waits on a dead replica. A replica is never brought back: a new one is a new token.
+when a call on it loses its connection and a new one finds no answer, when
+``failures_to_dead`` health checks in a row fail, or when the watcher (Ray, for a fleet on Ray)
+says its actor is gone. From then on a call for one of its episodes is answered at once with
+``503 sandbox_error`` (retryable, the ``infra_error`` of a lost sandbox, so a GRPO trainer
+masks the rollout), a call already in flight on it is answered so too the moment it is found
+dead, and resets go elsewhere. Nothing waits on a dead replica. A replica is never brought
+back: a new one is a new token.
 
 The entry point answers these itself: ``/healthz``; ``/readyz`` (ready when any live replica
 is); ``/v1/version`` (a live replica's answer, with ``replica`` set to ``"entry"`` and a
 ``replicas`` list: token, address, node, pid, alive; with no replica left, its own answer from
-the env ids it last saw); ``/metrics`` (``toolgym_fleet_replica_up``
-per replica; each replica serves its own ``/metrics``). WebSocket sessions (``/v1/ws``), batches
-(``/v1/batch``, whose items may name episodes of several replicas) and the OpenEnv routes are
-not routed here: clients of those talk to a replica's own address, listed in ``/v1/version``.
+the env ids it last saw); ``/metrics`` (``toolgym_fleet_replica_up`` per replica; each replica
+serves its own ``/metrics``). WebSocket sessions (``/v1/ws``), batches (``/v1/batch``, whose
+items may name episodes of several replicas) and the OpenEnv routes are not routed here:
+clients of those talk to a replica's own address, listed in ``/v1/version``.
 """
 
 from __future__ import annotations
@@ -228,14 +229,36 @@ class EntryPoint:
             raise _lost(episode_id, upstream)
         try:
             answer = call.result()
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            upstream.lose(f"a call lost its connection ({type(exc).__name__})")
+        except httpx.ConnectError as exc:  # nothing listens there any more
+            upstream.lose(f"its port refused a call ({type(exc).__name__})")
             raise _lost(episode_id, upstream) from exc
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            # A dropped connection is a dead process, or a kept-alive connection the replica
+            # closed as we reused it: whether it still answers tells which.
+            if not await self._answers(upstream):
+                upstream.lose(f"a call lost its connection ({type(exc).__name__}) and /healthz does not answer")
+                raise _lost(episode_id, upstream) from exc
+            raise Unavailable(f"the connection to replica {upstream.info.replica} dropped during the call"
+                              f" ({type(exc).__name__}); it still answers: retry", retry_after_s=1.0,
+                              replica=upstream.info.replica) from exc
         except httpx.TimeoutException as exc:
             raise Unavailable(f"replica {upstream.info.replica} did not answer within {self._call_timeout:g} s",
                               retry_after_s=5.0, replica=upstream.info.replica) from exc
         status, out_headers, content = answer
         return Response(content, status_code=status, headers=out_headers)
+
+    async def _answers(self, upstream: Upstream) -> bool:
+        """Whether ``upstream`` answers ``/healthz`` on a new connection now.
+
+        A new one: a pooled connection to a process that just died fails like the call did, and
+        so would say nothing of whether the process is still there.
+        """
+        try:
+            async with httpx.AsyncClient(timeout=self._check_timeout) as fresh:
+                r = await fresh.get(f"{upstream.info.base_url}/healthz")
+        except httpx.HTTPError:
+            return False
+        return r.status_code == 200
 
     async def _exchange(self, outgoing: httpx.Request) -> tuple[int, dict[str, str], bytes]:
         assert self.client is not None
@@ -365,7 +388,9 @@ def create_entry_app(entry: EntryPoint) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
+        # Idle connections are dropped before the replicas' uvicorn drops them (5 s), so a reused
+        # connection is rarely one the replica is closing.
+        limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256, keepalive_expiry=2.0)
         async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(30.0)) as client:
             entry.client = client
             watching = asyncio.ensure_future(entry.watch())
