@@ -14,8 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
+from toolgym.client import EnvClient
 from toolgym.client._routing import replica_of
+from toolgym.errors import SandboxError
 from toolgym.fleet.placement import ReplicaInfo
 from toolgym.fleet.proxy import EntryPoint, create_entry_app
 from toolgym.server.embedded import EmbeddedServer
@@ -60,3 +63,11 @@ def test_a_refused_reset_moves_on_and_a_stopped_replica_is_lost_at_once(server_f
         rows = {row["replica"]: row for row in client.get("/v1/version").json()["replicas"]}
         assert rows[b.manager.replica]["alive"] is False and "refused" in rows[b.manager.replica]["reason"], rows
         assert {replica_of(reset()) for _ in range(2)} == {a.manager.replica}
+
+        # The client library with its default retry policy: no backoff on an episode that is gone.
+        with EnvClient(server.base_url) as lib:
+            started = time.monotonic()
+            with pytest.raises(SandboxError) as caught:
+                lib.step(on_b, "No tool needed.")
+            assert caught.value.retryable and caught.value.details["episode_lost"] is True
+            assert time.monotonic() - started < 1.0, "the client retried a call on a lost episode"
