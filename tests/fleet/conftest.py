@@ -24,19 +24,24 @@ from fleet_kit import RAY, RAY_ENV, START_TIMEOUT_S, TOOLGYM, Fleet, RayCluster,
 from toolgym.server.embedded import free_port
 
 
-@pytest.fixture(scope="session")
+def ray_start(args: list[str]) -> None:
+    """``ray start ARGS``, bounded; a failure shows what Ray said."""
+    done = subprocess.run([RAY, "start", *args], timeout=START_TIMEOUT_S, env=RAY_ENV, capture_output=True, text=True)
+    assert done.returncode == 0, f"ray start {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+
+
+@pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[RayCluster]:
+    """Per module: the nodes are gone before the rest of the suite runs (idle Ray is not free)."""
     root = tempfile.mkdtemp(prefix="tgray-", dir="/tmp")  # Ray's socket paths must stay short
     head, worker = f"{root}/h", f"{root}/w"
     port = free_port()
     common = ["--num-cpus", "1", "--object-store-memory", str(100 * 1024 * 1024), "--disable-usage-stats"]
     try:
-        subprocess.run([RAY, "start", "--head", "--port", str(port), "--temp-dir", head,
-                        "--include-dashboard=false", "--resources", json.dumps({"node0": 1}), *common],
-                       check=True, timeout=START_TIMEOUT_S, env=RAY_ENV, capture_output=True)
-        subprocess.run([RAY, "start", "--address", f"127.0.0.1:{port}", "--temp-dir", worker,
-                        "--resources", json.dumps({"node1": 1}), *common],
-                       check=True, timeout=START_TIMEOUT_S, env=RAY_ENV, capture_output=True)
+        ray_start(["--head", "--port", str(port), "--temp-dir", head, "--include-dashboard=false",
+                   "--resources", json.dumps({"node0": 1}), *common])
+        ray_start(["--address", f"127.0.0.1:{port}", "--temp-dir", worker, "--resources", json.dumps({"node1": 1}),
+                   *common])
         yield RayCluster(address=f"127.0.0.1:{port}", temp_dirs=[head, worker])
     finally:
         end_processes(cluster_pids([head, worker]))
