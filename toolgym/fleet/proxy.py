@@ -15,15 +15,14 @@ says its actor is gone. From then on a call for one of its episodes is answered 
 ``503 sandbox_error`` (retryable, the ``infra_error`` of a lost sandbox, so a GRPO trainer
 masks the rollout), a call already in flight on it is answered so too the moment it is found
 dead, and resets go elsewhere. Nothing waits on a dead replica. A replica is never brought
-back: a new one is a new token.
+back: a new one is a new token. With one store for all replicas (``rebuild_lost``), the
+episodes of a replica that is certainly *gone* (its port refuses, or Ray says so; a merely
+silent one may wake up) go to a live replica instead, which rebuilds each by replay from the
+store, as a server restarted on its database does; the call cut off by the loss answers a 503
+the client sends again.
 
-The entry point answers these itself: ``/healthz``; ``/readyz`` (ready when any live replica
-is); ``/v1/version`` (a live replica's answer, with ``replica`` set to ``"entry"`` and a
-``replicas`` list: token, address, node, pid, alive; with no replica left, its own answer from
-the env ids it last saw); ``/metrics`` (``toolgym_fleet_replica_up`` per replica; each replica
-serves its own ``/metrics``). WebSocket sessions (``/v1/ws``), batches (``/v1/batch``, whose
-items may name episodes of several replicas) and the OpenEnv routes are not routed here:
-clients of those talk to a replica's own address, listed in ``/v1/version``.
+The ASGI app around it, and the routes the entry point answers itself, are in
+``toolgym.fleet.entry_app``.
 """
 
 from __future__ import annotations
@@ -31,35 +30,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import re
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.responses import Response
 
-from toolgym._version import API_VERSION, __version__
 from toolgym.client._routing import replica_of
-from toolgym.errors import EpisodeNotFound, PayloadTooLarge, SandboxError, ToolGymError, Unavailable
+from toolgym.errors import EpisodeNotFound, SandboxError, ToolGymError, Unavailable
 from toolgym.fleet.placement import ReplicaInfo
-from toolgym.server.errors import error_response
 
-__all__ = ["ENTRY_REPLICA", "EntryPoint", "Upstream", "create_entry_app"]
+__all__ = ["EPISODE_PATH", "EntryPoint", "Upstream"]
 
 log = logging.getLogger("toolgym.fleet")
 
-ENTRY_REPLICA = "entry"
-"""The ``replica`` the entry point's own ``/v1/version`` reports; never a replica's token (those are hex)."""
-
-_EPISODE_PATH = re.compile(r"/v1/episodes/(?P<id>[^/]+)(?:/.*)?")
+EPISODE_PATH = re.compile(r"/v1/episodes/(?P<id>[^/]+)(?:/.*)?")
+"""The paths of calls on one episode (``/v1/episodes/<id>`` and below): routed by the id's replica."""
 _HOP_BY_HOP = frozenset({"host", "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
                          "proxy-authorization", "proxy-authenticate", "content-length"})
 _NOT_PASSED_BACK = _HOP_BY_HOP | {"content-encoding"}
@@ -76,11 +68,18 @@ class Upstream:
     info: ReplicaInfo
     alive: bool = True
     reason: str = ""
+    gone: bool = False
+    """Its process is certainly gone (its port refuses, or Ray says its actor died), not merely
+    silent: only then may another replica rebuild its episodes from a shared store, since a
+    hung replica that wakes up would play them too."""
     failures: int = 0
     dead: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def lose(self, reason: str) -> None:
-        """Mark the replica dead (once): its in-flight calls are answered, its episodes lost."""
+    def lose(self, reason: str, *, gone: bool = False) -> None:
+        """Mark the replica dead (once; ``gone`` may be learnt later): its in-flight calls are answered."""
+        if gone and not self.gone:
+            self.gone = True
+            log.info("replica %s is gone for certain: %s", self.info.replica, reason)
         if not self.alive:
             return
         self.alive, self.reason = False, reason
@@ -111,11 +110,15 @@ class EntryPoint:
         call_timeout_s: bound on one proxied call on a live replica (a slow tool is not a death).
         max_request_bytes: a larger request body is refused (413) before it is held whole in
             memory; the replicas' own limit (``Settings.max_request_bytes``) is the one to match.
+        rebuild_lost: the replicas share one store (``--db``), so an episode of a replica that
+            is gone is sent to a live one, which rebuilds it by replay from the store (as a
+            server restarted on its database does) instead of answering it lost.
     """
 
     def __init__(self, replicas: Sequence[ReplicaInfo], *, watcher: Watcher | None = None,
                  check_interval_s: float = 1.0, check_timeout_s: float = 2.0, failures_to_dead: int = 3,
-                 call_timeout_s: float = 600.0, max_request_bytes: int = 8 * 1024 * 1024) -> None:
+                 call_timeout_s: float = 600.0, max_request_bytes: int = 8 * 1024 * 1024,
+                 rebuild_lost: bool = False) -> None:
         if not replicas:
             raise ValueError("an entry point needs at least one replica")
         self.upstreams = [Upstream(info) for info in replicas]
@@ -127,6 +130,8 @@ class EntryPoint:
         self._failures_to_dead = failures_to_dead
         self._call_timeout = call_timeout_s
         self.max_request_bytes = max_request_bytes
+        self.rebuild_lost = rebuild_lost
+        self._adopted: dict[str, Upstream] = {}
         self._lock = threading.Lock()
         self.client: httpx.AsyncClient | None = None
         self.envs: list[str] = []
@@ -145,6 +150,9 @@ class EntryPoint:
     def owner(self, episode_id: str) -> Upstream:
         """The replica that holds ``episode_id``.
 
+        With ``rebuild_lost``, the episode of a replica that is gone is another replica's: the
+        same live one for every call on it, which rebuilds it from the shared store.
+
         Raises:
             EpisodeNotFound: no replica of this fleet makes ids of that shape or token.
             SandboxError: its replica is lost, so is the episode (retryable, as a lost sandbox).
@@ -153,15 +161,26 @@ class EntryPoint:
         upstream = self._by_token.get(token) if token is not None else None
         if upstream is None:
             raise EpisodeNotFound(episode_id)
-        if not upstream.alive:
+        if upstream.alive:
+            return upstream
+        if not (self.rebuild_lost and upstream.gone):
             raise _lost(episode_id, upstream)
-        return upstream
+        adopter = self._adopted.get(episode_id)
+        if adopter is None or not adopter.alive:
+            live = [u for u in self.upstreams if u.alive]
+            if not live:
+                raise _lost(episode_id, upstream)
+            adopter = live[zlib.crc32(episode_id.encode()) % len(live)]
+            self._adopted[episode_id] = adopter
+            log.info("episode %s of lost replica %s goes to replica %s (rebuilt from the shared store)",
+                     episode_id, upstream.info.replica, adopter.info.replica)
+        return adopter
 
     # --- health ---------------------------------------------------------------------------------
     async def check(self) -> None:
         """One round of checks: ``/healthz`` of every live replica and the watcher, side by side."""
         assert self.client is not None
-        live = [u for u in self.upstreams if u.alive]
+        live = [u for u in self.upstreams if not u.gone]  # a lost replica may still be found gone
         watched = asyncio.ensure_future(asyncio.to_thread(self._watcher) if self._watcher is not None else _nothing())
         results = await asyncio.gather(*(self._check_one(u) for u in live))
         try:
@@ -173,7 +192,7 @@ class EntryPoint:
             if failure is None:
                 upstream.failures = 0
             elif failure.startswith("refused"):
-                upstream.lose(failure)
+                upstream.lose(failure, gone=True)
             else:
                 upstream.failures += 1
                 if upstream.failures >= self._failures_to_dead:
@@ -181,7 +200,7 @@ class EntryPoint:
         if alive is not None:
             for upstream, ok in zip(self.upstreams, alive, strict=True):
                 if not ok:
-                    upstream.lose("its Ray actor is dead")
+                    upstream.lose("its Ray actor is dead", gone=True)
 
     async def _check_one(self, upstream: Upstream) -> str | None:
         assert self.client is not None
@@ -226,18 +245,20 @@ class EntryPoint:
             call.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await call
-            raise _lost(episode_id, upstream)
+            raise self._lost_call(episode_id, upstream)
         try:
             answer = call.result()
         except httpx.ConnectError as exc:  # nothing listens there any more
-            upstream.lose(f"its port refused a call ({type(exc).__name__})")
-            raise _lost(episode_id, upstream) from exc
+            upstream.lose(f"its port refused a call ({type(exc).__name__})", gone=True)
+            raise self._lost_call(episode_id, upstream) from exc
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
             # A dropped connection is a dead process, or a kept-alive connection the replica
             # closed as we reused it: whether it still answers tells which.
-            if not await self._answers(upstream):
-                upstream.lose(f"a call lost its connection ({type(exc).__name__}) and /healthz does not answer")
-                raise _lost(episode_id, upstream) from exc
+            probe = await self._probe(upstream)
+            if probe != "answers":
+                upstream.lose(f"a call lost its connection ({type(exc).__name__}) and /healthz {probe}",
+                              gone=probe == "refuses")
+                raise self._lost_call(episode_id, upstream) from exc
             raise Unavailable(f"the connection to replica {upstream.info.replica} dropped during the call"
                               f" ({type(exc).__name__}); it still answers: retry", retry_after_s=1.0,
                               replica=upstream.info.replica) from exc
@@ -247,8 +268,8 @@ class EntryPoint:
         status, out_headers, content = answer
         return Response(content, status_code=status, headers=out_headers)
 
-    async def _answers(self, upstream: Upstream) -> bool:
-        """Whether ``upstream`` answers ``/healthz`` on a new connection now.
+    async def _probe(self, upstream: Upstream) -> str:
+        """``upstream``'s ``/healthz`` on a new connection now: ``answers``, ``refuses`` or ``is silent``.
 
         A new one: a pooled connection to a process that just died fails like the call did, and
         so would say nothing of whether the process is still there.
@@ -256,9 +277,20 @@ class EntryPoint:
         try:
             async with httpx.AsyncClient(timeout=self._check_timeout) as fresh:
                 r = await fresh.get(f"{upstream.info.base_url}/healthz")
+        except httpx.ConnectError:
+            return "refuses"
         except httpx.HTTPError:
-            return False
-        return r.status_code == 200
+            return "is silent"
+        return "answers" if r.status_code == 200 else "is silent"
+
+    def _lost_call(self, episode_id: str | None, upstream: Upstream) -> SandboxError:
+        """The error for a call its replica was lost under: a retry rebuilds the episode if it can."""
+        if episode_id is not None and self.rebuild_lost and upstream.gone:
+            return SandboxError(f"replica {upstream.info.replica} was lost during this call on episode"
+                                f" {episode_id!r} ({upstream.reason}); send it again: another replica rebuilds"
+                                " the episode from the shared store", retry_after_s=0.5,
+                                replica=upstream.info.replica, episode_id=episode_id, episode_lost=False)
+        return _lost(episode_id, upstream)
 
     async def _exchange(self, outgoing: httpx.Request) -> tuple[int, dict[str, str], bytes]:
         assert self.client is not None
@@ -299,20 +331,6 @@ class EntryPoint:
         raise last
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused (``PayloadTooLarge``) as soon as it passes ``limit`` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the request body is over {limit} bytes", limit=limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the request body is over {limit} bytes", limit=limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def _nothing() -> None:
     """No watcher: nothing to ask."""
     return None
@@ -325,90 +343,3 @@ def _lost(episode_id: str | None, upstream: Upstream) -> SandboxError:
                         f" ({upstream.reason}); its episodes are gone: reset to start a new one",
                         retry_after_s=1.0, replica=upstream.info.replica, episode_lost=episode_id is not None,
                         **({"episode_id": episode_id} if episode_id else {}))
-
-
-def create_entry_app(entry: EntryPoint) -> Starlette:
-    """The entry point's ASGI app (see the module doc for what it answers itself and what it routes)."""
-
-    async def routed(request: Request) -> Response:
-        path = request.url.path
-        try:
-            body = await _read_body(request, entry.max_request_bytes)
-            match = _EPISODE_PATH.fullmatch(path)
-            if match is not None:
-                episode_id = match.group("id")
-                return await entry.send(entry.owner(episode_id), request, body, episode_id)
-            if request.method == "POST" and path == "/v1/episodes":
-                return await entry.reset(request, body)
-            return await entry.any_replica(request, body)
-        except ToolGymError as exc:
-            return error_response(exc)
-
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    async def readyz(request: Request) -> Response:
-        assert entry.client is not None
-        live = [u for u in entry.upstreams if u.alive]
-
-        async def one(u: Upstream) -> dict[str, Any]:
-            try:
-                r = await entry.client.get(f"{u.info.base_url}/readyz", timeout=5.0)  # type: ignore[union-attr]
-                return {"replica": u.info.replica, "ready": r.status_code == 200, "status": r.json().get("status")}
-            except (httpx.HTTPError, ValueError) as exc:
-                return {"replica": u.info.replica, "ready": False, "status": type(exc).__name__}
-
-        rows = list(await asyncio.gather(*(one(u) for u in live)))
-        rows += [{"replica": u.info.replica, "ready": False, "status": "lost"} for u in entry.upstreams if not u.alive]
-        ready = any(row["ready"] for row in rows)
-        return JSONResponse({"status": "ready" if ready else "not_ready", "replicas": rows},
-                            status_code=200 if ready else 503)
-
-    async def version(request: Request) -> Response:
-        # A live replica answers (and checks the key); with none left the entry point still
-        # answers, from the env ids it last saw, so an operator can read which replicas were lost.
-        try:
-            answer = await entry.any_replica(request, b"")
-        except ToolGymError:
-            body: dict[str, Any] = {"envs": entry.envs}
-        else:
-            if answer.status_code != 200:
-                return answer
-            body = json.loads(bytes(answer.body))
-            entry.envs = list(body.get("envs", []))
-        body.update(version=__version__, api_version=API_VERSION, replica=ENTRY_REPLICA,
-                    replicas=[u.describe() for u in entry.upstreams])
-        return JSONResponse(body)
-
-    async def metrics(request: Request) -> Response:
-        lines = ["# HELP toolgym_fleet_replica_up Whether the entry point routes to this replica (1) or lost it (0).",
-                 "# TYPE toolgym_fleet_replica_up gauge"]
-        lines += [f'toolgym_fleet_replica_up{{replica="{u.info.replica}"}} {int(u.alive)}' for u in entry.upstreams]
-        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4; charset=utf-8")
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # Idle connections are dropped before the replicas' uvicorn drops them (5 s), so a reused
-        # connection is rarely one the replica is closing.
-        limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256, keepalive_expiry=2.0)
-        async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(30.0)) as client:
-            entry.client = client
-            watching = asyncio.ensure_future(entry.watch())
-            try:
-                yield
-            finally:
-                watching.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watching
-                entry.client = None
-
-    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-    routes = [
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/v1/version", version, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
-        Route("/{path:path}", routed, methods=methods),
-    ]
-    return Starlette(routes=routes, lifespan=lifespan)
-

@@ -26,8 +26,9 @@ def serve_fleet(settings: Settings, *, address: str, replicas: int, shared_db: b
     import ray
     import uvicorn
 
+    from toolgym.fleet.entry_app import create_entry_app
     from toolgym.fleet.placement import place_replicas
-    from toolgym.fleet.proxy import EntryPoint, create_entry_app
+    from toolgym.fleet.proxy import EntryPoint
     from toolgym.server.embedded import listen_socket
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # else a line per health check of every replica
@@ -48,7 +49,9 @@ def serve_fleet(settings: Settings, *, address: str, replicas: int, shared_db: b
         try:
             for info in placement.infos:
                 log.info("replica %s at %s (node %s, pid %d)", info.replica, info.base_url, info.node_ip, info.pid)
-            entry = EntryPoint(placement.infos, watcher=placement.alive, max_request_bytes=settings.max_request_bytes)
+            # One store for all (--db): a gone replica's episodes are rebuilt by replay elsewhere.
+            entry = EntryPoint(placement.infos, watcher=placement.alive, max_request_bytes=settings.max_request_bytes,
+                               rebuild_lost=shared_db and settings.db_path != ":memory:")
             config = uvicorn.Config(create_entry_app(entry), host=settings.host, port=settings.port,
                                     log_level=log_level.lower(), timeout_graceful_shutdown=5)
             server = uvicorn.Server(config)
