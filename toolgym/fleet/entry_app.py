@@ -70,12 +70,13 @@ def create_entry_app(entry: EntryPoint) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        assert entry.client is not None
+        client = entry.client
+        assert client is not None
         live = [u for u in entry.upstreams if u.alive]
 
         async def one(u: Upstream) -> dict[str, Any]:
             try:
-                r = await entry.client.get(f"{u.info.base_url}/readyz", timeout=5.0)  # type: ignore[union-attr]
+                r = await client.get(f"{u.info.base_url}/readyz", timeout=5.0)
                 return {"replica": u.info.replica, "ready": r.status_code == 200, "status": r.json().get("status")}
             except (httpx.HTTPError, ValueError) as exc:
                 return {"replica": u.info.replica, "ready": False, "status": type(exc).__name__}
