@@ -81,12 +81,14 @@ async def metrics(request: Request, manager: ManagerDep) -> Response:
 
 @router.get("/v1/version", response_model=VersionInfo, summary="Server and API version, for compatibility checks")
 async def version(request: Request, manager: ManagerDep, owner: OwnerDep) -> VersionInfo:
-    """Answer the server version, the API version, the env ids this server offers and its isolation tier.
+    """Answer the server and API versions, the env ids offered, the isolation tier and the replica token.
 
     Meant for compatibility checks: a client can compare `api_version` with the one it was built for,
-    and a trainer can refuse to run untrusted code on the `process` tier.
+    and a trainer can refuse to run untrusted code on the `process` tier. `replica` is the token this
+    server's episode ids carry, so a caller can tell which server of a fleet answered and match it
+    with the ids it holds.
     """
     backend = request.app.state.backend
     isolation = None if backend is None else isolation_of(backend)
     return VersionInfo(version=__version__, api_version=API_VERSION, envs=sorted(manager.families),
-                       isolation=isolation)  # type: ignore[arg-type]
+                       isolation=isolation, replica=manager.replica)  # type: ignore[arg-type]

@@ -51,6 +51,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--json", action="store_true",
                    help='once the port is bound, write {"base_url", "host", "port", "backend", "pid"} as one JSON'
                         " line to stdout (the log goes to stderr), so a script learns where to connect")
+    p.add_argument("--ray", dest="ray_address", default=None, metavar="ADDRESS",
+                   help="run a fleet on the Ray cluster at ADDRESS (host:port, or auto): --replicas servers as"
+                        " Ray actors, one per node, behind one entry point on --host/--port (needs toolgym[fleet])")
+    p.add_argument("--replicas", type=int, default=2, metavar="N",
+                   help="with --ray: how many replicas (default 2); each has its own store unless --db is given")
+    p.add_argument("--replica-host", default=None, metavar="HOST",
+                   help="with --ray: the address replicas listen on (default: each node's IP as Ray knows it;"
+                        " 127.0.0.1 when every node runs on this machine)")
     p.set_defaults(run=run)
 
 
@@ -86,6 +94,20 @@ def _reload_keys_on_sighup(auth: Any) -> None:
     signal.signal(signal.SIGHUP, on_hup)
 
 
+def _serve_fleet(args: argparse.Namespace, settings: Any) -> int:
+    """``--ray``: the fleet (``toolgym.fleet.run``); a missing Ray is a usage error, with the fix."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        print("toolgym serve: --ray needs Ray, which is not installed: pip install 'toolgym[fleet]'", file=sys.stderr)
+        return 2
+    from toolgym.fleet.run import serve_fleet
+
+    shared_db = args.db_path is not None or "TOOLGYM_DB_PATH" in os.environ
+    return serve_fleet(settings, address=args.ray_address, replicas=args.replicas, shared_db=shared_db,
+                       replica_host=args.replica_host, log_level=args.log_level)
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT; SIGHUP reads the API keys file again.
 
@@ -113,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"toolgym serve: {exc}", file=sys.stderr)
         return 2
+    if args.ray_address:
+        return _serve_fleet(args, settings)
     try:
         sock = listen_socket(settings.host, settings.port)
     except OSError as exc:
