@@ -138,7 +138,10 @@ class Exchange:
             if outcome.is_success:
                 return self.call.read(outcome)
             error = response_error(outcome)
-            may_retry = isinstance(error, Unavailable | RateLimited)  # the server did nothing
+            # The server did nothing, so the call may be sent again; unless the episode is gone
+            # (a fleet entry point's lost replica): still retryable for a trainer, which masks
+            # the rollout, but sending the same call again cannot bring the episode back.
+            may_retry = isinstance(error, Unavailable | RateLimited) and not error.details.get("episode_lost")
             retry_after = getattr(error, "retry_after_s", None)
         else:
             error, may_retry = transport_error(self.call, outcome)

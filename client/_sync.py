@@ -73,7 +73,7 @@ class EnvClient:
         return self._json(_core.health_call())  # type: ignore[no-any-return]
 
     def version(self) -> dict[str, Any]:
-        """``{"version", "api_version", "envs"}``, for compatibility checks."""
+        """``{"version", "api_version", "envs", "replica"}``, for compatibility checks."""
         return self._json(_core.version_call())  # type: ignore[no-any-return]
 
     def envs(self) -> list[dict[str, Any]]:

@@ -371,10 +371,15 @@ class TaskStatsResponse(_Out):
 
 
 class VersionInfo(_Out):
-    """The server's version, its API version and the env ids it offers."""
+    """The server's version, its API version, the env ids it offers and the replica that answered."""
     version: str
     api_version: str
     envs: list[str]
+    isolation: Literal["container", "namespace", "process"] | None = None
+    """The sandbox isolation tier (docs/isolation.md); None on a server without a sandbox backend."""
+    replica: str = Field(description="The answering server's replica token: the `<replica>` of the episode ids it"
+                                     " makes (`ep-<replica>-<random>`), drawn at each start. A fleet entry point"
+                                     " answers its own token and lists its replicas (docs/deploy.md, Fleet on Ray).")
 
 
 class ErrorDetail(_Out):

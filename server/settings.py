@@ -18,9 +18,10 @@ from typing import Any, Literal
 from toolgym.server.auth import read_keys_file
 from toolgym.server.sandbox.base import SandboxSpec
 
-__all__ = ["BackendName", "Settings"]
+__all__ = ["BackendName", "IsolationName", "Settings"]
 
 BackendName = Literal["auto", "docker", "process"]
+IsolationName = Literal["", "container", "namespace", "process"]
 
 _PROCESS_TOKEN = secrets.token_hex(3)
 """Makes default instance ids unique even where pids repeat (servers in separate containers)."""
@@ -43,6 +44,15 @@ class Settings:
     port: int = 8000
     backend: BackendName = "auto"
     """``docker`` whenever an engine is reachable (``auto``), else ``process``."""
+    isolation: IsolationName = ""
+    """The isolation tier (docs/isolation.md): ``container`` (one Docker container per episode),
+    ``namespace`` (namespace sets inside pooled host containers) or ``process`` (none). Unset, it
+    follows ``backend``; set, it must agree with a ``backend`` other than ``auto``
+    (``docker`` is the container or namespace tier, ``process`` the process tier)."""
+    ns_episodes_per_host: int = 64
+    """Namespace tier: live episodes per host container at most."""
+    ns_host_max_episodes: int = 1024
+    """Namespace tier: a host container is recycled after this many episodes (and on any anomaly)."""
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     """API keys (``TOOLGYM_API_KEYS``, comma-separated); never shown in a repr or log."""
     api_keys_file: str | None = None
@@ -166,6 +176,14 @@ class Settings:
             )
         if self.backend not in ("auto", "docker", "process"):
             raise ValueError(f"backend must be auto, docker or process, not {self.backend!r}")
+        if self.isolation not in ("", "container", "namespace", "process"):
+            raise ValueError(f"isolation must be container, namespace or process, not {self.isolation!r}")
+        if self.isolation and self.backend != "auto" and (self.backend == "process") != (self.isolation == "process"):
+            raise ValueError(f"isolation={self.isolation} contradicts backend={self.backend}: the process tier is"
+                             " backend process, the container and namespace tiers need Docker (backend docker);"
+                             " set one of them only")
+        if self.ns_episodes_per_host <= 0 or self.ns_host_max_episodes <= 0:
+            raise ValueError("ns_episodes_per_host and ns_host_max_episodes must be positive")
         for name in ("max_live_episodes", "max_request_bytes", "max_action_chars", "max_output_chars",
                      "worker_threads", "max_concurrent_requests"):
             if getattr(self, name) <= 0:

@@ -12,6 +12,7 @@ from toolgym._version import API_VERSION, __version__
 from toolgym.errors import SandboxError
 from toolgym.server.deps import ManagerDep, OwnerDep
 from toolgym.server.models import VersionInfo
+from toolgym.server.sandbox.select import isolation_of
 
 router = APIRouter()
 
@@ -79,9 +80,15 @@ async def metrics(request: Request, manager: ManagerDep) -> Response:
 
 
 @router.get("/v1/version", response_model=VersionInfo, summary="Server and API version, for compatibility checks")
-async def version(manager: ManagerDep, owner: OwnerDep) -> VersionInfo:
-    """Answer the server version, the API version and the env ids this server offers.
+async def version(request: Request, manager: ManagerDep, owner: OwnerDep) -> VersionInfo:
+    """Answer the server and API versions, the env ids offered, the isolation tier and the replica token.
 
-    Meant for compatibility checks: a client can compare `api_version` with the one it was built for.
+    Meant for compatibility checks: a client can compare `api_version` with the one it was built for,
+    and a trainer can refuse to run untrusted code on the `process` tier. `replica` is the token this
+    server's episode ids carry, so a caller can tell which server of a fleet answered and match it
+    with the ids it holds.
     """
-    return VersionInfo(version=__version__, api_version=API_VERSION, envs=sorted(manager.families))
+    backend = request.app.state.backend
+    isolation = None if backend is None else isolation_of(backend)
+    return VersionInfo(version=__version__, api_version=API_VERSION, envs=sorted(manager.families),
+                       isolation=isolation, replica=manager.replica)  # type: ignore[arg-type]

@@ -780,6 +780,8 @@ class _Warm(object):
 
 _WARM_BYTES = [0]
 """Address space the warm imports added to the agent, so to every run forked from it."""
+_WARMED = [False]
+"""Whether ``_warm_imports`` ran in this process image already."""
 
 
 def _address_space():
@@ -798,8 +800,13 @@ def _warm_imports():
     """Import ``WARM_MODULES`` into the agent (best effort: a missing one is skipped).
 
     What they add to the address space (some 10 MB) is added to every run's ``RLIMIT_AS`` too,
-    so the code has the same room for its own allocations as in a child of a cold agent.
+    so the code has the same room for its own allocations as in a child of a cold agent. Done
+    once per process image: the namespace tier's supervisor warms the agent before forking it
+    (``nsd.py``), and a second call would measure nothing and zero the figure.
     """
+    if _WARMED[0]:
+        return
+    _WARMED[0] = True
     before = _address_space()
     for name in WARM_MODULES:
         try:

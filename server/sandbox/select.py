@@ -1,4 +1,4 @@
-"""Choosing the sandbox backend: Docker whenever an engine is reachable, else processes."""
+"""Choosing the sandbox backend: the isolation tier asked for, else Docker when an engine answers, else processes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from toolgym.errors import SandboxError
 from toolgym.server.sandbox.base import SandboxBackend
 from toolgym.server.settings import Settings
 
-__all__ = ["docker_problem", "docker_reachable", "select_backend"]
+__all__ = ["docker_problem", "docker_reachable", "isolation_of", "select_backend"]
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,30 @@ def docker_problem(image: str) -> str | None:
     return None
 
 
+def isolation_of(backend: SandboxBackend) -> str:
+    """The isolation tier a backend gives, as ``/v1/version`` reports it: container, namespace or process."""
+    return {"docker": "container", "namespace": "namespace"}.get(backend.name, "process")
+
+
 def select_backend(settings: Settings) -> SandboxBackend:
-    """The backend ``settings.backend`` names (``auto``: Docker if reachable)."""
-    choice = settings.backend
+    """The backend ``settings.isolation`` names, else ``settings.backend``'s (``auto``: Docker if reachable).
+
+    ``Settings.validate`` refuses an isolation tier that contradicts the backend.
+    """
+    if settings.isolation == "namespace":
+        from toolgym.server.sandbox.namespace import NamespaceBackend
+
+        try:
+            namespaced: SandboxBackend = NamespaceBackend(
+                image=settings.sandbox_image, instance=settings.instance,
+                start_timeout_s=settings.sandbox_start_timeout_s,
+                episodes_per_host=settings.ns_episodes_per_host, host_max_episodes=settings.ns_host_max_episodes,
+            )
+        except Exception as exc:
+            raise SandboxError(f"cannot reach the Docker engine: {exc}") from exc
+        namespaced.check()
+        return namespaced
+    choice = {"container": "docker", "process": "process"}.get(settings.isolation, settings.backend)
     if choice == "auto":
         choice = "docker" if docker_reachable() else "process"
         log.info("sandbox backend: %s (auto)", choice)

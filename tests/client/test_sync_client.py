@@ -89,7 +89,12 @@ def test_health_version_and_envs(process_server: Any) -> None:
         assert client.health() == {"status": "ok"}
         version = client.version()
         assert version == {"version": toolgym.__version__, "api_version": toolgym.API_VERSION,
-                           "envs": ["toolgym/CodeMath-v0", "toolgym/FunctionCall-v0", "toolgym/ToolUse-v0"]}
+                           "envs": ["toolgym/CodeMath-v0", "toolgym/FunctionCall-v0", "toolgym/ToolUse-v0"],
+                           "isolation": "process", "replica": version["replica"]}
+        # The replica token is the one this server's episode ids carry.
+        episode = client.reset(TOOLUSE, options={"split": "train"})
+        assert episode.episode_id.startswith(f"ep-{version['replica']}-"), (episode.episode_id, version)
+        client.close(episode.episode_id)
         envs = {e["id"]: e for e in client.envs()}
         assert sorted(envs) == version["envs"]
         for spec in envs.values():

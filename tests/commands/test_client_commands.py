@@ -264,6 +264,9 @@ def test_doctor(served: tuple[str, dict[str, Any]], tmp_path: Path) -> None:
     assert done.returncode == 4
     checks = {c["name"]: c for c in one_json(done.stdout)["checks"]}
     assert checks["docker-engine"]["status"] == "fail" and "--backend process" in checks["docker-engine"]["fix"]
+    done = toolgym("doctor", "--port", free, "--json", env={"DOCKER_HOST": nowhere, "TOOLGYM_ISOLATION": "namespace"})
+    checks = {c["name"]: c for c in one_json(done.stdout)["checks"]}
+    assert checks["isolation"]["status"] == "skip" and "namespace" in checks["isolation"]["detail"]
 
     done = toolgym("doctor", "--port", free, "--host", "0.0.0.0", "--backend", "process", "--json")
     assert done.returncode == 4

@@ -91,6 +91,13 @@ class ServerFarm:
             from toolgym.server.sandbox.docker import DockerBackend
 
             sandbox_backend: Any = DockerBackend(image=settings.sandbox_image, instance=instance)
+        elif backend == "namespace":
+            self._need_docker()
+            from toolgym.server.sandbox.namespace import NamespaceBackend
+
+            sandbox_backend = NamespaceBackend(image=settings.sandbox_image, instance=instance,
+                                               episodes_per_host=settings.ns_episodes_per_host,
+                                               host_max_episodes=settings.ns_host_max_episodes)
         else:
             from toolgym.server.sandbox.process import ProcessBackend
 
@@ -114,7 +121,7 @@ class ServerFarm:
         for live in self.servers:
             live.stop()
         for instance, live in {s.instance: s for s in self.servers}.items():
-            if live.backend.name == "docker":
+            if live.backend.name in ("docker", "namespace"):
                 left = count_containers(instance)
                 if left:
                     leaks.append(f"{left} container(s) of {instance}")
@@ -298,6 +305,12 @@ def check_healthy(server: Server, client: httpx.Client, witness: str | None = No
         assert count_containers(server.instance) <= allowed, (
             f"{count_containers(server.instance)} containers for {server.manager.open_episodes} open episodes"
         )
+    if server.backend.name == "namespace":
+        wait_for_teardown(server)
+        # Host containers: the ones in use, plus at most two being started and not yet listed (the
+        # backend's spare, and one a warm-pool fill may start when no host has room).
+        hosts = len(server.backend.hosts)
+        assert count_containers(server.instance) <= hosts + 2, f"{count_containers(server.instance)} for {hosts} hosts"
 
 
 def metric(client: httpx.Client, sample: str, **labels: str) -> float:

@@ -31,6 +31,7 @@ from server_kit import (
     tags,
     tool_message,
     tooluse_record,
+    wait_for_teardown,
     wait_gone,
 )
 
@@ -40,9 +41,10 @@ TIMEOUT_S = 1.0
 MAX_OUTPUT_CHARS = 2000
 
 
-@pytest.fixture(scope="module")
-def server(farm: ServerFarm) -> Server:
-    return farm.start("docker", max_output_chars=MAX_OUTPUT_CHARS)
+@pytest.fixture(scope="module", params=["docker", "namespace"])
+def server(farm: ServerFarm, request: pytest.FixtureRequest) -> Server:
+    """The container tier, then the namespace tier: the same hostile tools must hold on both."""
+    return farm.start(request.param, max_output_chars=MAX_OUTPUT_CHARS)
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +62,15 @@ def sandbox_failures(client: httpx.Client) -> float:
     return metric(client, "toolgym_sandbox_failures_total")
 
 
+def sandbox_of(server: Server, episode_id: str) -> str:
+    """Which sandbox serves the episode: its container (container tier), or its namespace set's id
+    (namespace tier: episodes share host containers, so no container is the episode's own)."""
+    if server.backend.name == "namespace":
+        return str(server.manager._live[episode_id].slot.sandbox.id)  # type: ignore[union-attr]
+    (container,) = episode_containers(episode_id, running_only=True)
+    return str(container["Id"])
+
+
 def play_hostile(
     server: Server, client: httpx.Client, witness: str, name: str, source: str, arguments: dict[str, Any],
     params: dict[str, str] | None = None, *, max_seconds: float = 8.0, tool_timeout_s: float = TIMEOUT_S,
@@ -68,7 +79,7 @@ def play_hostile(
     same episode. Returns the hostile call's step result and its tool message."""
     (task_id,) = register(client, tooluse_record({name: source}, params={name: params or {}}))
     episode_id = reset(client, task_id, tool_timeout_s=tool_timeout_s)["episode_id"]
-    (container,) = episode_containers(episode_id, running_only=True)
+    sandbox = sandbox_of(server, episode_id)
     failures = sandbox_failures(client)
 
     started = time.monotonic()
@@ -85,10 +96,11 @@ def play_hostile(
     assert follow["info"]["status"] == "ok"
     # The same sandbox answered: the hostile code did not break it (no replacement).
     assert sandbox_failures(client) == failures
-    assert [c["Id"] for c in episode_containers(episode_id, running_only=True)] == [container["Id"]]
+    assert sandbox_of(server, episode_id) == sandbox
 
     close(client, episode_id)
     wait_gone(episode_id)  # DELETE must remove the episode's container (in the background)
+    wait_for_teardown(server)
     check_healthy(server, client, witness)
     return result, text
 

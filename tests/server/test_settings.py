@@ -8,9 +8,9 @@ from toolgym.server.settings import Settings
 
 # A value for each field type, different from every default.
 SAMPLES = {"str": "sample", "str | None": "sample", "int": "7", "float": "2.5", "bool": "true",
-           "tuple[str, ...]": "a,b", "BackendName": "process"}
+           "tuple[str, ...]": "a,b", "BackendName": "process", "IsolationName": "namespace"}
 EXPECTED = {"str": "sample", "str | None": "sample", "int": 7, "float": 2.5, "bool": True,
-            "tuple[str, ...]": ("a", "b"), "BackendName": "process"}
+            "tuple[str, ...]": ("a", "b"), "BackendName": "process", "IsolationName": "namespace"}
 
 
 def test_every_setting_can_be_set_from_the_environment() -> None:
@@ -24,3 +24,23 @@ def test_every_setting_can_be_set_from_the_environment() -> None:
         settings = Settings.from_env({f"TOOLGYM_{f.name.upper()}": raw})
         assert getattr(settings, f.name) == expected, f.name
         assert getattr(settings, f.name) != getattr(Settings(), f.name), f.name
+
+
+def test_isolation_and_backend_must_agree() -> None:
+    """``--isolation`` picks the tier; with a backend named too, the two must say the same thing."""
+    for backend, isolation in (("auto", "namespace"), ("docker", "namespace"), ("docker", "container"),
+                               ("process", "process"), ("auto", "process"), ("process", "")):
+        Settings(backend=backend, isolation=isolation).validate()  # type: ignore[arg-type]
+    for backend, isolation in (("process", "namespace"), ("process", "container"), ("docker", "process")):
+        try:
+            Settings(backend=backend, isolation=isolation).validate()  # type: ignore[arg-type]
+        except ValueError as exc:
+            assert "contradicts" in str(exc), exc
+        else:
+            raise AssertionError(f"backend={backend} isolation={isolation} was accepted")
+    try:
+        Settings(isolation="vm").validate()  # type: ignore[arg-type]
+    except ValueError as exc:
+        assert "container, namespace or process" in str(exc)
+    else:
+        raise AssertionError("isolation=vm was accepted")

@@ -1,11 +1,12 @@
 """``toolgym doctor``: can this machine serve, and what to run next when it cannot.
 
-    toolgym doctor [--host H] [--port P] [--backend auto|docker|process] [--image IMAGE] [--json]
+    toolgym doctor [--host H] [--port P] [--backend auto|docker|process]
+                   [--isolation container|namespace|process] [--image IMAGE] [--json]
 
 It checks what ``toolgym serve`` with the same options (and the same ``TOOLGYM_*`` variables)
 would meet: the server's dependencies, the Docker engine, the sandbox image (present, and
 current: its content-hash label against what ``toolgym build-image`` would build now), the
-isolation the chosen backend gives, whether the port is free, and the API keys. Each check
+isolation tier serve would give (docs/isolation.md), whether the port is free, and the API keys. Each check
 is ``ok``, ``warn`` (serving works, but read the note) or ``fail`` (serving is blocked), with
 the command to run next. Exit status: 0 when nothing blocks serving, 4 when a check fails.
 ``--json`` writes ``{"ok", "checks": [{"name", "status", "detail", "fix"}]}``.
@@ -47,6 +48,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--port", type=int, default=None, help="the port serve would use (default: $TOOLGYM_PORT or 8000)")
     p.add_argument("--backend", choices=("auto", "docker", "process"), default=None,
                    help="the sandbox backend serve would use (default: $TOOLGYM_BACKEND or auto)")
+    p.add_argument("--isolation", choices=("container", "namespace", "process"), default=None,
+                   help="the isolation tier serve would give (default: $TOOLGYM_ISOLATION, else from --backend)")
     p.add_argument("--image", default=None,
                    help="the sandbox image (default: $TOOLGYM_SANDBOX_IMAGE or toolgym-sandbox:latest)")
     _cli.add_json_flag(p, '{"ok", "checks"} as one JSON document')
@@ -115,7 +118,15 @@ def _image(client: Any, image: str) -> Check:
                  " unknown", f"toolgym build-image --tag {image}")
 
 
-def _isolation(backend: str, engine_ok: bool, client: Any) -> Check:
+def _isolation(backend: str, engine_ok: bool, client: Any, tier: str = "") -> Check:
+    """The isolation tier serve would give (``TOOLGYM_ISOLATION``, else what ``backend`` picks)."""
+    if tier == "namespace":
+        if not engine_ok:
+            return Check("isolation", "skip", "namespace tier, once an engine answers (see docker-engine)")
+        return Check("isolation", "ok", "namespace: one user+pid+mount+ipc+uts+net namespace set per episode in"
+                     " pooled, hardened host containers (docs/isolation.md)")
+    if tier:
+        backend = "process" if tier == "process" else "docker"
     effective = backend if backend != "auto" else ("docker" if engine_ok else "process")
     if effective == "docker" and not engine_ok:
         return Check("isolation", "skip", "docker containers, once an engine answers (see docker-engine)")
@@ -127,8 +138,8 @@ def _isolation(backend: str, engine_ok: bool, client: Any) -> Check:
             except Exception:
                 runtimes = []
         extra = f"; runtimes: {', '.join(runtimes)}" if runtimes else ""
-        return Check("isolation", "ok", "docker: one container per episode, no network, read-only root, all"
-                     f" capabilities dropped, unprivileged user{extra}")
+        return Check("isolation", "ok", "container tier (docker): one container per episode, no network,"
+                     f" read-only root, all capabilities dropped, unprivileged user{extra}")
     return Check("isolation", "warn", "process backend: NOT isolated; tool code runs on this host as this user"
                  " (limits only)", "for untrusted models use Docker: `toolgym build-image && toolgym serve"
                  " --backend docker`")
@@ -190,7 +201,8 @@ def diagnose(args: argparse.Namespace) -> list[Check]:
     from toolgym.server.settings import Settings
 
     try:
-        settings = Settings.from_env(host=args.host, port=args.port, backend=args.backend, sandbox_image=args.image)
+        settings = Settings.from_env(host=args.host, port=args.port, backend=args.backend, isolation=args.isolation,
+                                     sandbox_image=args.image)
     except ValueError as exc:
         return [*checks, Check("settings", "fail", str(exc), "fix or unset that TOOLGYM_* variable")]
     engine, client = _engine(settings.backend)
@@ -198,7 +210,7 @@ def diagnose(args: argparse.Namespace) -> list[Check]:
     try:
         if client is not None and settings.backend != "process":
             checks.append(_image(client, settings.sandbox_image))
-        checks.append(_isolation(settings.backend, client is not None, client))
+        checks.append(_isolation(settings.backend, client is not None, client, settings.isolation))
     finally:
         if client is not None:
             client.close()

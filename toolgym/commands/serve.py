@@ -24,6 +24,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--port", type=int, default=None, help="port (default 8000)")
     p.add_argument("--backend", choices=["auto", "docker", "process"], default=None,
                    help="sandbox backend (default auto: docker if an engine answers, else process)")
+    p.add_argument("--isolation", choices=["container", "namespace", "process"], default=None,
+                   help="isolation tier (docs/isolation.md): container = one Docker container per episode,"
+                        " namespace = namespace sets in pooled host containers (high churn), process = none."
+                        " Default: follows --backend; a value that contradicts --backend is refused")
     p.add_argument("--api-keys-file", default=None,
                    help="file with one API key per line; read again when it changes and on SIGHUP")
     p.add_argument("--insecure-no-auth", action="store_true", default=None,
@@ -49,6 +53,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--json", action="store_true",
                    help='once the port is bound, write {"base_url", "host", "port", "backend", "pid"} as one JSON'
                         " line to stdout (the log goes to stderr), so a script learns where to connect")
+    p.add_argument("--ray", dest="ray_address", default=None, metavar="ADDRESS",
+                   help="run a fleet on the Ray cluster at ADDRESS (host:port, or auto): --replicas servers as"
+                        " Ray actors, one per node, behind one entry point on --host/--port (needs toolgym[fleet])")
+    p.add_argument("--replicas", type=int, default=2, metavar="N",
+                   help="with --ray: how many replicas (default 2); each has its own store unless --db is given")
+    p.add_argument("--replica-host", default=None, metavar="HOST",
+                   help="with --ray: the address replicas listen on (default: each node's IP as Ray knows it;"
+                        " 127.0.0.1 when every node runs on this machine)")
     p.set_defaults(run=run)
 
 
@@ -84,6 +96,20 @@ def _reload_keys_on_sighup(auth: Any) -> None:
     signal.signal(signal.SIGHUP, on_hup)
 
 
+def _serve_fleet(args: argparse.Namespace, settings: Any) -> int:
+    """``--ray``: the fleet (``toolgym.fleet.run``); a missing Ray is a usage error, with the fix."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        print("toolgym serve: --ray needs Ray, which is not installed: pip install 'toolgym[fleet]'", file=sys.stderr)
+        return 2
+    from toolgym.fleet.run import serve_fleet
+
+    shared_db = args.db_path is not None or "TOOLGYM_DB_PATH" in os.environ
+    return serve_fleet(settings, address=args.ray_address, replicas=args.replicas, shared_db=shared_db,
+                       replica_host=args.replica_host, log_level=args.log_level)
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT; SIGHUP reads the API keys file again.
 
@@ -98,8 +124,9 @@ def run(args: argparse.Namespace) -> int:
     from toolgym.server.sandbox.select import docker_reachable
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    overrides = {k: getattr(args, k) for k in ("host", "port", "backend", "api_keys_file", "insecure_no_auth",
-                                               "db_path", "warm_pool_size", "max_live_episodes", "sandbox_image",
+    overrides = {k: getattr(args, k) for k in ("host", "port", "backend", "isolation", "api_keys_file",
+                                               "insecure_no_auth", "db_path", "warm_pool_size", "max_live_episodes",
+                                               "sandbox_image",
                                                "max_live_episodes_per_key", "rate_limit_per_key",
                                                "max_concurrent_requests")}
     if args.task_files:
@@ -110,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"toolgym serve: {exc}", file=sys.stderr)
         return 2
+    if args.ray_address:
+        return _serve_fleet(args, settings)
     try:
         sock = listen_socket(settings.host, settings.port)
     except OSError as exc:
@@ -123,8 +152,9 @@ def run(args: argparse.Namespace) -> int:
             host, port = sock.getsockname()[:2]
             shown = f"[{host}]" if ":" in host else host
             emit_json({"base_url": f"http://{shown}:{port}", "host": host, "port": port,
-                       "backend": settings.backend, "pid": os.getpid()})
-        if settings.backend in ("auto", "docker") and docker_reachable():
+                       "backend": settings.backend, "isolation": settings.isolation, "pid": os.getpid()})
+        if (settings.backend in ("auto", "docker") or settings.isolation in ("container", "namespace")) \
+                and docker_reachable():
             ensure_image(settings.sandbox_image, say=lambda m: print(m, file=sys.stderr))
         app = create_app(settings)
         _reload_keys_on_sighup(app.state.auth)
