@@ -72,8 +72,8 @@ class Settings:
     (their server is gone); servers on one host sharing a Docker engine should share it."""
     sandbox_image: str = "toolgym-sandbox:latest"
     db_path: str = field(default="toolgym.db", repr=False)
-    """Where tasks and trajectories are stored (``--db``): a SQLite file (the default, embedded; one
-    server per file; ``:memory:`` keeps nothing across restarts), or a PostgreSQL URL
+    """Where tasks and trajectories are stored (``--db``): a SQLite file (the default, embedded; shared
+    only by servers of one machine; ``:memory:`` keeps nothing across restarts), or a PostgreSQL URL
     (``postgresql://user:pass@host:port/db``, extra ``postgres``) that several replicas share:
     each reads the others' trajectories and none takes another live one's episodes
     (``toolgym.server.store``). Not shown in a repr: a URL may hold a password."""

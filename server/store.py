@@ -19,8 +19,8 @@ its own transaction, for callers that write one thing at a time.
 
 Episode ownership across replicas: each episode row names its ``holder``, the replica (server
 process) that plays it. A replica is alive while it holds its liveness lock (``register_replica``:
-on PostgreSQL a session lock the database drops when the process dies, however it dies; a SQLite
-file counts only this process's replica as alive). A replica resumes (``claim_op``) or interrupts
+on PostgreSQL a session lock the database drops when the process dies, however it dies; beside a
+SQLite file, a lock file the kernel drops the same way). A replica resumes (``claim_op``) or interrupts
 (``interrupt_live``) only episodes whose holder is not alive, so replicas sharing a database never
 take each other's live episodes; step and finish writes name their holder (fenced), so a replica
 that lost its lock for a while writes nothing over the one that took an episode over.

@@ -1,20 +1,28 @@
-"""The SQLite store: one file (the default ``db_path``), embedded, for one server.
+"""The SQLite store: one file (the default ``db_path``), embedded, for the servers of one machine.
 
 Two connections: one writer, guarded by the store's lock (SQLite serializes writers anyway),
 and one reader, so a read never waits behind a write (WAL mode: readers see the last commit
 while a write is under way). ``synchronous=FULL``: a commit that has returned is on disk, not
 only in the OS cache, so "acknowledged" survives a power cut as well as a crash.
 
-A file has no session to hold a replica's liveness lock, so a SQLite store counts only the
-replica of this process as alive: whatever another process left live is a crashed run's, to
-be resumed or interrupted. One server per file; several replicas share a PostgreSQL database
-(``toolgym.server.store_pg``).
+A replica's liveness lock is a file lock: ``<db>-replicas/<replica>.lock`` beside the database,
+held with ``flock`` from ``register_replica`` to ``close``. The kernel drops it when the process
+dies, however it dies, so several servers on one machine may share a file (the Ray fleet's
+shared ``--db`` does) and none takes another live one's episodes, as on PostgreSQL. Servers on
+other machines cannot see each other's locks (nor share a SQLite file safely): several
+replicas on several hosts share a PostgreSQL database (``toolgym.server.store_pg``). An
+in-memory database (``:memory:``) is one process's alone: only its own replica is alive.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import re
 import sqlite3
-from typing import ClassVar
+from pathlib import Path
+from typing import IO, ClassVar
 
 from toolgym.errors import StoreUnavailable
 from toolgym.server.store import MIGRATIONS, SCHEMA, Store, Tx
@@ -27,6 +35,25 @@ READONLY, IOERR, FULL, CANTOPEN (sqlite.org/rescode.html)."""
 _DISK_FAULT_WORDS = ("disk is full", "disk i/o error", "database is locked", "readonly database",
                      "unable to open database")
 """The same faults by message, where ``sqlite_errorcode`` is missing (Python before 3.11)."""
+
+
+def _lock_name(replica: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", replica)[:200] + ".lock"
+
+
+def _held(path: Path) -> bool:
+    """Whether a live process holds the lock file at ``path`` (a missing file is no one's)."""
+    try:
+        handle = open(path, encoding="utf-8")  # closed below, whatever happens
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        handle.close()
+    return False
 
 
 def disk_fault(exc: sqlite3.OperationalError) -> StoreUnavailable | None:
@@ -68,17 +95,36 @@ class SqliteStore(Store):
         self._writer = Tx(self._conn)
         self._reader = Tx(self._reader_conn)
         self._replica: str | None = None
+        self._lock_file: IO[str] | None = None
+        self._locks_dir = None if path in ("", ":memory:") else Path(f"{path}-replicas")
 
     def register_replica(self, replica: str) -> None:
-        """Count ``replica`` (this process's) as the one live replica on this file."""
+        """Hold ``replica``'s lock file beside the database until ``close`` (or this process's death).
+
+        Raises:
+            RuntimeError: a live process holds that replica's lock (its name is taken).
+        """
+        if self._locks_dir is not None:
+            self._locks_dir.mkdir(mode=0o700, exist_ok=True)
+            handle = open(self._locks_dir / _lock_name(replica), "a+", encoding="utf-8")  # kept open while held
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                raise RuntimeError(f"replica {replica!r} is already live on this database") from None
+            old, self._lock_file = self._lock_file, handle
+            if old is not None:
+                old.close()
         self._replica = replica
 
     def renew_replica(self) -> bool:
-        """Always held: this process is alive as long as it can ask."""
+        """Whether a replica is registered: a file lock is lost only with the process that holds it."""
         return self._replica is not None
 
     def _alive(self, tx: Tx, holders: set[str]) -> set[str]:
-        return {h for h in holders if h == self._replica}
+        if self._locks_dir is None:
+            return {h for h in holders if h == self._replica}
+        return {h for h in holders if _held(self._locks_dir / _lock_name(h))}
 
     def _rollback(self) -> None:
         if self._conn.in_transaction:  # SQLite may have undone it already (disk full)
@@ -91,6 +137,11 @@ class SqliteStore(Store):
         return disk_fault(exc) if isinstance(exc, sqlite3.OperationalError) else None
 
     def _close(self) -> None:
+        if self._lock_file is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._lock_file.name)
+            self._lock_file.close()
+            self._lock_file = None
         self._conn.close()
         if self._reader_conn is not self._conn:
             self._reader_conn.close()

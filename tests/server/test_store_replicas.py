@@ -1,6 +1,8 @@
-"""Several replicas on one PostgreSQL database (a real throwaway cluster): each sees the others'
-trajectories, none takes another's live episode, and a replica's episodes become claimable as
-soon as its process dies, ``kill -9`` included (its session lock goes with its connection)."""
+"""Several replicas on one database, a SQLite file and a real PostgreSQL cluster alike (the ``db``
+fixture): each sees the others' trajectories, none takes another's live episode, and a replica's
+episodes become claimable as soon as its process dies, ``kill -9`` included (its lock, a
+PostgreSQL session lock or a lock file beside the SQLite file, goes with the process). Then the
+PostgreSQL-only cases: a lease session cut while its process lives, sessions the database drops."""
 
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ from pg_kit import terminate_lease
 
 from toolgym.errors import StoreUnavailable
 from toolgym.server.store import Claim, NotHolder, Store, open_store
-from toolgym.server.store_pg import PgStore
 
 ENV = "toolgym/FunctionCall-v0"
 
@@ -43,9 +44,9 @@ def claim_once_free(store: Any, episode_id: str, replica: str, dead: str) -> Cla
 
 
 @pytest.fixture
-def pair(pg_db: str) -> Iterator[tuple[Store, Store]]:
+def pair(db: str) -> Iterator[tuple[Store, Store]]:
     """Two replicas on one database, ``r-a`` and ``r-b`` (closed at the end; a test may close one first)."""
-    a, b = open_store(pg_db), open_store(pg_db)
+    a, b = open_store(db), open_store(db)
     try:
         a.register_replica("r-a")
         b.register_replica("r-b")
@@ -91,10 +92,10 @@ time.sleep(120)
 """
 
 
-def test_a_killed_replicas_episodes_become_claimable(pg_db: str) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, pg_db], stdout=subprocess.PIPE, text=True,
+def test_a_killed_replicas_episodes_become_claimable(db: str) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, db], stdout=subprocess.PIPE, text=True,
                             start_new_session=True)
-    survivor = open_store(pg_db)
+    survivor = open_store(db)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         survivor.register_replica("r-survivor")
@@ -111,8 +112,8 @@ def test_a_killed_replicas_episodes_become_claimable(pg_db: str) -> None:
         survivor.close()
 
 
-def test_of_two_replicas_claiming_one_orphan_exactly_one_wins(pg_db: str) -> None:
-    stores = [open_store(pg_db) for _ in range(2)]
+def test_of_two_replicas_claiming_one_orphan_exactly_one_wins(db: str) -> None:
+    stores = [open_store(db) for _ in range(2)]
     try:
         for i, store in enumerate(stores):
             store.register_replica(f"r-{i}")
@@ -141,8 +142,8 @@ def test_of_two_replicas_claiming_one_orphan_exactly_one_wins(pg_db: str) -> Non
             store.close()
 
 
-def test_a_replica_name_is_held_once(pg_db: str) -> None:
-    a, b = PgStore(pg_db), PgStore(pg_db)
+def test_a_replica_name_is_held_once(db: str) -> None:
+    a, b = open_store(db), open_store(db)
     try:
         a.register_replica("r-same")
         with pytest.raises(RuntimeError, match="already live"):
@@ -152,21 +153,28 @@ def test_a_replica_name_is_held_once(pg_db: str) -> None:
         b.close()
 
 
-def test_a_lost_lease_is_taken_again(pg_db: str, pair: tuple[Store, Store]) -> None:
-    a, b = pair
-    add(a, "ep-1", "r-a")
-    add(a, "ep-2", "r-a")
-    assert a.renew_replica()
-    terminate_lease(pg_db, "r-a")
-    # While A's lock is lost, its episodes are fair game: B takes one.
-    claim_once_free(b, "ep-1", "r-b", "r-a")
-    assert a.renew_replica()  # notices, and holds the lock again on a new session
-    assert claim(b, "ep-2", "r-b") == Claim(claimed=False, live=True, holder="r-a")
-    # A's fenced writes to the episode B took change nothing.
-    with pytest.raises(NotHolder):
-        a._transaction(a.step_op("ep-1", 0, "stale", {}, mean_logprob=None, idempotency_key=None,
-                                 total_reward=0.0, status="live", reason=None, holder="r-a"))
-    assert b.steps("ep-1") == []
+def test_a_lost_lease_is_taken_again(pg_db: str) -> None:
+    """PostgreSQL only: a lease session can be cut while its process lives (a file lock cannot)."""
+    a, b = open_store(pg_db), open_store(pg_db)
+    try:
+        a.register_replica("r-a")
+        b.register_replica("r-b")
+        add(a, "ep-1", "r-a")
+        add(a, "ep-2", "r-a")
+        assert a.renew_replica()
+        terminate_lease(pg_db, "r-a")
+        # While A's lock is lost, its episodes are fair game: B takes one.
+        claim_once_free(b, "ep-1", "r-b", "r-a")
+        assert a.renew_replica()  # notices, and holds the lock again on a new session
+        assert claim(b, "ep-2", "r-b") == Claim(claimed=False, live=True, holder="r-a")
+        # A's fenced writes to the episode B took change nothing.
+        with pytest.raises(NotHolder):
+            a._transaction(a.step_op("ep-1", 0, "stale", {}, mean_logprob=None, idempotency_key=None,
+                                     total_reward=0.0, status="live", reason=None, holder="r-a"))
+        assert b.steps("ep-1") == []
+    finally:
+        a.close()
+        b.close()
 
 
 def test_a_url_without_psycopg_says_what_to_install() -> None:
