@@ -46,12 +46,30 @@ fi
 .venv/bin/ruff check .
 bash scripts/typecheck.sh
 
-set +e
-.venv/bin/python -m pytest -q -ra -p no:cacheprovider --durations=15 "$@"
-rc=$?
-set -e
-if [ "$rc" -eq 5 ]; then
-  echo "test.sh: pytest collected no tests; that is a failure" >&2
-  exit 1
+# Without arguments, two timed runs: the core suite, then the trainer and cluster suites (each
+# trainer in its own cached venv, a two-node Ray cluster). With arguments, one run of pytest with
+# them. pytest's exit 5 (nothing collected) is a failure either way.
+suite() {
+  local name=$1 start rc
+  shift
+  start=$(date +%s)
+  set +e
+  .venv/bin/python -m pytest -q -ra -p no:cacheprovider --durations=15 "$@"
+  rc=$?
+  set -e
+  echo "test.sh: $name: exit $rc in $(( $(date +%s) - start )) s" >&2
+  if [ "$rc" -eq 5 ]; then
+    echo "test.sh: pytest collected no tests for $name; that is a failure" >&2
+    rc=1
+  fi
+  return "$rc"
+}
+
+if [ "$#" -gt 0 ]; then
+  suite "the selected tests" "$@"
+  exit $?
 fi
-exit "$rc"
+status=0
+suite "core suite" -m "not soak and not chaos and not trainer and not cluster" || status=$?
+suite "trainer and cluster suites" -m "(trainer or cluster) and not soak and not chaos" || status=$?
+exit "$status"

@@ -55,6 +55,7 @@ def test_errors_all_is_pinned_and_sorted() -> None:
         "SandboxError",
         "SandboxTimeout",
         "ShuttingDown",
+        "StoreUnavailable",
         "TaskNotFound",
         "ToolGymError",
         "TurnMismatch",

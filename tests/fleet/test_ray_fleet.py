@@ -32,6 +32,8 @@ from fleet_kit import Fleet
 from toolgym.client import EnvClient, FleetClient, RetryPolicy
 from toolgym.client._routing import replica_of
 
+pytestmark = pytest.mark.cluster
+
 FUNCTIONCALL = "toolgym/FunctionCall-v0"
 CODEMATH = "toolgym/CodeMath-v0"
 NO_RETRY = RetryPolicy(max_retries=0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -83,6 +84,23 @@ def emit_json(document: Any, out: IO[str] | None = None) -> None:
     stream = out or sys.stdout
     stream.write(json.dumps(document, ensure_ascii=False, sort_keys=False) + "\n")
     stream.flush()
+
+
+def bind_or_say(host: str, port: int, untouched: str) -> socket.socket | None:
+    """The listening socket on ``host:port``, bound before anything else starts; else None.
+
+    ``toolgym serve`` binds first so that a second server on a port in use fails before it
+    touches any sandbox; when the port is taken, this says so on stderr, naming what was left
+    ``untouched`` ("nothing was started or removed").
+    """
+    from toolgym.server.embedded import listen_socket
+
+    try:
+        return listen_socket(host, port)
+    except OSError as exc:
+        print(f"toolgym serve: cannot listen on {host}:{port}: {exc.strerror or exc}"
+              f" (is another server running there?); {untouched}", file=sys.stderr)
+        return None
 
 
 def _cell(value: Any) -> str:

@@ -119,8 +119,8 @@ def run(args: argparse.Namespace) -> int:
     """
     import uvicorn
 
+    from toolgym.commands._cli import bind_or_say
     from toolgym.server import Settings, create_app
-    from toolgym.server.embedded import listen_socket
     from toolgym.server.sandbox.select import docker_reachable
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -139,11 +139,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.ray_address:
         return _serve_fleet(args, settings)
-    try:
-        sock = listen_socket(settings.host, settings.port)
-    except OSError as exc:
-        print(f"toolgym serve: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
-              " (is another server running there?); nothing was started or removed", file=sys.stderr)
+    sock = bind_or_say(settings.host, settings.port, "nothing was started or removed")
+    if sock is None:
         return 1
     try:
         if args.json:

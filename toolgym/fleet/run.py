@@ -26,20 +26,17 @@ def serve_fleet(settings: Settings, *, address: str, replicas: int, shared_db: b
     import ray
     import uvicorn
 
+    from toolgym.commands._cli import bind_or_say
     from toolgym.fleet.entry_app import create_entry_app
     from toolgym.fleet.placement import place_replicas
     from toolgym.fleet.proxy import EntryPoint
-    from toolgym.server.embedded import listen_socket
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # else a line per health check of every replica
     if replicas < 1:
         print("toolgym serve: --replicas must be at least 1", file=sys.stderr)
         return 2
-    try:
-        sock = listen_socket(settings.host, settings.port)
-    except OSError as exc:
-        print(f"toolgym serve: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
-              " (is another server running there?); nothing was started", file=sys.stderr)
+    sock = bind_or_say(settings.host, settings.port, "nothing was started")
+    if sock is None:
         return 1
     started = False
     try:
