@@ -9,18 +9,44 @@ returns the server recorded, and that the killed rows were masked (``None``), no
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from trainer_kit import ARGUMENTS, ENV, TOOL, SandboxKiller, register_tasks, run_with_config
+from trainer_kit import ARGUMENTS, ENV, EXAMPLES, TOOL, SandboxKiller, register_tasks, run_in_venv, run_with_config
 
-pytestmark = [pytest.mark.trainer, pytest.mark.docker]
+pytestmark = pytest.mark.trainer
 STEPS = 2
 
 
+def test_the_trl_example_trains_on_toolgym_rewards(server_factory: Any, tmp_path: Path) -> None:
+    """examples/trl_grpo.py as a user runs it: a local model directory, one step, a live server."""
+    server = server_factory("process")
+    tasks = register_tasks(server.base_url, f"trlx-{tmp_path.name[-12:]}")
+    model_dir = tmp_path / "model"
+    saved = run_with_config("trl", "trl_grpo_run.py", {"save_dir": str(model_dir), "tool": TOOL,
+                                                       "arguments": ARGUMENTS}, tmp_path)
+    assert saved == {"saved": str(model_dir)}
+    out = run_in_venv("trl", EXAMPLES / "trl_grpo.py", "--model", str(model_dir), "--base-url", server.base_url,
+                      "--task-id", tasks["solved"], "--task-id", tasks["solved"], "--steps", "1",
+                      "--out", str(tmp_path / "out"), cwd=tmp_path, timeout_s=300)
+    summary = json.loads(out.strip().splitlines()[-1])
+
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        episodes = http.get("/v1/episodes", params={"limit": 500}).json()["episodes"]
+    # One step: one prompt, four generations, each a real episode that called the tool.
+    assert len(episodes) == 4 and {e["task_id"] for e in episodes} == {tasks["solved"]}, episodes
+    assert all(e["status"] == "finished" and e["turn"] >= 2 for e in episodes), episodes
+    returns = [e["total_reward"] for e in episodes]
+    assert summary["steps"] == 1 and len(summary["rewards"]) == 1, summary
+    assert math.isclose(summary["rewards"][0], sum(returns) / len(returns), rel_tol=1e-5), (summary, returns)
+    assert summary["rewards"][0] > 0, "the found gold pays"
+
+
+@pytest.mark.docker
 def test_grpo_trainer_gets_toolgym_rewards_and_masks_a_killed_sandbox(server_factory: Any, tmp_path: Path) -> None:
     server = server_factory("docker", warm_pool_size=2)
     tasks = register_tasks(server.base_url, f"trl-{tmp_path.name[-12:]}")

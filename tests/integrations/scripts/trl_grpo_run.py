@@ -1,8 +1,11 @@
 """A real TRL GRPOTrainer run whose rollouts are ToolGym episodes; run in the cached TRL venv.
 
 Usage: trl_grpo_run.py CONFIG_JSON. CONFIG: base_url, env_id, task_ids (one dataset row each),
-max_steps, out_dir, tool (the tool the model calls), key (its argument). Prints one JSON line:
-the trainer's logs and, per reward call, each row's task, episode id, return and infra error.
+max_steps, out_dir, tool (the tool the model calls), arguments (its arguments). Prints one JSON
+line: the trainer's logs and, per reward call, each row's task, episode id, return and infra error.
+With ``save_dir`` in CONFIG (and only tool and arguments besides), it saves the model and tokenizer
+there instead (``save_pretrained``, what ``GRPOTrainer(model=path)`` loads) and prints
+``{"saved": save_dir}``: the policy the examples' tests hand to an example's ``--model``.
 
 No model hub here, so the model and tokenizer are built in place: a byte-level BPE trained on a
 few strings, with TRL's own Qwen2.5 chat template (so TRL knows how to parse its tool calls), and
@@ -37,6 +40,7 @@ from toolgym.integrations import trl as toolgym_trl
 from toolgym.integrations._shared import tools_system_prompt
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+PROMPT = [{"role": "user", "content": "Solve the task."}]
 
 
 def build_tokenizer(payload: str) -> PreTrainedTokenizerFast:
@@ -74,19 +78,29 @@ def build_model(tokenizer: PreTrainedTokenizerFast, chain: list[int]) -> Qwen2Fo
     return model
 
 
-def main() -> None:
-    cfg = json.loads(Path(sys.argv[1]).read_text())
-    call = {"name": "call_tool", "arguments": {"name": cfg["tool"], "arguments": cfg["arguments"]}}
+def build_policy(tool: str, arguments: dict[str, Any]) -> tuple[Qwen2ForCausalLM, PreTrainedTokenizerFast]:
+    """The tiny model and its tokenizer: after any generation prompt, the model calls ``tool``."""
+    call = {"name": "call_tool", "arguments": {"name": tool, "arguments": arguments}}
     payload = "\n" + json.dumps(call) + "\n"
     tokenizer = build_tokenizer(payload)
-    prompt = [{"role": "user", "content": "Solve the task."}]
-    prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
+    prompt_ids = tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True, tokenize=True,
                                                tools=[toolgym_trl.ToolGymEnvironment.call_tool])
     if isinstance(prompt_ids, dict) or hasattr(prompt_ids, "keys"):
         prompt_ids = prompt_ids["input_ids"]
     chain = [prompt_ids[-1], *tokenizer.convert_tokens_to_ids(["<tool_call>", payload, "</tool_call>"]),
              tokenizer.eos_token_id]
-    model = build_model(tokenizer, chain)
+    return build_model(tokenizer, chain), tokenizer
+
+
+def main() -> None:
+    cfg = json.loads(Path(sys.argv[1]).read_text())
+    model, tokenizer = build_policy(cfg["tool"], cfg["arguments"])
+    if "save_dir" in cfg:
+        model.save_pretrained(cfg["save_dir"])
+        tokenizer.save_pretrained(cfg["save_dir"])
+        print(json.dumps({"saved": cfg["save_dir"]}))
+        return
+    prompt = PROMPT
 
     env_class = toolgym_trl.environment_factory(
         cfg["env_id"], base_url=cfg["base_url"], api_key=cfg.get("api_key", ""),
