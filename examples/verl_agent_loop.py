@@ -6,7 +6,9 @@
 
 It writes the tool config (``tool_config``) and a parquet dataset of the split's tasks in verl's
 format (``agent_name="toolgym_agent"``, the task in ``tools_kwargs``), then resets and finishes
-one episode through ``ToolGymTool`` to show the server answers. Train with verl's own entry point
+one episode through ``ToolGymTool`` (the split's first task, or ``--task-id``; ``--answer`` is the
+final answer it sends) to show the server answers and scores; the last line printed is a JSON
+summary of that episode (its id, return and infrastructure error, if any). Train with verl's own entry point
 (docs/trainers/verl.md):
 
     python -m verl.trainer.main_ppo data.train_files=toolgym_train.parquet \
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 
 import pandas as pd
 import yaml
@@ -29,13 +32,14 @@ from toolgym.integrations.verl import AGENT_NAME, ToolGymTool, tool_config
 ENV = "toolgym/ToolUse-v0"
 
 
-async def check(tool: ToolGymTool, task_id: str) -> None:
-    """One episode through the tool: reset, a final answer, its return."""
+async def check(tool: ToolGymTool, task_id: str, answer: str) -> None:
+    """One episode through the tool: reset, a final answer, its return (``None`` if infrastructure failed)."""
     run = await tool.start({"env_id": ENV, "task_id": task_id})
     print(f"episode {run.episode_id}: {len(run.observation.get('tools') or [])} tools")
-    await run.step("I do not know.")
+    await run.step(answer)
     await run.close()
-    print(f"return {run.episode_return} (infra error: {run.infra_error})")
+    print(json.dumps({"task_id": task_id, "episode_id": run.episode_id, "return": run.episode_return,
+                      "infra_error": run.infra_error}))
 
 
 def main() -> None:
@@ -47,6 +51,8 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=64)
     parser.add_argument("--out", default="toolgym_tools.yaml")
     parser.add_argument("--data", default="toolgym_train.parquet")
+    parser.add_argument("--task-id", default=None, help="the checked episode's task (default: the split's first)")
+    parser.add_argument("--answer", default="I do not know.", help="the final answer the check sends")
     args = parser.parse_args()
 
     config = tool_config(ENV, base_url=args.base_url)
@@ -64,7 +70,7 @@ def main() -> None:
 
     tool_conf = config["tools"][0]
     tool = ToolGymTool({**tool_conf["config"], "api_key": args.api_key}, None)
-    asyncio.run(check(tool, tasks[0]["id"]))
+    asyncio.run(check(tool, args.task_id or tasks[0]["id"], args.answer))
 
 
 if __name__ == "__main__":

@@ -15,16 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow.parquet as pq
 import pytest
-from trainer_kit import ARGUMENTS, ENV, TOOL, SandboxKiller, register_tasks, run_with_config
+import yaml
+from trainer_kit import ARGUMENTS, ENV, EXAMPLES, TOOL, SandboxKiller, register_tasks, run_in_venv, run_with_config
 
-pytestmark = [pytest.mark.trainer, pytest.mark.docker]
+pytestmark = pytest.mark.trainer
 
 CALL = "<tool_call>\n" + json.dumps({"name": "call_tool", "arguments": {"name": TOOL, "arguments": ARGUMENTS}}) + \
     "\n</tool_call><|im_end|>"
 KEYS = {"toolgym_episode_id", "toolgym_return", "toolgym_masked", "toolgym_infra_error"}
 
 
+@pytest.mark.docker
 def test_toolgym_agent_loop_reward_and_mask(server_factory: Any, tmp_path: Path) -> None:
     server = server_factory("docker", warm_pool_size=2)
     tasks = register_tasks(server.base_url, f"verl-{tmp_path.name[-12:]}")
@@ -73,3 +76,28 @@ def test_toolgym_agent_loop_reward_and_mask(server_factory: Any, tmp_path: Path)
     assert stock["tool_rewards"] == [0.0, 0.0] and not stock["extra_fields"]
     (left,) = [e for e in recorded.values() if e["task_id"] == tasks["unsolved"] and e["status"] == "live"]
     assert left["turn"] == 2, "both calls stepped the one episode"
+
+
+def test_the_verl_example_writes_its_config_and_data_and_gets_a_toolgym_reward(server_factory: Any,
+                                                                                 tmp_path: Path) -> None:
+    """examples/verl_agent_loop.py as a user runs it against a live server with an API key."""
+    key = "k-verl-example"
+    server = server_factory("process", api_keys=(key,))
+    tools, data = tmp_path / "tools.yaml", tmp_path / "train.parquet"
+    out = run_in_venv("verl", EXAMPLES / "verl_agent_loop.py", "--base-url", server.base_url, "--api-key", key,
+                      "--tasks", "3", "--out", str(tools), "--data", str(data), "--task-id", "tu-multi-1",
+                      "--answer", "Imara Solberg", cwd=tmp_path)
+    summary = json.loads(out.strip().splitlines()[-1])
+
+    assert key not in tools.read_text(), "the key stays out of the YAML"
+    [tool] = yaml.safe_load(tools.read_text())["tools"]
+    assert tool["config"]["base_url"] == server.base_url and tool["config"]["env_id"] == ENV
+    rows = pq.read_table(data).to_pylist()
+    assert len(rows) == 3 and {r["agent_name"] for r in rows} == {"toolgym_agent"}
+    assert rows[0]["extra_info"]["tools_kwargs"]["call_tool"]["create_kwargs"]["env_id"] == ENV
+
+    with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
+        episode = http.get(f"/v1/episodes/{summary['episode_id']}").json()
+    assert summary["task_id"] == episode["task_id"] == "tu-multi-1" and summary["infra_error"] is None
+    assert episode["status"] == "finished" and summary["return"] == episode["total_reward"], (summary, episode)
+    assert summary["return"] > 0, "the gold answer pays"
