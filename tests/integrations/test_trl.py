@@ -5,6 +5,10 @@ real server with the Docker backend. Each step's batch holds two rollouts of eac
 one whose tool call finds the gold, one where it finds nothing and the turn limit cuts it (a real
 0), and one whose sandbox is killed from outside on every attempt. The test checks that the rewards TRL logged are the
 returns the server recorded, and that the killed rows were masked (``None``), not scored 0.
+
+``examples/trl_grpo.py`` runs too, as a user would: the same tiny policy saved to a directory
+(no hub here) is its ``--model``, one step against a live server, and the reward its summary
+reports is the mean of the returns the server recorded.
 """
 
 from __future__ import annotations

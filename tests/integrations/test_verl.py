@@ -6,6 +6,9 @@ and only the LLM server is scripted (token ids of a tokenizer built in the scrip
 is real: a server with the Docker backend, and one sample whose sandbox is killed from outside on
 every attempt. Five samples run at once in one worker (they share the tool, as in verl); the last
 goes through verl's stock ``tool_agent`` loop.
+
+``examples/verl_agent_loop.py`` runs in the verl venv against a live server: its YAML and parquet
+are checked, and the return it prints is the one the server recorded.
 """
 
 from __future__ import annotations
