@@ -28,6 +28,7 @@ __all__ = [
     "action_chars",
     "action_from_wire",
     "action_to_wire",
+    "message_from_wire",
 ]
 
 
@@ -72,6 +73,15 @@ def action_from_wire(raw: object, what: str = "action") -> Action:
     """
     if isinstance(raw, str | AssistantMessage):
         return raw
+    return message_from_wire(raw, what)
+
+
+def message_from_wire(raw: object, what: str = "action") -> AssistantMessage:
+    """``action_from_wire`` for a caller that holds a message, not a raw string: the same checks.
+
+    Code that makes an assistant message from parts (an adapter turning a trainer's tool call into
+    a step) builds the wire mapping and converts it here, so its shape is checked as any sent one.
+    """
     if not isinstance(raw, Mapping):
         raise _refuse(what, f"got {type(raw).__name__}")
     keys = [str(k) for k in raw]

@@ -27,7 +27,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from toolgym.actions import Action, AssistantMessage
+from toolgym.actions import Action, AssistantMessage, message_from_wire
 from toolgym.client import AsyncEnvClient, RetryPolicy, StepResult
 from toolgym.envs.actions import parse_tool_call_tags, strip_end_tokens
 from toolgym.errors import EpisodeLost, EpisodeNotFound, ToolGymError
@@ -187,7 +187,7 @@ def parse_tool_calls(text: str) -> AssistantMessage:
     the episode. No call parsed means the message is a final answer (``tool_calls`` empty).
     """
     parsed = parse_tool_call_tags(strip_end_tokens(text))
-    return AssistantMessage(content=parsed.content or None, tool_calls=tuple(c.to_openai() for c in parsed.calls))
+    return message_from_wire({"content": parsed.content or None, "tool_calls": [c.to_openai() for c in parsed.calls]})
 
 
 def task_prompt(observation: Mapping[str, Any], call_tool: str = CALL_TOOL) -> str:

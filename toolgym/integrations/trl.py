@@ -24,7 +24,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from toolgym.actions import AssistantMessage
+from toolgym.actions import message_from_wire
 from toolgym.client import AsyncEnvClient, RetryPolicy
 from toolgym.integrations._shared import EpisodeRun, make_client, run_sync, task_prompt, tool_output
 
@@ -89,7 +89,7 @@ class ToolGymEnvironment:
                 pass
         call = {"id": f"call_{run.turn}_0", "type": "function",
                 "function": {"name": name, "arguments": json.dumps(arguments, ensure_ascii=False)}}
-        result = run_sync(run.step(AssistantMessage(content=None, tool_calls=(call,))))
+        result = run_sync(run.step(message_from_wire({"content": None, "tool_calls": [call]})))
         if result is None:
             return INFRA_MESSAGE if run.infra_error is not None else OVER_MESSAGE
         return tool_output(result.observation)

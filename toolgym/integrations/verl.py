@@ -29,7 +29,7 @@ from verl.experimental.agent_loop.tool_agent_loop import ToolAgentLoop
 from verl.tools.base_tool import BaseTool
 from verl.tools.schemas import OpenAIFunctionToolSchema, ToolResponse
 
-from toolgym.actions import AssistantMessage
+from toolgym.actions import message_from_wire
 from toolgym.client import AsyncEnvClient, RetryPolicy
 from toolgym.integrations._shared import (
     CALL_TOOL_SCHEMA,
@@ -106,7 +106,7 @@ class ToolGymTool(BaseTool):  # type: ignore[misc]
         call = {"id": f"call_{run.turn}_0", "type": "function",
                 "function": {"name": str(parameters.get("name", "")),
                              "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments)}}
-        result = await run.step(AssistantMessage(content=None, tool_calls=(call,)))
+        result = await run.step(message_from_wire({"content": None, "tool_calls": [call]}))
         metrics = {"toolgym_infra_error": float(run.infra_error is not None)}
         if result is None:
             text = INFRA_MESSAGE if run.infra_error else "error: the episode is over; give your final answer"
