@@ -16,7 +16,11 @@ same command line, logging to ``TOOLGYM_DOCKERD_LOG`` as ensure-docker.sh does. 
   and no container is left behind at the end (the farm checks).
 
 Marker ``chaos``: restarting the engine kills every container on it, so this never runs in the
-default suite, only in scripts/slow-tests.sh (which runs nothing else at the same time).
+default suite, only in scripts/slow-tests.sh (which runs nothing else at the same time). To
+spare a shared engine, point ``TOOLGYM_DOCKERD_PIDFILE`` at a second dockerd of your own, started
+with its own ``--data-root``, ``--exec-root``, ``--host`` socket and ``--bridge``/``--bip``: one
+that shares the default ``docker0`` bridge deletes it when it stops, and the first engine's
+containers and builds lose their network until that engine restarts.
 """
 
 from __future__ import annotations
