@@ -29,7 +29,7 @@ from toolgym._version import __version__
 
 __all__ = [
     "CONTEXT_LABEL", "DEFAULT_IMAGE", "LOCAL_BASE", "REGISTRY_BASE", "build_sandbox_image", "context_hash",
-    "ensure_local_base", "image_context_hash",
+    "ensure_image", "ensure_local_base", "image_context_hash",
 ]
 
 log = logging.getLogger(__name__)
@@ -177,3 +177,23 @@ def build_sandbox_image(
     image.tag(repo, tag=__version__)
     say(f"built {tag} ({image.short_id})")
     return tag
+
+
+def ensure_image(image: str, say: Callable[[str], None] = print) -> None:
+    """Build the sandbox image ``image`` when the engine answers and the image is missing.
+
+    What ``toolgym serve``, ``toolgym demo`` and each Ray replica (on its own node's engine) do
+    before serving, so a first start on a fresh machine needs no separate ``build-image``.
+    """
+    from toolgym.server.sandbox.docker import docker_client
+
+    client = docker_client()
+    try:
+        try:
+            client.images.get(image)
+            return
+        except Exception:
+            say(f"sandbox image {image} is missing; building it (once)")
+        build_sandbox_image(client, tag=image, say=say)
+    finally:
+        client.close()

@@ -198,8 +198,8 @@ def run(args: argparse.Namespace) -> int:
     into ``jq`` or a file; every human note (backend, server address, timing) goes to stderr.
     """
     from toolgym.client import EnvClient
-    from toolgym.commands.serve import ensure_image
     from toolgym.envs import load_families
+    from toolgym.server.sandbox.image import ensure_image
     from toolgym.server.sandbox.select import docker_reachable
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -64,23 +64,6 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
-def ensure_image(image: str, say: Any = print) -> None:
-    """Build the sandbox image when the engine answers and the image is missing."""
-    from toolgym.server.sandbox.docker import docker_client
-    from toolgym.server.sandbox.image import build_sandbox_image
-
-    client = docker_client()
-    try:
-        try:
-            client.images.get(image)
-            return
-        except Exception:
-            say(f"sandbox image {image} is missing; building it (once)")
-        build_sandbox_image(client, tag=image, say=say)
-    finally:
-        client.close()
-
-
 def _reload_keys_on_sighup(auth: Any) -> None:
     """On SIGHUP, read the API keys file again (``Authenticator.reload``).
 
@@ -152,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
                        "backend": settings.backend, "isolation": settings.isolation, "pid": os.getpid()})
         if (settings.backend in ("auto", "docker") or settings.isolation in ("container", "namespace")) \
                 and docker_reachable():
+            from toolgym.server.sandbox.image import ensure_image
+
             ensure_image(settings.sandbox_image, say=lambda m: print(m, file=sys.stderr))
         app = create_app(settings)
         _reload_keys_on_sighup(app.state.auth)

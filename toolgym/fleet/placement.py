@@ -84,9 +84,9 @@ class Replica:
     """
 
     def __init__(self, settings: Settings, index: int, log_level: str = "warning", host: str | None = None) -> None:
-        from toolgym.commands.serve import ensure_image
         from toolgym.server import create_app
         from toolgym.server.embedded import EmbeddedServer
+        from toolgym.server.sandbox.image import ensure_image
         from toolgym.server.sandbox.select import docker_reachable
 
         logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
