@@ -6,22 +6,14 @@
 # Playwright drives this binary; it never downloads a browser of its own.
 # Exits non-zero with a clear message when no Chromium can be had.
 set -euo pipefail
+. "$(dirname "$0")/_apt.sh"
 bin=${TOOLGYM_CHROMIUM:-/usr/bin/chromium}
 
 if [ -x "$bin" ]; then
   echo "ensure-chromium: $bin present"
   exit 0
 fi
-if [ "$(id -u)" != 0 ]; then
-  echo "ensure-chromium: no $bin and not root; install Debian's chromium package" >&2
-  exit 1
-fi
-echo "ensure-chromium: installing chromium from Debian's archive"
-export DEBIAN_FRONTEND=noninteractive
-# Another apt run may hold the lock (e.g. ensure-docker.sh in a parallel job): wait for it.
-apt_get() { apt-get -o DPkg::Lock::Timeout=300 "$@"; }
-apt_get update -qq
-apt_get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+apt_install ensure-chromium chromium fonts-dejavu-core
 if [ ! -x "$bin" ]; then
   echo "ensure-chromium: chromium installed but $bin is missing" >&2
   exit 1

@@ -6,6 +6,7 @@
 #    then start dockerd in the background, logging to $TOOLGYM_DOCKERD_LOG.
 # Exits non-zero with a clear message when no engine can be had.
 set -euo pipefail
+. "$(dirname "$0")/_apt.sh"
 log=${TOOLGYM_DOCKERD_LOG:-/tmp/toolgym-dockerd.log}
 
 engine_up() { docker info >/dev/null 2>&1; }
@@ -22,10 +23,7 @@ need=()
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 if [ ${#need[@]} -gt 0 ]; then
-  echo "ensure-docker: installing ${need[*]} from Debian's archive"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" iptables ca-certificates >/dev/null
+  apt_install ensure-docker "${need[@]}" iptables ca-certificates
 fi
 echo "ensure-docker: starting dockerd (log: $log)"
 nohup dockerd >"$log" 2>&1 &

@@ -9,6 +9,7 @@
 #    without an init system; the tests never use one).
 # Exits non-zero with a clear message when the binaries cannot be had.
 set -euo pipefail
+. "$(dirname "$0")/_apt.sh"
 
 have_server() { compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; }
 
@@ -16,14 +17,7 @@ if have_server; then
   echo "ensure-postgres: server binaries present"
   exit 0
 fi
-if [ "$(id -u)" != 0 ]; then
-  echo "ensure-postgres: no PostgreSQL server binaries and not root; install Debian's postgresql package" >&2
-  exit 1
-fi
-echo "ensure-postgres: installing postgresql from Debian's archive"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+apt_install ensure-postgres postgresql
 if ! have_server; then
   echo "ensure-postgres: postgresql was installed but /usr/lib/postgresql/*/bin/initdb is missing" >&2
   exit 1
