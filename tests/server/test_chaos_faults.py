@@ -229,6 +229,20 @@ def test_a_step_cancelled_mid_flight_is_played_whole_or_not_at_all(server: Serve
     wait_for_teardown(server)
 
 
+def check_abandoned_resets(server: Server, client: httpx.Client, what: str) -> None:
+    """Once the abandoned resets end, each became an episode its owner can list (one container
+    each, none orphaned) or left nothing; closing those leaves no container."""
+    wait_until(lambda: not server.manager._starting, 30, what)
+    wait_for_teardown(server)
+    live = client.get("/v1/episodes", params={"status": "live"}).json()["episodes"]
+    assert server.manager.open_episodes == len(live)
+    assert count_containers(server.instance) == len(live), "a container for each episode, none orphaned"
+    for episode in live:
+        close(client, episode["episode_id"])
+    wait_for_teardown(server)
+    wait_until(lambda: count_containers(server.instance) == 0, 30, "no container left")
+
+
 @pytest.mark.docker
 def test_a_client_gone_mid_reset_leaves_no_orphan_sandbox(server: Server, client: httpx.Client) -> None:
     """With no warm pool, a reset makes its container (a quarter second and more): hang up during it."""
@@ -238,15 +252,7 @@ def test_a_client_gone_mid_reset_leaves_no_orphan_sandbox(server: Server, client
         time.sleep(0.05)
         sock.close()
     # Each reset either became an episode (the client can find it in its list) or left nothing.
-    wait_until(lambda: not server.manager._starting, 30, "the abandoned resets to end")
-    wait_for_teardown(server)
-    live = client.get("/v1/episodes", params={"status": "live"}).json()["episodes"]
-    assert server.manager.open_episodes == len(live)
-    assert count_containers(server.instance) == len(live), "a container for each episode, none orphaned"
-    for episode in live:
-        close(client, episode["episode_id"])
-    wait_for_teardown(server)
-    wait_until(lambda: count_containers(server.instance) == 0, 30, "no container left")
+    check_abandoned_resets(server, client, "the abandoned resets to end")
 
 
 @pytest.mark.docker
@@ -265,15 +271,7 @@ def test_a_reset_cancelled_mid_creation_leaves_no_orphan_sandbox(server: Server,
             manager.reset(ANONYMOUS, "toolgym/ToolUse-v0", "tu-single-1", None, None), loop)
         time.sleep(0.1)  # creating the container takes longer
         pending.cancel()
-    wait_until(lambda: not manager._starting, 30, "the cancelled resets to end")
-    wait_for_teardown(server)
-    live = client.get("/v1/episodes", params={"status": "live"}).json()["episodes"]
-    assert manager.open_episodes == len(live)
-    assert count_containers(server.instance) == len(live), "a container for each episode, none orphaned"
-    for episode in live:
-        close(client, episode["episode_id"])
-    wait_for_teardown(server)
-    wait_until(lambda: count_containers(server.instance) == 0, 30, "no container left")
+    check_abandoned_resets(server, client, "the cancelled resets to end")
 
 
 # --- a pool that cannot make sandboxes ------------------------------------------------------------------
