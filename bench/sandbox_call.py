@@ -1,9 +1,14 @@
 """The Docker sandbox itself, below HTTP: one call on the persistent stream vs ``docker exec``,
-container creation rate, and host memory per idle sandbox.
+the two channels of that stream, container creation rate, and host memory per idle sandbox.
 
 Uses ``toolgym.server.sandbox.docker.DockerBackend`` directly (the server's own code), with
 its hardened containers and labels (``toolgym.managed=1``, ``toolgym.instance=bench-...``).
 
+0. Channels (``DockerBackend(channel=...)``): one container on Docker's attach relay and one on
+   the direct unix socket, the same agent in both; ``ping`` and a small ``run`` (call ``f(x=1)``),
+   interleaved in rounds. Beside each latency, the host CPU per call of dockerd, containerd and
+   that container's containerd-shim (utime + stime from ``/proc/<pid>/stat`` over the block),
+   and of this process (the server's side).
 1. Call latency, in one container, interleaved in rounds so both see the same noise:
    - ``ping``: one JSON line each way to the agent, nothing run;
    - ``run (call)``: ``sandbox.run`` of a tiny function (``def f(x): return x + 1``, called
@@ -57,6 +62,70 @@ def spec(tag: str) -> Any:
     from toolgym.server.sandbox.pool import LABEL_EPISODE, LABEL_OWNER
 
     return SandboxSpec(labels={LABEL_EPISODE: f"bench-{tag}-{uuid.uuid4().hex[:8]}", LABEL_OWNER: "bench"})
+
+
+# --- 0. channels ------------------------------------------------------------------------------------
+def _cpu_s(pid: int) -> float:
+    """utime + stime of one host process, in seconds (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def channel_compare(backends: dict[str, Any], client: Any, calls: int, rounds: int = 10) -> None:
+    from toolgym.envs.runner import FunctionCall, RunLimits, RunRequest
+
+    req = RunRequest(code=FUNC, call=FunctionCall("f", {"x": 1}), limits=RunLimits(timeout_s=10))
+    daemons = _pids_by_name("dockerd", "containerd")
+    boxes = {name: b.create(spec(f"chan-{name}")) for name, b in backends.items()}
+    try:
+        shims = {name: _shim_of(client.containers.get(box.id).id) for name, box in boxes.items()}
+        lat: dict[str, list[float]] = {f"{n} {k}": [] for n in boxes for k in ("ping", "run")}
+        cpu: dict[str, list[float]] = {f"{n} {k}": [0.0, 0.0, 0.0, 0.0] for n in boxes for k in ("ping", "run")}
+        for box in boxes.values():  # warm-up: the agent's first forks
+            for _ in range(5):
+                box.ping()
+                box.run(req)
+        per_round = max(1, calls // rounds)
+        for _ in range(rounds):
+            for name, box in boxes.items():
+                for kind in ("ping", "run"):
+                    shim = shims[name]
+                    d0 = sum(_cpu_s(p) for p in daemons)
+                    s0 = _cpu_s(shim) if shim else 0.0
+                    me0 = sum(os.times()[:2])
+                    t0 = time.perf_counter()
+                    for _ in range(per_round):
+                        t = time.perf_counter()
+                        if kind == "ping":
+                            box.ping()
+                        else:
+                            assert box.run(req).value == "2"
+                        lat[f"{name} {kind}"].append(time.perf_counter() - t)
+                    acc = cpu[f"{name} {kind}"]
+                    acc[0] += sum(_cpu_s(p) for p in daemons) - d0
+                    acc[1] += (_cpu_s(shim) if shim else 0.0) - s0
+                    acc[2] += sum(os.times()[:2]) - me0
+                    acc[3] += time.perf_counter() - t0
+    finally:
+        for box in boxes.values():
+            box.close()
+    rows = []
+    for key, samples in lat.items():
+        d, sh, me, _ = cpu[key]
+        n = len(samples)
+        rows.append(latency_row(key, samples, ms(d / n), ms(sh / n), ms((d + sh) / n), ms(me / n)))
+    table([*LATENCY_HEADERS, "dockerd+containerd ms/call", "shim ms/call", "engine total", "this process"],
+          rows, "0. The agent's channel: attach relay vs direct unix socket (interleaved rounds; CPU from /proc)")
+    p50 = {k: summarize(v)["p50"] for k, v in lat.items()}
+    if "attach ping" in p50 and "socket ping" in p50:
+        table(["attach - socket (same run, p50)", "ms saved", "ratio"], [
+            [kind, ms(p50[f"attach {kind}"] - p50[f"socket {kind}"]),
+             ratio(p50[f"attach {kind}"], p50[f"socket {kind}"])] for kind in ("ping", "run")
+        ])
 
 
 # --- 1. call latency ---------------------------------------------------------------------------------
@@ -210,7 +279,7 @@ def creation_rate(backend: Any, timed_client: TimedClient, count: int, threads_l
         s, r = summarize(latencies), summarize(removals)
         rows.append([f"{threads} thread(s)", str(count), f"{wall:.2f}", f"{count / wall:.2f}", ms(s["p50"]),
                      ms(s["p90"]), ms(r["p50"]), f"{1 / r['p50']:.1f}" if r["p50"] else "-"])
-        m = {k: summarize(v)["p50"] for k, v in timed_client.marks.items()}
+        m = {k: summarize(v)["p50"] if v else 0.0 for k, v in timed_client.marks.items()}
         hello = s["p50"] - m["create"] - m["attach"] - m["start"]
         breakdown.append([f"{threads} thread(s)", ms(m["create"]), ms(m["attach"]), ms(m["start"]), ms(hello),
                           ms(s["p50"])])
@@ -323,6 +392,8 @@ def main() -> int:
     parser.add_argument("--create", type=int, default=12, help="sandboxes created per thread count")
     parser.add_argument("--threads", default="1,2,4")
     parser.add_argument("--idle", type=int, default=10, help="idle sandboxes for the memory figure")
+    parser.add_argument("--channels", default="attach,socket", help="channels compared in 0. and 2.")
+    parser.add_argument("--channel-calls", type=int, default=400, help="calls of each kind per channel in 0.")
     args = parser.parse_args()
     why = docker_problem()
     if why is not None:
@@ -338,9 +409,15 @@ def main() -> int:
     client = docker_client()
     timed_client = TimedClient(docker_client())
     backend = DockerBackend(image=IMAGE, instance=instance, client=timed_client)
+    print(f"default channel here: {backend.channel}")
+    channels = {name: DockerBackend(image=IMAGE, instance=instance, client=timed_client, channel=name)
+                for name in args.channels.split(",") if name}
     try:
+        channel_compare(channels, client, args.channel_calls)
         call_latency(backend, client, args.calls, args.execs)
-        creation_rate(backend, timed_client, args.create, [int(t) for t in args.threads.split(",")])
+        for name, chosen in channels.items():
+            print(f"\nchannel: {name}")
+            creation_rate(chosen, timed_client, args.create, [int(t) for t in args.threads.split(",")])
         memory_per_sandbox(backend, client, args.idle)
     finally:
         removed = backend.remove_owned(instance)

@@ -872,13 +872,16 @@ def _write_line(out, obj):
 
 
 def main(argv):
-    """Parse ``--workdir``, ``--kill-all`` and ``--nproc``, say hello, then serve requests until stdin closes.
+    """Parse the options (``--workdir``, ``--kill-all``, ``--nproc``, ``--connect``), say hello, then serve requests.
 
+    With ``--connect PATH`` the protocol stream is that unix socket (the server's, mounted into the
+    container) instead of stdin/stdout: it is put on fds 0 and 1, so all else is as without it.
     Returns the exit status (0 at end of input).
     """
     workdir = "/work"
     kill_all = False
     nproc = 0
+    connect = None
     i = 0
     while i < len(argv):
         if argv[i] == "--workdir":
@@ -890,6 +893,9 @@ def main(argv):
         elif argv[i] == "--nproc":
             nproc = int(argv[i + 1])
             i += 2
+        elif argv[i] == "--connect":
+            connect = argv[i + 1]
+            i += 2
         else:
             i += 1
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
@@ -900,6 +906,14 @@ def main(argv):
     _set_dumpable(False)
     # Orphans of a run come to the agent (as to a container's pid 1), which reaps them.
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    if connect:
+        import socket
+
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(connect)
+        os.dup2(sock.fileno(), 0)
+        os.dup2(sock.fileno(), 1)
+        sock.close()
     inp = sys.stdin.buffer
     out = sys.stdout.buffer
 

@@ -3,12 +3,19 @@
 Every container gets: no network, a memory limit with no swap, a pids limit, a CPU quota, a
 read-only root with tmpfs work dirs, all capabilities dropped, no-new-privileges, a non-root
 user, no logging driver (tool output is not written to the host's disk), and labels naming
-the server instance, episode and owner. Nothing from the host is mounted: the agent's source
-travels as the container's command (``python3 -c``).
+the server instance, episode and owner. The agent's source travels as the container's command
+(``python3 -c``); the only host path mounted is the read-only socket file of the ``socket``
+channel.
 
-The server talks to the agent over the container's attached stdin/stdout (docker SDK
-``attach_socket``): one persistent stream, demultiplexed from Docker's 8-byte frame headers,
-so a call never pays for ``docker exec``.
+The server talks to the agent over one persistent stream, so a call never pays for ``docker
+exec``. Two channels carry it (``DockerBackend(channel=...)``, setting ``sandbox_channel``):
+
+- ``socket``: a unix socket of the server's, bind-mounted read-only into the container, which
+  the agent connects to at start (``toolgym.server.sandbox.sockchan``). No relay: the bytes go
+  from the server to the agent directly. Needs the engine to see the server's filesystem.
+- ``attach``: the container's attached stdin/stdout (docker SDK ``attach_socket``),
+  demultiplexed from Docker's 8-byte frame headers; relayed by dockerd and the containerd shim.
+  Works wherever the engine is, and keeps the agent's stderr for error messages.
 
 A run's ``max_processes`` becomes the container's pids limit (plus one, for the agent) before
 the first run that asks for it: ``RLIMIT_NPROC`` would count the sandbox user's processes in
@@ -24,11 +31,20 @@ import threading
 import time
 import uuid
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 from toolgym.errors import SandboxError
 from toolgym.server.sandbox.agent_client import AGENT_SOURCE, AgentSandbox, Channel
 from toolgym.server.sandbox.base import Sandbox, SandboxSpec
+from toolgym.server.sandbox.sockchan import (
+    CHANNELS,
+    CONTAINER_SOCKET,
+    ChannelListener,
+    default_channel_dir,
+    engine_on_this_host,
+    remove_channel_dirs,
+)
 
 __all__ = ["LABEL_INSTANCE", "LABEL_MANAGED", "DockerBackend", "docker_client"]
 
@@ -61,10 +77,12 @@ class _AttachChannel(Channel):
         self._closed = False
 
     def send(self, data: bytes) -> None:
+        """Write all of ``data`` to the agent's stdin; a peer gone for 60 s raises ``OSError``."""
         self._sock.settimeout(60.0)
         self._sock.sendall(data)
 
     def read_chunk(self, timeout_s: float) -> bytes:
+        """The payload of the next stdout frames (stderr frames are kept for ``diagnostics``)."""
         deadline = time.monotonic() + timeout_s
         while True:
             out = bytearray()
@@ -93,6 +111,7 @@ class _AttachChannel(Channel):
             self._raw += chunk
 
     def close(self) -> None:
+        """Close the attach connection (idempotent): the agent reads end of input and exits."""
         if self._closed:
             return
         self._closed = True
@@ -103,7 +122,17 @@ class _AttachChannel(Channel):
                 pass
 
     def diagnostics(self) -> str:
+        """The last 4,000 characters the agent wrote to stderr."""
         return b"".join(self._stderr)[-4000:].decode("utf-8", "replace")
+
+
+def _socket_hint(listener: ChannelListener | None) -> str:
+    """What to check when the ``socket`` channel fails: the engine must see the server's socket path."""
+    if listener is None:
+        return ""
+    return (f"; sandbox_channel=socket needs the engine to see {listener.path.parent} at the same path"
+            " (a server in a container: mount that directory from the host at the same path), or set"
+            " --sandbox-channel attach (TOOLGYM_SANDBOX_CHANNEL=attach)")
 
 
 def _pids_limit(sandbox_limit: int, max_processes: int | None) -> int:
@@ -129,12 +158,35 @@ class DockerBackend:
         client: Any = None,
         start_timeout_s: float = 30.0,
         runtime: str | None = None,
+        channel: str = "auto",
+        channel_dir: str | Path | None = None,
     ) -> None:
+        """Connect to the engine (``client``, else ``docker_client()``); no container is made yet.
+
+        Args:
+            image: the sandbox image (never pulled: ``check`` reports a missing one).
+            instance: this server's instance id, the label its containers carry.
+            client: a docker SDK client to use instead of one from the environment.
+            start_timeout_s: the bound on a new container's agent connecting and saying hello.
+            runtime: an OCI runtime other than the engine's default (e.g. ``runsc``).
+            channel: ``socket``, ``attach`` (module doc) or ``auto``: ``socket`` when the engine
+                runs on this host and sees its filesystem (``sockchan.engine_on_this_host``).
+            channel_dir: where the ``socket`` channel's listening sockets live, one 0700
+                directory per instance (default ``sockchan.default_channel_dir()``); the engine
+                must see it at the same path.
+        """
+        if channel == "auto":
+            channel = "socket" if engine_on_this_host() else "attach"
+        if channel not in CHANNELS:
+            raise ValueError(f"sandbox channel must be auto, attach or socket, not {channel!r}")
         self._client = client if client is not None else docker_client()
         self._image = image
         self._instance = instance
         self._start_timeout_s = start_timeout_s
         self._runtime = runtime
+        self.channel = channel
+        """The channel every sandbox of this backend uses: ``attach`` or ``socket``."""
+        self._channel_dir = Path(channel_dir) if channel_dir else default_channel_dir()
         self._lock = threading.Lock()
         self._unremoved: set[str] = set()
         """Containers whose removal failed because the engine was unreachable (``_remove``)."""
@@ -177,20 +229,33 @@ class DockerBackend:
                 (the container is removed again).
         """
         import docker.errors
+        import docker.types
 
         labels = {LABEL_MANAGED: "1", LABEL_INSTANCE: self._instance, **spec.labels}
         name = f"toolgym-{self._instance[:20]}-{uuid.uuid4().hex[:12]}"
+        deadline = time.monotonic() + self._start_timeout_s
         # Docker copies the image's directory (mode, owner) onto a tmpfs, which overrides
         # mode=1777 (the image's /work is root's 0755): own it by the sandbox user instead.
         uid, _, gid = SANDBOX_USER.partition(":")
         workdir_opts = f"rw,nosuid,nodev,size={spec.workdir_bytes},mode=1777,uid={uid},gid={gid}"
+        command = ["python3", "-u", "-I", "-c", AGENT_SOURCE, "--workdir", WORKDIR, "--kill-all"]
+        listener: ChannelListener | None = None
+        mounts: list[Any] = []
+        if self.channel == "socket":
+            try:
+                listener = ChannelListener(self._channel_dir, self._instance)
+            except OSError as exc:
+                raise SandboxError(f"cannot make the sandbox channel's socket in {self._channel_dir}: {exc}"
+                                   " (sandbox_channel=socket)") from exc
+            command += ["--connect", CONTAINER_SOCKET]
+            mounts.append(docker.types.Mount(CONTAINER_SOCKET, str(listener.path), type="bind", read_only=True))
         try:
             container = self._client.containers.create(
                 self._image,
-                command=["python3", "-u", "-I", "-c", AGENT_SOURCE, "--workdir", WORKDIR, "--kill-all"],
+                command=command,
                 name=name,
                 labels=labels,
-                stdin_open=True,
+                stdin_open=listener is None,
                 tty=False,
                 detach=True,
                 user=SANDBOX_USER,
@@ -205,16 +270,22 @@ class DockerBackend:
                 security_opt=["no-new-privileges"],
                 read_only=True,
                 tmpfs={WORKDIR: workdir_opts, "/tmp": workdir_opts},
+                mounts=mounts,
                 ipc_mode="private",
                 log_config={"type": "none"},
                 runtime=self._runtime,
             )
         except docker.errors.ImageNotFound:
+            if listener is not None:
+                listener.close()
             raise SandboxError(
                 f"no sandbox image {self._image!r}; build it with `toolgym build-image`"
             ) from None
         except Exception as exc:
-            raise SandboxError(f"docker could not create a sandbox: {exc}") from exc
+            if listener is not None:
+                listener.close()
+            hint = _socket_hint(listener)
+            raise SandboxError(f"docker could not create a sandbox: {exc}{hint}") from exc
         if self._unremoved:  # the engine answers again: clear what it could not remove before
             self._remove_unreached()
 
@@ -226,15 +297,40 @@ class DockerBackend:
             # tree holds exactly max_processes (RLIMIT_NPROC cannot: the uid is host-wide).
             self._set_pids_limit(container.id, _pids_limit(spec.max_processes, max_processes))
 
+        channel: Channel
         try:
-            sock = container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+            if listener is None:
+                sock = container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
             container.start()
         except Exception as exc:
+            if listener is not None:
+                listener.close()
             destroy()
-            raise SandboxError(f"docker could not start sandbox {name}: {exc}") from exc
+            raise SandboxError(f"docker could not start sandbox {name}: {exc}{_socket_hint(listener)}") from exc
+        if listener is None:
+            channel = _AttachChannel(sock)
+        else:
+            try:
+                channel = listener.accept(deadline, lambda: self._running(container.id))
+            except (TimeoutError, EOFError, OSError) as exc:
+                destroy()
+                what = ("did not connect within sandbox_start_timeout_s="
+                        f"{self._start_timeout_s:g}") if isinstance(exc, TimeoutError) else f"did not connect ({exc})"
+                raise SandboxError(f"sandbox {name}: the agent {what}{_socket_hint(listener)}") from None
         return AgentSandbox.start(
-            name, _AttachChannel(sock), destroy, self._start_timeout_s, set_process_limit=set_process_limit
+            name, channel, destroy, max(deadline - time.monotonic(), 1.0), set_process_limit=set_process_limit
         )
+
+    def _running(self, container_id: str) -> bool:
+        """Whether the container still runs; an engine that does not answer counts as yes (keep waiting)."""
+        import docker.errors
+
+        try:
+            return bool(self._client.api.inspect_container(container_id)["State"]["Running"])
+        except docker.errors.NotFound:
+            return False
+        except Exception:
+            return True
 
     def _set_pids_limit(self, container_id: str, pids: int) -> None:
         """``docker update --pids-limit`` (the SDK's ``update_container`` lacks the field)."""
@@ -288,10 +384,16 @@ class DockerBackend:
         if instance is not None:
             filters.append(f"{LABEL_INSTANCE}={instance}")
         containers = self._client.api.containers(all=True, quiet=True, filters={"label": filters})
-        return sum(1 for c in containers if self._remove(c["Id"]))
+        removed = sum(1 for c in containers if self._remove(c["Id"]))
+        remove_channel_dirs(self._channel_dir, instance)
+        return removed
 
     def close(self) -> None:
-        """Close the engine client; containers are left to ``remove_owned`` (never raises)."""
+        """Close the engine client and remove this instance's channel directory (never raises).
+
+        Containers are left to ``remove_owned``.
+        """
+        remove_channel_dirs(self._channel_dir, self._instance)
         try:
             self._client.close()
         except Exception:

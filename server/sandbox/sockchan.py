@@ -1,0 +1,183 @@
+"""The container tier's direct channel: one unix socket per container, bind-mounted read-only.
+
+Docker's attach relay puts dockerd (Go) and the containerd shim between the server and the
+agent's stdin/stdout: every request and reply is copied twice more, on host CPU, and each
+container start also sets the attach up. With this channel the server listens on a unix socket
+of its own, in a 0700 directory only it can enter, bind-mounts that ONE socket file read-only
+into the container, and the agent connects to it at start (``agent.py --connect PATH``) and
+speaks the same protocol over it. A read-only bind still permits ``connect()``; the sandbox gets
+no writable host path.
+
+The server accepts exactly one connection, then closes and unlinks the listener: nothing can
+connect again (the container's code included: its connect is refused). Unlinking the host file
+also detaches the bind mount inside the container (Linux >= 3.18 lazily unmounts a mount whose
+file is unlinked in another mount namespace).
+
+The socket's path must be the same for the server and the engine, which reads it from the
+host's filesystem. A server that runs on the engine's host has that for free; a server in a
+container talking to the host's engine needs the channel directory on a volume mounted at the
+same path on both sides, or the attach channel (setting ``sandbox_channel``, docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from toolgym.server.sandbox.agent_client import Channel
+
+__all__ = ["CHANNELS", "CONTAINER_SOCKET", "ChannelListener", "SocketChannel", "default_channel_dir",
+           "engine_on_this_host", "remove_channel_dirs"]
+
+CHANNELS = ("attach", "socket")
+"""The container tier's channels; ``auto`` (the default) picks one with ``engine_on_this_host``."""
+CONTAINER_SOCKET = "/run/toolgym-agent.sock"
+"""Where the socket file is mounted inside every container (the agent's ``--connect``)."""
+ACCEPT_SLICE_S = 0.25
+"""How often the wait for the agent's connect asks whether the container is still running."""
+
+
+def default_channel_dir() -> Path:
+    """``/run/toolgym/channels`` for root, else ``toolgym-<uid>/channels`` in the system temp dir.
+
+    /run is a tmpfs: sockets left by a crash never outlive a reboot.
+    """
+    if os.getuid() == 0 and os.access("/run", os.W_OK):
+        return Path("/run/toolgym/channels")
+    return Path(tempfile.gettempdir()) / f"toolgym-{os.getuid()}" / "channels"
+
+
+def engine_on_this_host() -> bool:
+    """Whether the Docker engine sees this process's filesystem (the ``socket`` channel needs it).
+
+    True when the engine is reached over a local unix socket (``DOCKER_HOST`` unset or
+    ``unix://``) and this process is not itself in a container (no ``/.dockerenv`` nor
+    ``/run/.containerenv``): a server in a container usually talks to the host's engine, whose
+    filesystem is not its own.
+    """
+    host = os.environ.get("DOCKER_HOST", "")
+    if host and not host.startswith("unix://"):
+        return False
+    return not (os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv"))
+
+
+def _instance_dir(base: Path, instance: str) -> Path:
+    return base / re.sub(r"[^A-Za-z0-9._-]", "_", instance)[:64]
+
+
+def _private_dir(path: Path) -> None:
+    """Make ``path`` (and missing parents) with mode 0700, and refuse one another user owns."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    if st.st_uid != os.getuid():
+        raise PermissionError(f"{path} belongs to uid {st.st_uid}, not to this server's uid {os.getuid()}")
+    if st.st_mode & 0o077:
+        path.chmod(0o700)
+
+
+def remove_channel_dirs(base: Path, instance: str | None) -> None:
+    """Remove the channel directory of ``instance`` (None: of every instance) under ``base``.
+
+    Sockets are unlinked as soon as their agent connects or fails to, so what this finds was left
+    by a server that died while creating a sandbox. Never raises.
+    """
+    targets = [_instance_dir(base, instance)] if instance is not None else (
+        list(base.iterdir()) if base.is_dir() else [])
+    for target in targets:
+        shutil.rmtree(target, ignore_errors=True)
+
+
+class SocketChannel(Channel):
+    """The server's end of one accepted agent connection: plain bytes, no framing."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._closed = False
+
+    def send(self, data: bytes) -> None:
+        """Write all of ``data``; a peer gone for 60 s raises ``OSError``."""
+        self._sock.settimeout(60.0)
+        self._sock.sendall(data)
+
+    def read_chunk(self, timeout_s: float) -> bytes:
+        """Up to 1 MiB of the agent's replies; ``b""`` once it is gone (a killed container closes it)."""
+        self._sock.settimeout(max(timeout_s, 1e-6))
+        return self._sock.recv(1 << 20)
+
+    def close(self) -> None:
+        """Close the connection (idempotent): the agent reads end of input and exits."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+
+
+class ChannelListener:
+    """One listening socket for one container, from before its creation to its agent's connect.
+
+    ``accept`` takes exactly one connection and then closes and unlinks the listener, as does
+    ``close`` on every failure path: no socket file outlives the container's start.
+    """
+
+    def __init__(self, base: Path, instance: str) -> None:
+        directory = _instance_dir(base, instance)
+        _private_dir(base)
+        _private_dir(directory)
+        # Short names: a unix socket path is limited to 107 bytes.
+        self.path = directory / f"{uuid.uuid4().hex[:16]}.sock"
+        self._sock: socket.socket | None = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._sock.bind(str(self.path))
+            # The agent runs as another uid; connect() needs write permission on the socket.
+            # The 0700 directory keeps every other host user away from it.
+            os.chmod(self.path, 0o666)
+            self._sock.listen(1)
+        except BaseException:
+            self.close()
+            raise
+
+    def accept(self, deadline: float, alive: Callable[[], bool]) -> SocketChannel:
+        """Wait until ``deadline`` (monotonic) for the agent's one connection, then stop listening.
+
+        ``alive`` is asked between short waits, so a container that exits before its agent
+        connects fails at once rather than at the deadline.
+
+        Raises:
+            TimeoutError: nothing connected in time.
+            EOFError: ``alive`` said the container is gone.
+        """
+        assert self._sock is not None, "accept after close"
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                self._sock.settimeout(min(remaining, ACCEPT_SLICE_S))
+                try:
+                    conn, _ = self._sock.accept()
+                except TimeoutError:
+                    if not alive():
+                        raise EOFError("the container exited before its agent connected") from None
+                    continue
+                conn.settimeout(None)
+                return SocketChannel(conn)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close and unlink the listener (idempotent, never raises)."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+        with contextlib.suppress(OSError):
+            self.path.unlink()
