@@ -81,6 +81,7 @@ def select_backend(settings: Settings) -> SandboxBackend:
             backend: SandboxBackend = DockerBackend(
                 image=settings.sandbox_image, instance=settings.instance,
                 start_timeout_s=settings.sandbox_start_timeout_s,
+                channel=settings.sandbox_channel, channel_dir=settings.sandbox_channel_dir or None,
             )
         except Exception as exc:
             raise SandboxError(f"cannot reach the Docker engine: {exc}") from exc

@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import socket
+import struct
 import tempfile
 import time
 import uuid
@@ -56,17 +57,32 @@ def default_channel_dir() -> Path:
 
 
 def engine_on_this_host() -> bool:
-    """Whether the Docker engine sees this process's filesystem (the ``socket`` channel needs it).
+    """Whether the Docker engine sees this process's filesystem, as the ``socket`` channel needs.
 
-    True when the engine is reached over a local unix socket (``DOCKER_HOST`` unset or
-    ``unix://``) and this process is not itself in a container (no ``/.dockerenv`` nor
-    ``/run/.containerenv``): a server in a container usually talks to the host's engine, whose
-    filesystem is not its own.
+    True when the engine answers on a local unix socket (``DOCKER_HOST`` unset or ``unix://``)
+    whose peer process is visible here (``SO_PEERCRED``: a peer in another, outer pid namespace
+    reads as pid 0, as with a server in a container given the host's engine socket) and has the
+    same root directory as this process. A root that cannot be inspected (no permission) counts
+    as the same: the pid namespace is shared.
     """
     host = os.environ.get("DOCKER_HOST", "")
     if host and not host.startswith("unix://"):
         return False
-    return not (os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv"))
+    path = host[len("unix://"):] if host else "/var/run/docker.sock"
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(2.0)
+            probe.connect(path)
+            pid, _, _ = struct.unpack("3i", probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    except OSError:
+        return False
+    if pid <= 0:
+        return False
+    try:
+        theirs, ours = os.stat(f"/proc/{pid}/root"), os.stat("/")
+    except OSError:
+        return True
+    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
 
 
 def _instance_dir(base: Path, instance: str) -> Path:

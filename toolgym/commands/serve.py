@@ -49,6 +49,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--max-concurrent-requests", type=int, default=None, metavar="N",
                    help="HTTP requests in flight at most; beyond it 503 overloaded at once (default 1024)")
     p.add_argument("--image", dest="sandbox_image", default=None, help="sandbox image")
+    p.add_argument("--sandbox-channel", dest="sandbox_channel", choices=["auto", "attach", "socket"], default=None,
+                   help="container tier: how the server talks to each container's agent (docs/operations.md):"
+                        " socket = a unix socket bind-mounted read-only (no dockerd relay; the engine must see the"
+                        " server's files at the same path), attach = Docker's attach stream. Default auto: socket"
+                        " when the engine runs on this host and the server is not in a container, else attach")
     p.add_argument("--log-level", default="info", help="debug, info, warning or error (default info)")
     p.add_argument("--json", action="store_true",
                    help='once the port is bound, write {"base_url", "host", "port", "backend", "pid"} as one JSON'
@@ -109,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {k: getattr(args, k) for k in ("host", "port", "backend", "isolation", "api_keys_file",
                                                "insecure_no_auth", "db_path", "warm_pool_size", "max_live_episodes",
-                                               "sandbox_image",
+                                               "sandbox_image", "sandbox_channel",
                                                "max_live_episodes_per_key", "rate_limit_per_key",
                                                "max_concurrent_requests")}
     if args.task_files:
