@@ -9,9 +9,9 @@ speaks the same protocol over it. A read-only bind still permits ``connect()``; 
 no writable host path.
 
 The server accepts exactly one connection, then closes and unlinks the listener: nothing can
-connect again (the container's code included: its connect is refused). Unlinking the host file
-also detaches the bind mount inside the container (Linux >= 3.18 lazily unmounts a mount whose
-file is unlinked in another mount namespace).
+connect again (the container's code included: the mount stays, read-only, on the unlinked
+socket, and its connect is refused). The container's mount table shows the host path of that
+socket (channel directory and instance id); nothing else of the host is visible.
 
 The socket's path must be the same for the server and the engine, which reads it from the
 host's filesystem. A server that runs on the engine's host has that for free; a server in a
@@ -22,6 +22,7 @@ same path on both sides, or the attach channel (setting ``sandbox_channel``, doc
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -86,7 +87,9 @@ def engine_on_this_host() -> bool:
 
 
 def _instance_dir(base: Path, instance: str) -> Path:
-    return base / re.sub(r"[^A-Za-z0-9._-]", "_", instance)[:64]
+    """``base/<first 8 safe chars of the id>-<8 hex of its hash>``: short, as socket paths must be."""
+    digest = hashlib.sha256(instance.encode("utf-8")).hexdigest()[:8]
+    return base / f"{re.sub(r'[^A-Za-z0-9._-]', '_', instance)[:8]}-{digest}"
 
 
 def _private_dir(path: Path) -> None:
@@ -150,7 +153,7 @@ class ChannelListener:
         _private_dir(base)
         _private_dir(directory)
         # Short names: a unix socket path is limited to 107 bytes.
-        self.path = directory / f"{uuid.uuid4().hex[:16]}.sock"
+        self.path = directory / f"{uuid.uuid4().hex[:12]}.sock"
         self._sock: socket.socket | None = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._sock.bind(str(self.path))

@@ -25,6 +25,7 @@ from server_kit import docker
 from toolgym.envs.runner import FunctionCall, RunLimits, RunRequest
 from toolgym.errors import SandboxError
 from toolgym.server.sandbox.base import Sandbox, SandboxBackend, SandboxSpec
+from toolgym.server.sandbox.sockchan import CONTAINER_SOCKET
 
 pytestmark = pytest.mark.docker
 
@@ -86,7 +87,9 @@ def test_limits_seen_from_the_engine(box: Sandbox, session_label: str) -> None:
     assert host["NanoCpus"] == 500_000_000
     assert host["LogConfig"]["Type"] == "none"
     assert set(host["Tmpfs"]) == {"/work", "/tmp"}
-    assert not host.get("Binds") and info["Mounts"] == [], "nothing from the host is mounted"
+    mounts = [(m["Type"], m["Destination"], m["RW"]) for m in info["Mounts"]]
+    # Nothing from the host is mounted, but the socket channel's one read-only socket file.
+    assert not host.get("Binds") and mounts in ([], [("bind", CONTAINER_SOCKET, False)]), mounts
     assert info["Config"]["User"] == "65534:65534"
     env = "\n".join(info["Config"]["Env"] or [])
     assert "TOOLGYM" not in env and "KEY" not in env.upper()
