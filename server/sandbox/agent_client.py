@@ -103,8 +103,14 @@ class AgentSandbox:
         return self._id
 
     def _read_line(self, deadline: float, max_bytes: int = MAX_REPLY_BYTES) -> bytes:
+        """The next line (without its newline) from the agent; raises ``TimeoutError`` or ``EOFError``.
+
+        Each chunk is searched once: scanning the whole buffer again per chunk would be quadratic
+        in a reply of hundreds of MiB that arrives in socket-buffer-sized chunks.
+        """
+        scanned = 0
         while True:
-            nl = self._buf.find(b"\n")
+            nl = self._buf.find(b"\n", scanned)
             if nl >= 0:
                 line = bytes(self._buf[:nl])
                 del self._buf[: nl + 1]
@@ -117,6 +123,7 @@ class AgentSandbox:
             chunk = self._channel.read_chunk(remaining)
             if not chunk:
                 raise EOFError
+            scanned = len(self._buf)
             self._buf += chunk
 
     def _fail(self, why: str, timeout: bool = False) -> SandboxError:
