@@ -18,10 +18,11 @@ from typing import Any, Literal
 from toolgym.server.auth import read_keys_file
 from toolgym.server.sandbox.base import SandboxSpec
 
-__all__ = ["BackendName", "IsolationName", "Settings"]
+__all__ = ["BackendName", "ChannelName", "IsolationName", "Settings"]
 
 BackendName = Literal["auto", "docker", "process"]
 IsolationName = Literal["", "container", "namespace", "process"]
+ChannelName = Literal["auto", "attach", "socket"]
 
 _PROCESS_TOKEN = secrets.token_hex(3)
 """Makes default instance ids unique even where pids repeat (servers in separate containers)."""
@@ -71,7 +72,7 @@ class Settings:
     in the system temp dir). Startup removes the containers of instances whose lock is free
     (their server is gone); servers on one host sharing a Docker engine should share it."""
     sandbox_image: str = "toolgym-sandbox:latest"
-    sandbox_channel: str = "auto"
+    sandbox_channel: ChannelName = "auto"
     """The container tier's channel to each agent (``--sandbox-channel``, docs/operations.md): ``socket``
     (a unix socket of the server's, bind-mounted read-only; no dockerd relay, ~0.2 ms and ~0.3 ms of
     engine CPU less per call; the engine must see ``sandbox_channel_dir`` at the same path),

@@ -8,9 +8,11 @@ from toolgym.server.settings import Settings
 
 # A value for each field type, different from every default.
 SAMPLES = {"str": "sample", "str | None": "sample", "int": "7", "float": "2.5", "bool": "true",
-           "tuple[str, ...]": "a,b", "BackendName": "process", "IsolationName": "namespace"}
+           "tuple[str, ...]": "a,b", "BackendName": "process", "IsolationName": "namespace",
+           "ChannelName": "attach"}
 EXPECTED = {"str": "sample", "str | None": "sample", "int": 7, "float": 2.5, "bool": True,
-            "tuple[str, ...]": ("a", "b"), "BackendName": "process", "IsolationName": "namespace"}
+            "tuple[str, ...]": ("a", "b"), "BackendName": "process", "IsolationName": "namespace",
+            "ChannelName": "attach"}
 
 
 def test_every_setting_can_be_set_from_the_environment() -> None:
@@ -44,3 +46,15 @@ def test_isolation_and_backend_must_agree() -> None:
         assert "container, namespace or process" in str(exc)
     else:
         raise AssertionError("isolation=vm was accepted")
+
+
+def test_the_sandbox_channel_is_auto_attach_or_socket() -> None:
+    """``--sandbox-channel`` / ``TOOLGYM_SANDBOX_CHANNEL``: a misspelt channel is refused at start."""
+    for channel in ("auto", "attach", "socket"):
+        Settings.from_env({"TOOLGYM_SANDBOX_CHANNEL": channel}).validate()
+    try:
+        Settings.from_env({"TOOLGYM_SANDBOX_CHANNEL": "sockets"}).validate()
+    except ValueError as exc:
+        assert "sandbox_channel must be auto, attach or socket" in str(exc), exc
+    else:
+        raise AssertionError("sandbox_channel=sockets was accepted")
