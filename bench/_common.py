@@ -236,7 +236,7 @@ class InProcessServer:
         if self.backend_name == "docker":
             from toolgym.server.sandbox.docker import DockerBackend
 
-            self.sandbox_backend = DockerBackend(image=IMAGE, instance=self.instance)
+            self.sandbox_backend = DockerBackend(image=IMAGE, instance=self.instance, channel=settings.sandbox_channel)
         else:
             from toolgym.server.sandbox.process import ProcessBackend
 

@@ -58,13 +58,13 @@ WARM = 2
 
 
 def measure(backend: str, warm_pool: int, episodes: int, steps: int, settle_s: float,
-            tmp: str) -> tuple[dict[str, list[float]], int, list[str]]:
+            tmp: str, channel: str = "auto") -> tuple[dict[str, list[float]], int, list[str]]:
     from toolgym.client import EnvClient
 
     samples: dict[str, list[float]] = defaultdict(list)
     problems: list[str] = []
     with InProcessServer(backend, tmp, f"lat-{backend}-{warm_pool}", warm_pool_size=warm_pool,
-                         reaper_interval_s=5.0) as srv, EnvClient(srv.base_url) as client:
+                         reaper_interval_s=5.0, sandbox_channel=channel) as srv, EnvClient(srv.base_url) as client:
         codemath_task = client.tasks(CODEMATH, split="train", limit=1)["tasks"][0]["id"]
         from toolgym.envs.tooluse.builtin import builtin_tasks
 
@@ -145,6 +145,8 @@ def main() -> int:
     parser.add_argument("--episodes", type=int, default=40, help="measured episodes per env family and config")
     parser.add_argument("--steps", type=int, default=3, help="tool/code steps per ToolUse and CodeMath episode (<=4)")
     parser.add_argument("--backends", default="docker,process")
+    parser.add_argument("--channel", default="auto", choices=["auto", "attach", "socket"],
+                        help="the docker backend's channel to its agents (setting sandbox_channel)")
     parser.add_argument("--settle", type=float, default=0.25,
                         help="untimed pause after the warm pool refilled, before the next timed request")
     args = parser.parse_args()
@@ -157,7 +159,7 @@ def main() -> int:
         backends.remove("docker")
     print_header("ToolGym episode latency over HTTP (in-process server, EnvClient, sequential)", {
         "episodes": args.episodes, "steps/episode": args.steps, "backends": ",".join(backends),
-        "warm_pool_size": f"{WARM} and 0", "settle_s": args.settle,
+        "warm_pool_size": f"{WARM} and 0", "settle_s": args.settle, "sandbox_channel": args.channel,
         "client": "toolgym.client.EnvClient (httpx keep-alive)",
     })
     results: dict[tuple[str, int], dict[str, list[float]]] = {}
@@ -165,7 +167,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="toolgym-bench-") as tmp:
         for backend in backends:
             for pool in (WARM, 0):
-                samples, leftover, problems = measure(backend, pool, args.episodes, args.steps, args.settle, tmp)
+                samples, leftover, problems = measure(backend, pool, args.episodes, args.steps, args.settle, tmp,
+                                                           args.channel)
                 results[(backend, pool)] = samples
                 if leftover:
                     leaks.append(f"{backend}/pool={pool}: {leftover} container(s) left (removed)")
