@@ -8,7 +8,8 @@ its hardened containers and labels (``toolgym.managed=1``, ``toolgym.instance=be
    the direct unix socket, the same agent in both; ``ping`` and a small ``run`` (call ``f(x=1)``),
    interleaved in rounds. Beside each latency, the host CPU per call of dockerd, containerd and
    that container's containerd-shim (utime + stime from ``/proc/<pid>/stat`` over the block),
-   and of this process (the server's side).
+   and of this process (the server's side). Then (0b) sandboxes created on each channel in turn,
+   one thread, with the first run in each: the channels' creation cost under the same noise.
 1. Call latency, in one container, interleaved in rounds so both see the same noise:
    - ``ping``: one JSON line each way to the agent, nothing run;
    - ``run (call)``: ``sandbox.run`` of a tiny function (``def f(x): return x + 1``, called
@@ -73,6 +74,31 @@ def _cpu_s(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def channel_creates(backends: dict[str, Any], creates: int) -> None:
+    """``create`` + first run + ``close`` on each channel in turn (alternating which goes first)."""
+    from toolgym.envs.runner import RunLimits, RunRequest
+
+    req = RunRequest(code="print(1)", limits=RunLimits(timeout_s=10))
+    made: dict[str, list[float]] = {name: [] for name in backends}
+    first: dict[str, list[float]] = {name: [] for name in backends}
+    for i in range(creates):
+        order = list(backends.items())
+        for name, backend in order if i % 2 else order[::-1]:
+            t = time.perf_counter()
+            box = backend.create(spec(f"chanc-{name}"))
+            made[name].append(time.perf_counter() - t)
+            try:
+                t = time.perf_counter()
+                assert box.run(req).stdout == "1\n"
+                first[name].append(time.perf_counter() - t)
+            finally:
+                box.close()
+    table(LATENCY_HEADERS, [
+        *(latency_row(f"{name} create (create, start, connect/attach, hello)", made[name]) for name in backends),
+        *(latency_row(f"{name} first run in a new sandbox", first[name]) for name in backends),
+    ], "0b. Creation per channel, interleaved (one thread)")
 
 
 def channel_compare(backends: dict[str, Any], client: Any, calls: int, rounds: int = 10) -> None:
@@ -394,6 +420,7 @@ def main() -> int:
     parser.add_argument("--idle", type=int, default=10, help="idle sandboxes for the memory figure")
     parser.add_argument("--channels", default="attach,socket", help="channels compared in 0. and 2.")
     parser.add_argument("--channel-calls", type=int, default=400, help="calls of each kind per channel in 0.")
+    parser.add_argument("--channel-creates", type=int, default=12, help="sandboxes per channel in 0b.")
     args = parser.parse_args()
     why = docker_problem()
     if why is not None:
@@ -414,6 +441,7 @@ def main() -> int:
                 for name in args.channels.split(",") if name}
     try:
         channel_compare(channels, client, args.channel_calls)
+        channel_creates(channels, args.channel_creates)
         call_latency(backend, client, args.calls, args.execs)
         for name, chosen in channels.items():
             print(f"\nchannel: {name}")
