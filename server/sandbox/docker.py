@@ -12,10 +12,11 @@ exec``. Two channels carry it (``DockerBackend(channel=...)``, setting ``sandbox
 
 - ``socket``: a unix socket of the server's, bind-mounted read-only into the container, which
   the agent connects to at start (``toolgym.server.sandbox.sockchan``). No relay: the bytes go
-  from the server to the agent directly. Needs the engine to see the server's filesystem.
-- ``attach``: the container's attached stdin/stdout (docker SDK ``attach_socket``),
+  from the server to the agent directly. Needs the engine to see the server's filesystem. The
+  agent's stderr alone is still attached, for error messages: nothing flows on it otherwise.
+- ``attach``: the container's attached stdin/stdout/stderr (docker SDK ``attach_socket``),
   demultiplexed from Docker's 8-byte frame headers; relayed by dockerd and the containerd shim.
-  Works wherever the engine is, and keeps the agent's stderr for error messages.
+  Works wherever the engine is.
 
 A run's ``max_processes`` becomes the container's pids limit (plus one, for the agent) before
 the first run that asks for it: ``RLIMIT_NPROC`` would count the sandbox user's processes in
@@ -42,8 +43,10 @@ from toolgym.server.sandbox.sockchan import (
     CONTAINER_SOCKET,
     ChannelListener,
     default_channel_dir,
+    drain_diagnostics,
     engine_on_this_host,
     remove_channel_dirs,
+    socket_hint,
 )
 
 __all__ = ["LABEL_INSTANCE", "LABEL_MANAGED", "DockerBackend", "docker_client"]
@@ -124,15 +127,6 @@ class _AttachChannel(Channel):
     def diagnostics(self) -> str:
         """The last 4,000 characters the agent wrote to stderr."""
         return b"".join(self._stderr)[-4000:].decode("utf-8", "replace")
-
-
-def _socket_hint(listener: ChannelListener | None) -> str:
-    """What to check when the ``socket`` channel fails: the engine must see the server's socket path."""
-    if listener is None:
-        return ""
-    return (f"; sandbox_channel=socket needs the engine to see {listener.path.parent} at the same path"
-            " (a server in a container: mount that directory from the host at the same path), or set"
-            " --sandbox-channel attach (TOOLGYM_SANDBOX_CHANNEL=attach)")
 
 
 def _pids_limit(sandbox_limit: int, max_processes: int | None) -> int:
@@ -284,7 +278,7 @@ class DockerBackend:
         except Exception as exc:
             if listener is not None:
                 listener.close()
-            hint = _socket_hint(listener)
+            hint = socket_hint(listener)
             raise SandboxError(f"docker could not create a sandbox: {exc}{hint}") from exc
         if self._unremoved:  # the engine answers again: clear what it could not remove before
             self._remove_unreached()
@@ -298,25 +292,36 @@ class DockerBackend:
             self._set_pids_limit(container.id, _pids_limit(spec.max_processes, max_processes))
 
         channel: Channel
+        stderr: _AttachChannel | None = None
         try:
-            if listener is None:
-                sock = container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+            # The socket channel still attaches stderr alone: nothing flows on it unless the
+            # agent fails, and then its traceback is in the error message.
+            params = {"stdin": 1, "stdout": 1} if listener is None else {}
+            sock = container.attach_socket(params={**params, "stderr": 1, "stream": 1})
+            if listener is not None:
+                stderr = _AttachChannel(sock)
             container.start()
         except Exception as exc:
             if listener is not None:
                 listener.close()
+            if stderr is not None:
+                stderr.close()
             destroy()
-            raise SandboxError(f"docker could not start sandbox {name}: {exc}{_socket_hint(listener)}") from exc
+            raise SandboxError(f"docker could not start sandbox {name}: {exc}{socket_hint(listener)}") from exc
         if listener is None:
             channel = _AttachChannel(sock)
         else:
             try:
-                channel = listener.accept(deadline, lambda: self._running(container.id))
+                channel = listener.accept(deadline, lambda: self._running(container.id), stderr)
             except (TimeoutError, EOFError, OSError) as exc:
+                diag = drain_diagnostics(stderr).strip()
+                if stderr is not None:
+                    stderr.close()
                 destroy()
                 what = ("did not connect within sandbox_start_timeout_s="
                         f"{self._start_timeout_s:g}") if isinstance(exc, TimeoutError) else f"did not connect ({exc})"
-                raise SandboxError(f"sandbox {name}: the agent {what}{_socket_hint(listener)}") from None
+                said = f" (agent stderr: {diag[-500:]})" if diag else ""
+                raise SandboxError(f"sandbox {name}: the agent {what}{said}{socket_hint(listener)}") from None
         return AgentSandbox.start(
             name, channel, destroy, max(deadline - time.monotonic(), 1.0), set_process_limit=set_process_limit
         )

@@ -37,7 +37,7 @@ from pathlib import Path
 from toolgym.server.sandbox.agent_client import Channel
 
 __all__ = ["CHANNELS", "CONTAINER_SOCKET", "ChannelListener", "SocketChannel", "default_channel_dir",
-           "engine_on_this_host", "remove_channel_dirs"]
+           "drain_diagnostics", "engine_on_this_host", "remove_channel_dirs", "socket_hint"]
 
 CHANNELS = ("attach", "socket")
 """The container tier's channels; ``auto`` (the default) picks one with ``engine_on_this_host``."""
@@ -86,6 +86,15 @@ def engine_on_this_host() -> bool:
     return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
 
 
+def socket_hint(listener: ChannelListener | None) -> str:
+    """What to check when the ``socket`` channel fails (appended to the error): the setting and the path."""
+    if listener is None:
+        return ""
+    return (f"; sandbox_channel=socket needs the engine to see {listener.path.parent} at the same path"
+            " (a server in a container: mount that directory from the host at the same path), or set"
+            " --sandbox-channel attach (TOOLGYM_SANDBOX_CHANNEL=attach)")
+
+
 def _instance_dir(base: Path, instance: str) -> Path:
     """``base/<first 8 safe chars of the id>-<8 hex of its hash>``: short, as socket paths must be."""
     digest = hashlib.sha256(instance.encode("utf-8")).hexdigest()[:8]
@@ -115,10 +124,15 @@ def remove_channel_dirs(base: Path, instance: str | None) -> None:
 
 
 class SocketChannel(Channel):
-    """The server's end of one accepted agent connection: plain bytes, no framing."""
+    """The server's end of one accepted agent connection: plain bytes, no framing.
 
-    def __init__(self, sock: socket.socket) -> None:
+    ``stderr`` is another channel whose ``diagnostics`` hold the agent's stderr (the backend's
+    stderr-only attach), drained only when an error message asks for it.
+    """
+
+    def __init__(self, sock: socket.socket, stderr: Channel | None = None) -> None:
         self._sock = sock
+        self._stderr = stderr
         self._closed = False
 
     def send(self, data: bytes) -> None:
@@ -139,6 +153,22 @@ class SocketChannel(Channel):
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
+        if self._stderr is not None:
+            self._stderr.close()
+
+    def diagnostics(self) -> str:
+        """What the agent wrote to stderr so far (waits at most ~50 ms for more)."""
+        return drain_diagnostics(self._stderr)
+
+
+def drain_diagnostics(stderr: Channel | None) -> str:
+    """Read what has arrived on a stderr-only channel, then return its ``diagnostics``."""
+    if stderr is None:
+        return ""
+    with contextlib.suppress(TimeoutError, OSError):
+        while stderr.read_chunk(0.05):  # stderr frames are kept aside; stdout never comes
+            pass
+    return stderr.diagnostics()
 
 
 class ChannelListener:
@@ -165,7 +195,7 @@ class ChannelListener:
             self.close()
             raise
 
-    def accept(self, deadline: float, alive: Callable[[], bool]) -> SocketChannel:
+    def accept(self, deadline: float, alive: Callable[[], bool], stderr: Channel | None = None) -> SocketChannel:
         """Wait until ``deadline`` (monotonic) for the agent's one connection, then stop listening.
 
         ``alive`` is asked between short waits, so a container that exits before its agent
@@ -189,7 +219,7 @@ class ChannelListener:
                         raise EOFError("the container exited before its agent connected") from None
                     continue
                 conn.settimeout(None)
-                return SocketChannel(conn)
+                return SocketChannel(conn, stderr)
         finally:
             self.close()
 

@@ -176,6 +176,42 @@ def test_an_agent_that_never_connects_fails_naming_the_setting(session_label: st
         backend.close()
 
 
+def test_an_agent_refused_by_its_socket_fails_at_once_with_its_stderr(session_label: str, sandbox_image: str,
+                                                                      tmp_dir: Path) -> None:
+    """A socket the sandbox user may not open (as on a shared volume with the wrong owner or
+    mode): the agent's connect fails, it exits, and the create fails without waiting for the
+    start timeout, with the agent's traceback (from the stderr-only attach) in the message."""
+    instance = f"{session_label}-deny"
+    backend = DockerBackend(image=sandbox_image, instance=instance, channel="socket", channel_dir=tmp_dir,
+                            start_timeout_s=20)
+    stop = threading.Event()
+
+    def deny() -> None:  # keeps every socket of the instance at 0600 (root's) until the create is over
+        while not stop.is_set():
+            for path in sockets_in(tmp_dir):
+                try:
+                    path.chmod(0o600)
+                except OSError:
+                    pass
+            time.sleep(0.001)
+
+    chmodder = threading.Thread(target=deny)
+    chmodder.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(SandboxError) as caught:
+            backend.create(SandboxSpec(labels=labels()))
+    finally:
+        stop.set()
+        chmodder.join()
+        backend.remove_owned(instance)
+        backend.close()
+    message = str(caught.value)
+    assert time.monotonic() - started < 10, "a container that exited is noticed before the timeout"
+    assert "exited before its agent connected" in message and "PermissionError" in message, message
+    assert "sandbox_channel=socket" in message
+
+
 def test_socket_dirs_are_removed_on_close_and_swept_by_remove_owned(session_label: str, sandbox_image: str,
                                                                     tmp_dir: Path) -> None:
     instance = f"{session_label}-sweep"
