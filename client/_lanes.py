@@ -99,9 +99,8 @@ class LaneTransport(httpx.AsyncBaseTransport):
         except BaseException:
             self._give(lane)
             raise
-        return httpx.Response(status_code=response.status_code, headers=response.headers,
-                              stream=_LaneStream(response.stream, lambda: self._give(lane)),
-                              extensions=response.extensions)
+        response.stream = _LaneStream(response.stream, lambda: self._give(lane))
+        return response
 
     async def aclose(self) -> None:
         """Close every lane once (the same transport given as every lane is closed once)."""
