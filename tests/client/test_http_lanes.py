@@ -129,3 +129,18 @@ async def test_the_limit_is_the_constructor_max_connections(process_server: Any)
         assert default._lanes.limit == DEFAULT_MAX_CONNECTIONS and three._lanes.limit == 3
         results = await asyncio.gather(*(three.health() for _ in range(20)))
         assert results == [{"status": "ok"}] * 20 and len(three._lanes._lanes) == 3
+
+
+async def test_cancelling_queued_calls_of_the_client_leaks_no_lane(process_server: Any) -> None:
+    async with AsyncEnvClient(process_server.base_url, max_connections=2) as client:
+        calls = [asyncio.create_task(client.health()) for _ in range(60)]
+        await asyncio.sleep(0)  # every call has started: two are out, the rest queued
+        assert client._lanes.waiting >= 50
+        for call in calls[1::2]:
+            call.cancel()
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert all(r == {"status": "ok"} for r in results[0::2])
+        assert all(isinstance(r, asyncio.CancelledError) for r in results[1::2])
+        lanes = client._lanes
+        assert lanes.in_flight == 0 and lanes.waiting == 0 and len(lanes._free) == len(lanes._lanes) == 2
+        assert await asyncio.gather(client.health(), client.health(), client.health()) == [{"status": "ok"}] * 3
