@@ -1,8 +1,9 @@
 """``AsyncEnvClient``: the asyncio client, for trainers that run many rollouts at once.
 
 It shares every request, response and retry rule with ``EnvClient`` (``_core``); only the
-sending loop is its own. With ``protocol="ws"`` resets, steps, closes and gets travel over one
-WebSocket (``_ws``) instead of the HTTP pool: the same calls, another transport.
+sending loop is its own. HTTP requests go through ``_lanes`` (at most ``max_connections`` out,
+one connection each, the rest queued). With ``protocol="ws"`` resets, steps, closes and gets
+travel over one WebSocket (``_ws``) instead: the same calls, another transport.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ from toolgym.errors import ToolGymError
 __all__ = ["AsyncEnvClient", "DEFAULT_MAX_CONNECTIONS"]
 
 DEFAULT_MAX_CONNECTIONS = 256
-"""How many HTTP requests one ``AsyncEnvClient`` has out at once by default; the rest wait their turn."""
+"""How many HTTP requests one ``AsyncEnvClient`` has out at once by default; the rest wait their turn.
+
+The client's CPU per request does not depend on it, and 256 served FunctionCall episodes as fast
+as 1,024 did (``bench/client_scaling.py``) while bounding the sockets one client holds.
+"""
 
 
 class AsyncEnvClient:
