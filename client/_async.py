@@ -1,37 +1,56 @@
 """``AsyncEnvClient``: the asyncio client, for trainers that run many rollouts at once.
 
 It shares every request, response and retry rule with ``EnvClient`` (``_core``); only the
-sending loop is its own. With ``protocol="ws"`` resets, steps, closes and gets travel over one
-WebSocket (``_ws``) instead of the HTTP pool: the same calls, another transport.
+sending loop is its own. HTTP requests go through ``_lanes`` (at most ``max_connections`` out,
+one connection each, the rest queued). With ``protocol="ws"`` resets, steps, closes and gets
+travel over one WebSocket (``_ws``) instead: the same calls, another transport.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import httpx
 
 from toolgym.client import _core
 from toolgym.client._core import Call, ResetResult, RetryPolicy, StepResult
+from toolgym.client._lanes import LaneTransport
 from toolgym.client._ws import WsTransport
 from toolgym.errors import ToolGymError
 
-__all__ = ["AsyncEnvClient"]
+__all__ = ["AsyncEnvClient", "DEFAULT_MAX_CONNECTIONS"]
+
+DEFAULT_MAX_CONNECTIONS = 256
+"""How many HTTP requests one ``AsyncEnvClient`` has out at once by default; the rest wait their turn.
+
+The client's CPU per request does not depend on it, and 256 served FunctionCall episodes as fast
+as 1,024 did (``bench/client_scaling.py``) while bounding the sockets one client holds.
+"""
 
 
 class AsyncEnvClient:
     """The async twin of ``EnvClient``: same methods, awaited.
 
-    ``aclose`` (or ``async with``) releases the connection pool (and the WebSocket).
+    ``aclose`` (or ``async with``) releases the connections (and the WebSocket).
+
+    Over HTTP (the default) at most ``max_connections`` requests are out at once, each alone on
+    a keep-alive connection of its own (``_lanes``); more wait their turn in the client, first
+    come first served, each at most ``timeout_s``: then, unsent, it fails as a request finding
+    httpx's pool full does (``httpx.PoolTimeout``: ``Unavailable``, retried when safe to repeat).
+    The client's CPU per request stays flat however many episodes share it
+    (``bench/client_scaling.py``). The limit is also how many requests the server sees at once
+    from this client: raise it when more than 256 slow steps (long tool or code runs) must run
+    at the same time. A ``transport`` given serves every lane, under the same limit.
 
     ``protocol="ws"`` sends ``reset``, ``step``, ``close`` and ``episode`` over one WebSocket
     session (``/v1/ws``, needs the ``websockets`` package) rather than one HTTP request each:
-    the choice for many concurrent episodes, where the HTTP pool's cost per request grows
-    with the pool (``bench/client_scaling.py``). The answers, errors and retries are the same;
-    a dropped socket is reopened and its requests resent with their idempotency keys. Other
-    methods use HTTP either way; episodes are the key's, so both transports reach them.
+    it costs the client and the server less per request than HTTP (one frame, no request
+    parsing), so it serves more episodes per second from one client. The answers, errors and
+    retries are the same; a dropped socket is reopened and its requests resent with their
+    idempotency keys. Other methods use HTTP either way; episodes are the key's, so both
+    transports reach them.
 
     Without ``base_url`` or ``api_key``, ``TOOLGYM_BASE_URL`` and ``TOOLGYM_API_KEY`` are read
     (then ``http://127.0.0.1:8000`` and no key), as by ``EnvClient`` and every ``toolgym`` command.
@@ -45,13 +64,15 @@ class AsyncEnvClient:
         timeout_s: float = 120.0,
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
-        max_connections: int = 1024,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
         protocol: Literal["http", "ws"] = "http",
     ) -> None:
         if protocol not in ("http", "ws"):
             raise ValueError(f"protocol is 'http' or 'ws', not {protocol!r}")
         options = _core.http_client_options(base_url, api_key, timeout_s, max_connections)
-        self._http = httpx.AsyncClient(transport=transport, **options)
+        del options["limits"]  # the lanes are the pool: one connection each, max_connections of them
+        self._lanes = LaneTransport(max_connections, _lane_factory(transport))
+        self._http = httpx.AsyncClient(transport=self._lanes, **options)
         self._retry = retry or RetryPolicy()
         self._ws = WsTransport(str(options["base_url"]), options["headers"], timeout_s) if protocol == "ws" else None
 
@@ -147,3 +168,16 @@ class AsyncEnvClient:
 
     async def close(self, episode_id: str) -> None:
         await self._json(_core.close_call(episode_id))
+
+
+def _lane_factory(transport: httpx.AsyncBaseTransport | None) -> Callable[[], httpx.AsyncBaseTransport]:
+    """What makes one lane: a one-connection httpx transport, or the caller's own ``transport``.
+
+    The lanes share one TLS context (making one costs ~30 ms). A caller's transport is every
+    lane at once: its own pool then decides how requests share connections, under the same limit.
+    """
+    if transport is not None:
+        return lambda: transport
+    tls = httpx.create_ssl_context()
+    one = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    return lambda: httpx.AsyncHTTPTransport(verify=tls, limits=one)

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeVar
 
 from toolgym.client import _core
-from toolgym.client._async import AsyncEnvClient
+from toolgym.client._async import DEFAULT_MAX_CONNECTIONS, AsyncEnvClient
 from toolgym.client._core import ResetResult, RetryPolicy, StepResult
 from toolgym.client._routing import NO_RETRY, ResetPlan, Routing
 from toolgym.client._sync import EnvClient
@@ -125,11 +125,12 @@ class FleetClient:
 class AsyncFleetClient:
     """``FleetClient`` for asyncio: the same routing, over ``AsyncEnvClient``s.
 
-    ``protocol="ws"`` keeps one WebSocket session per server.
+    ``protocol="ws"`` keeps one WebSocket session per server; ``max_connections`` is each
+    server's ``AsyncEnvClient`` limit on HTTP requests out at once.
     """
 
     def __init__(self, base_urls: list[str], api_key: str | None = None, *, timeout_s: float = 120.0,
-                 retry: RetryPolicy | None = None, max_connections: int = 1024,
+                 retry: RetryPolicy | None = None, max_connections: int = DEFAULT_MAX_CONNECTIONS,
                  protocol: Literal["http", "ws"] = "http") -> None:
         self._routing = Routing(base_urls)
         self._retry = retry or RetryPolicy()
