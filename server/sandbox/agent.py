@@ -99,16 +99,16 @@ _libc = None
 
 
 def _prctl(option, value):
-    """Best effort: without ctypes, nothing changes."""
+    """Best effort: without ctypes, nothing changes. Whether the call succeeded."""
     global _libc
     try:
         if _libc is None:
             import ctypes
 
             _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.prctl(option, value, 0, 0, 0)
+        return _libc.prctl(option, value, 0, 0, 0) == 0
     except Exception:
-        pass
+        return False
 
 
 def _set_dumpable(on):
@@ -410,13 +410,18 @@ def _others_alive(me):
 
 
 def _reap():
+    """Reap every dead child; whether the agent still has a child (alive, or not yet a zombie)."""
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return False
         if pid == 0:
-            return
+            return True
+
+
+_SUBREAPER = [False]
+"""Whether the agent is its descendants' reaper (``PR_SET_CHILD_SUBREAPER`` took, or it is pid 1)."""
 
 
 def _cleanup(kill_all, unreaped=()):
@@ -426,30 +431,28 @@ def _cleanup(kill_all, unreaped=()):
     killed but not waited for (``_Run.finish``): they are reaped here, as a zombie or a process
     still exiting would count against the next run's process limits.
     """
-    if kill_all:
+    if not kill_all:
+        for pid in unreaped:
+            try:
+                os.waitpid(pid, 0)  # killed already: it is exiting
+            except ChildProcessError:
+                pass
+        _reap()
+        return
+    # Every process of the uid descends from the agent, and orphans come back to it (its
+    # descendants' reaper): once it has no child left, nothing else of the uid is alive, which
+    # spares the scan of /proc (a stat of every process on the host, for the process backend).
+    me = os.getpid()
+    pause = 0.0001
+    for _ in range(250):
         try:
             os.kill(-1, signal.SIGKILL)
         except OSError:
             pass
-    for pid in unreaped:
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-    if kill_all:
-        me = os.getpid()
-        pause = 0.0002
-        for _ in range(200):
-            try:
-                os.kill(-1, signal.SIGKILL)
-            except OSError:
-                pass
-            _reap()
-            if not _others_alive(me):
-                break
-            time.sleep(pause)  # a killed process may take a while to exit: 0.2 ms, doubling to 5
-            pause = min(pause * 2, 0.005)
-    _reap()
+        if not _reap() and (_SUBREAPER[0] or not _others_alive(me)):
+            break
+        time.sleep(pause)  # a killed process takes a while to exit: 0.1 ms, doubling to 5
+        pause = min(pause * 2, 0.005)
 
 
 class _Stream(object):
@@ -1072,7 +1075,7 @@ def main(argv):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _set_dumpable(False)
     # Orphans of a run come to the agent (as to a container's pid 1), which reaps them.
-    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    _SUBREAPER[0] = _prctl(PR_SET_CHILD_SUBREAPER, 1) or os.getpid() == 1
     inp = _Lines(sys.stdin.fileno())
     out = sys.stdout.buffer
 
