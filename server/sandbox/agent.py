@@ -24,14 +24,16 @@ cwd. The agent is the zygote: at start it imports the standard modules tool code
 (``WARM_MODULES``), and it keeps the code object of tool code a child of it has already run
 (``_Warm``), so a run is a fork of a warm process that finds its imports done and its code
 compiled. One prepared child waits ahead of the next run (``_Standby``): forked after the
-previous run was cleaned up, and only once the stream has been quiet for ``STANDBY_IDLE_S``
-(a fork right after a reply competes for the CPU with the reader of that reply), already in its
+previous run was cleaned up (which follows the reply, so the fork does not compete for the CPU
+with the reader of that reply) unless the next request is already waiting, already in its
 own session with its pipes and environment, it takes the request line as it came, sets that
-run's limits and runs it, so the fork is off the call's clock. A request that comes sooner gets
-a fresh fork. Runs never share a process: the agent itself runs no code, and each child serves
-one run. Scripts take the same path: the process the code sees is the one a fork of the agent
-gives. The agent freezes its heap (``gc.freeze``) before each fork, so a child's collections
-never walk, and so never copy, the agent's pages.
+run's limits and runs it, so the fork is off the call's clock (a request already waiting gets a
+fresh fork instead). Runs never share a process: the agent itself runs no code, and each child
+serves one run. Scripts take the same path: the process the code sees is the one a fork of the
+agent gives. The agent freezes its heap (``gc.freeze``) before each fork, so a child's
+collections never walk, and so never copy, the agent's pages. The child keeps its collector on,
+as under ``python3 main.py``: turning it off would save time on code that allocates much, but
+its cyclic garbage would then only grow, against the run's memory limit.
 
 A run's process ends by writing its exit status, one byte, on a done pipe (fd 4) after closing
 its stdout, stderr and value pipe, then exiting (``_end``): the agent takes that byte as the
@@ -988,12 +990,15 @@ def _write_line(out, obj):
     out.write(b"\n")
 
 
-STANDBY_IDLE_S = 0.002
-"""After a reply, how long the agent waits for the next request before it forks a standby.
+STANDBY_IDLE_S = 0.0
+"""After a reply and its sweep, how long the agent waits for the next request before it forks a standby.
 
 A fork right after the reply competes for the CPU with whoever reads that reply (the server's
-thread, which then answers the step), so the agent forks only once the stream has been quiet
-this long; a request that comes sooner gets a fresh fork (``_Run``).
+thread, which then answers the step); the sweep that now follows the reply (the last run's exit,
+most of a millisecond) already keeps the fork off that reader's clock, and a request that is
+already waiting then gets a fresh fork (``_Run``). Measured with ``bench/zygote_call.py``, longer
+waits (0.5, 1, 2, 5 ms) were no better at 0 and 5 ms between calls and worse at 1.5 ms (the fork
+then lands as the next request comes), so 0: only a request already there skips the standby.
 """
 
 
