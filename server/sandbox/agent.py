@@ -24,10 +24,22 @@ cwd. The agent is the zygote: at start it imports the standard modules tool code
 (``WARM_MODULES``), and it keeps the code object of tool code a child of it has already run
 (``_Warm``), so a run is a fork of a warm process that finds its imports done and its code
 compiled. One prepared child waits ahead of the next run (``_Standby``): forked after the
-previous run was cleaned up, already in its own session with its pipes and environment, it
-takes one request, sets that run's limits and runs it, so the fork is off the call's clock.
-Runs never share a process: the agent itself runs no code, and each child serves one run.
-Scripts take the same path: the process the code sees is the one a fork of the agent gives.
+previous run was cleaned up (which follows the reply, so the fork does not compete for the CPU
+with the reader of that reply) unless the next request is already waiting, already in its
+own session with its pipes and environment, it takes the request line as it came, sets that
+run's limits and runs it, so the fork is off the call's clock (a request already waiting gets a
+fresh fork instead). Runs never share a process: the agent itself runs no code, and each child
+serves one run. Scripts take the same path: the process the code sees is the one a fork of the
+agent gives. The agent freezes its heap (``gc.freeze``) before each fork, so a child's
+collections never walk, and so never copy, the agent's pages. The child keeps its collector on,
+as under ``python3 main.py``: turning it off would save time on code that allocates much, but
+its cyclic garbage would then only grow, against the run's memory limit.
+
+A run's process ends by writing its exit status, one byte, on a done pipe (fd 4) after closing
+its stdout, stderr and value pipe, then exiting (``_end``): the agent takes that byte as the
+exit and does not wait for the kernel to tear the forked interpreter down (most of a
+millisecond). A run that ends any other way (``os._exit``, a signal, a timeout) is ended by its
+exit, as is a run whose pipes some other process still holds (after the exit grace).
 
 Plain code runs as ``python3 main.py`` would run it (SimpleTIR's sandbox runs model code that
 way): it is written to ``main.py`` in the work dir and executed from that file as ``__main__``,
@@ -41,7 +53,10 @@ never a cut value. It stops the run at ``timeout_s``, and then kills whatever th
 behind: the child's process group, and with ``--kill-all`` every process of the agent's user
 (``kill(-1)``, after the last run of a batch), which also ends a fork bomb that escaped the
 group. ``--kill-all`` is only safe where the agent's uid belongs to this sandbox alone (a
-container, or a per-sandbox uid).
+container, or a per-sandbox uid). The reply goes out first: that sweep, and the reaping of the
+batch's children, come right after it, before the agent reads the next request. So the next run
+still starts with nothing of the last one alive or unreaped, but what a run left behind may
+outlive its reply by that sweep's time (a fraction of a millisecond, more for a fork bomb).
 
 ``--nproc N`` (given only where the uid is the sandbox's alone) sets ``RLIMIT_NPROC``, which
 counts every process and thread of the uid, the agent included: a run's ``max_processes`` M
@@ -54,12 +69,13 @@ limit instead; see ``AgentSandbox``.)
 The agent never trusts the code: nothing the child prints reaches the protocol stream.
 Python 3.8+; no imports beyond the standard library.
 
-Size: about 900 lines, over the project's ~400-line guideline on purpose. The agent travels
+Size: about 1,100 lines, over the project's ~400-line guideline on purpose. The agent travels
 into each sandbox as one ``python3 -c`` source, with nothing installed beside it, so it cannot
 import helpers of its own: it has to be one file, and one that runs on any Python 3.8.
 """
 
 import builtins
+import gc
 import io
 import json
 import os
@@ -85,16 +101,16 @@ _libc = None
 
 
 def _prctl(option, value):
-    """Best effort: without ctypes, nothing changes."""
+    """Best effort: without ctypes, nothing changes. Whether the call succeeded."""
     global _libc
     try:
         if _libc is None:
             import ctypes
 
             _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.prctl(option, value, 0, 0, 0)
+        return _libc.prctl(option, value, 0, 0, 0) == 0
     except Exception:
-        pass
+        return False
 
 
 def _set_dumpable(on):
@@ -115,34 +131,50 @@ def _set_limit(which, value):
         pass
 
 
-CONTROL_FD = 4
-"""Where a standby child reads its one request (``_Standby``)."""
+DONE_FD = 4
+"""Where a run writes its exit status, one byte, as its very last act (``_end``); close-on-exec."""
+CONTROL_FD = 5
+"""Where a standby child reads its one request (``_Standby``); closed before the code runs."""
+_DONE_ID = [None]
+"""In a run's process: ``(st_dev, st_ino)`` of the done pipe, so ``_end`` never writes elsewhere."""
 
 
 def _prepare(fds, workdir, control=None):
     """In a forked child, set up what every run gets, whatever its request.
 
     Its own session, stdin from /dev/null, stdout/stderr (and fd 3, the return value's pipe) on
-    the agent's pipes, no other descriptor (bar ``control``, moved to ``CONTROL_FD``), the run's
-    environment and streams.
+    the agent's pipes, the done pipe on ``DONE_FD``, no other descriptor (bar ``control``, moved
+    to ``CONTROL_FD``), the run's environment and streams. The agent creates the pipes in the
+    order of ``fds`` then ``control``, so each source descriptor is above every target a ``dup2``
+    before it overwrote.
 
     Exits with status 120 if the process cannot be set up.
     """
-    out_w, err_w, val_w = fds
+    out_w, err_w, val_w, done_w = fds
     try:
         os.setsid()
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
-        keep = {0, 1, 2}
+        keep = {0, 1, 2, DONE_FD}
         if val_w is not None:
             os.dup2(val_w, 3)
             keep.add(3)
+        # Close-on-exec: a program the code execs never holds it; a fork of the code does.
+        os.dup2(done_w, DONE_FD, inheritable=False)
         if control is not None:
             os.dup2(control, CONTROL_FD)
             keep.add(CONTROL_FD)
+        for fd in range(3, max(keep)):
+            if fd not in keep:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
         os.closerange(max(keep) + 1, 65536)
+        done = os.fstat(DONE_FD)
+        _DONE_ID[0] = (done.st_dev, done.st_ino)
         # The agent's own environment is already minimal (the backend sets it); no clear().
         os.environ.update({
             "HOME": workdir, "TMPDIR": workdir, "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -173,7 +205,9 @@ def _standby(fds, workdir, control, nproc, compiled):
                 break
             chunks.append(chunk)
         os.close(CONTROL_FD)
-        request = json.loads(b"".join(chunks).decode("utf-8"))
+        request = json.loads(b"".join(chunks))  # as the agent parsed the same bytes
+        if isinstance(request, dict) and request.get("op") == "run_many":
+            request = request["runs"][0]  # the agent hands a batch's raw line for its first run
         if not isinstance(request, dict):
             raise ValueError("not a request")
     except BaseException:
@@ -253,9 +287,33 @@ def _child(request, workdir, fds, nproc, compiled=None):
                 view = view[n:]
         except BaseException:
             status = 121
+    _end(status)
+
+
+def _end(status):
+    """End a run's process with ``status``, after telling the agent so on the done pipe; never return.
+
+    The byte on ``DONE_FD`` comes after stdout, stderr and the value pipe are flushed and closed,
+    so the agent, once it has it and the pipes are at end of file, has the whole run and ends it
+    there, without waiting for this process's exit (tearing down a forked interpreter's address
+    space takes most of a millisecond). The code can write that descriptor itself: all it gains is
+    to end its own run early, with a status of its choosing, as ``os._exit`` would. A run that
+    never writes it (``os._exit``, a signal, a timeout) is ended by its exit as before.
+    """
     try:
         sys.stdout.flush()
         sys.stderr.flush()
+    except BaseException:
+        pass
+    try:
+        for fd in (1, 2, 3):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        done = os.fstat(DONE_FD)
+        if (done.st_dev, done.st_ino) == _DONE_ID[0]:  # the code may have put another file there
+            os.write(DONE_FD, bytes((status & 0xFF,)))
     except BaseException:
         pass
     os._exit(status)
@@ -354,29 +412,49 @@ def _others_alive(me):
 
 
 def _reap():
+    """Reap every dead child; whether the agent still has a child (alive, or not yet a zombie)."""
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return False
         if pid == 0:
-            return
+            return True
 
 
-def _cleanup(kill_all):
-    """After a batch: with ``kill_all``, end every other process of the uid; reap what is dead."""
-    if kill_all:
-        me = os.getpid()
-        for _ in range(200):
+_SUBREAPER = [False]
+"""Whether the agent is its descendants' reaper (``PR_SET_CHILD_SUBREAPER`` took, or it is pid 1)."""
+
+
+def _cleanup(kill_all, unreaped=()):
+    """After a batch: with ``kill_all``, end every other process of the uid; reap what is dead.
+
+    ``unreaped`` are the batch's run children that reported their end on the done pipe and were
+    killed but not waited for (``_Run.finish``): they are reaped here, as a zombie or a process
+    still exiting would count against the next run's process limits.
+    """
+    if not kill_all:
+        for pid in unreaped:
             try:
-                os.kill(-1, signal.SIGKILL)
-            except OSError:
+                os.waitpid(pid, 0)  # killed already: it is exiting
+            except ChildProcessError:
                 pass
-            _reap()
-            if not _others_alive(me):
-                break
-            time.sleep(0.005)
-    _reap()
+        _reap()
+        return
+    # Every process of the uid descends from the agent, and orphans come back to it (its
+    # descendants' reaper): once it has no child left, nothing else of the uid is alive, which
+    # spares the scan of /proc (a stat of every process on the host, for the process backend).
+    me = os.getpid()
+    pause = 0.0001
+    for _ in range(250):
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except OSError:
+            pass
+        if not _reap() and (_SUBREAPER[0] or not _others_alive(me)):
+            break
+        time.sleep(pause)  # a killed process takes a while to exit: 0.1 ms, doubling to 5
+        pause = min(pause * 2, 0.005)
 
 
 class _Stream(object):
@@ -449,16 +527,16 @@ def _pidfd(pid):
 class _Run(object):
     """One run of a batch: its forked child, its pipes, its own deadline and caps."""
 
-    def __init__(self, request, workdir, nproc, compiled, standby=None):
+    def __init__(self, request, workdir, nproc, compiled, standby=None, raw=None):
         self.request = request
         self.limit = max(0, int(request.get("max_output_bytes", 1024 * 1024)))
         self.value_limit = max(0, int(request.get("max_value_bytes", 16 * 1024 * 1024)))
         self.timeout_s = max(0.001, float(request.get("timeout_s", 10.0)))
         self.is_call = request.get("call") is not None
         self.started = time.monotonic()
-        if standby is not None and standby.hand(request):
+        if standby is not None and standby.hand(request, raw):
             pid = standby.pid
-            out_r, err_r, val_r = standby.pipes
+            out_r, err_r, val_r, done_r = standby.pipes
             if not self.is_call:
                 os.close(val_r)
                 val_r = None
@@ -468,17 +546,21 @@ class _Run(object):
             out_r, out_w = os.pipe()
             err_r, err_w = os.pipe()
             val_r, val_w = os.pipe() if self.is_call else (None, None)
+            done_r, done_w = os.pipe()
             self.started = time.monotonic()
+            gc.freeze()  # the agent's objects stay out of the child's collections: fewer copied pages
             pid = os.fork()
             if pid == 0:
-                for fd in (out_r, err_r, val_r):
+                for fd in (out_r, err_r, val_r, done_r):
                     if fd is not None:
                         os.close(fd)
-                _child(request, workdir, (out_w, err_w, val_w), nproc, compiled)
-            for fd in (out_w, err_w, val_w):
+                _child(request, workdir, (out_w, err_w, val_w, done_w), nproc, compiled)
+            for fd in (out_w, err_w, val_w, done_w):
                 if fd is not None:
                     os.close(fd)
         self.pid = pid
+        self.done_fd = done_r
+        self.reported = False
         self.names = {out_r: "stdout", err_r: "stderr"}
         self.streams = {"stdout": _Stream(self.limit), "stderr": _Stream(self.limit)}
         if val_r is not None:
@@ -494,11 +576,27 @@ class _Run(object):
         self.duration = 0.0
 
     def watched(self):
-        """The descriptors to wait on: open pipes, and the pidfd until the child has exited."""
+        """The descriptors to wait on: open pipes, and the done pipe and pidfd until the run's end is known."""
         fds = list(self.open_fds)
-        if self.pidfd is not None and self.exit_status is None:
-            fds.append(self.pidfd)
+        if self.exit_status is None:
+            if self.pidfd is not None:
+                fds.append(self.pidfd)
+            if self.done_fd is not None:
+                fds.append(self.done_fd)
         return fds
+
+    def read_done(self):
+        """Take the status byte the child wrote as its last act (``_end``): the run has ended.
+
+        At end of file without a byte (the child exited some other way) nothing is known: its
+        exit, seen by the pidfd or the batch's poll, ends the run as before.
+        """
+        chunk = os.read(self.done_fd, 64)
+        os.close(self.done_fd)
+        self.done_fd = None
+        if chunk and self.exit_status is None:
+            self.exited(chunk[0] << 8)  # the wait status of an exit with that code
+            self.reported = True
 
     def read(self, fd):
         """Take what is ready on one of this run's pipes."""
@@ -508,8 +606,10 @@ class _Run(object):
         else:
             self.streams[self.names[fd]].add(chunk)
 
-    def exited(self, status):
-        """Record the child's wait status (reaped by the batch's poll)."""
+    def exited(self, status, reaped=False):
+        """Record the child's wait status: from its done byte, or ``reaped`` by the batch's poll."""
+        if reaped:
+            self.reported = False  # nothing left to reap, whatever ended the run
         if self.exit_status is None:
             self.exit_status = status
             self.exited_at = time.monotonic()
@@ -534,7 +634,11 @@ class _Run(object):
         return max(wait, 0.0)
 
     def finish(self):
-        """Kill the run's process group, reap the child, close the pipes."""
+        """Kill the run's process group and close the pipes, without waiting for the child.
+
+        A child that reported its end on the done pipe, or was killed at its deadline, is still to
+        be reaped (``run_batch`` hands its pid to ``_cleanup``, which may run after the reply).
+        """
         self.done = True
         self.duration = time.monotonic() - self.started
         for kill in (os.killpg, os.kill):  # the group; the child itself, should it have left it
@@ -542,15 +646,12 @@ class _Run(object):
                 kill(self.pid, signal.SIGKILL)
             except OSError:
                 pass
-        if self.exit_status is None:
-            try:
-                _, self.exit_status = os.waitpid(self.pid, 0)
-            except ChildProcessError:
-                self.exit_status = 0
         for fd in self.names:
             os.close(fd)
-        if self.pidfd is not None:
-            os.close(self.pidfd)
+        for fd in (self.pidfd, self.done_fd):
+            if fd is not None:
+                os.close(fd)
+        self.pidfd = self.done_fd = None
 
     def reply(self):
         """The run's reply (without its id)."""
@@ -632,25 +733,35 @@ class _Standby(object):
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         val_r, val_w = os.pipe()
+        done_r, done_w = os.pipe()
         ctl_r, ctl_w = os.pipe()
+        gc.freeze()  # the agent's objects stay out of the child's collections: fewer copied pages
         pid = os.fork()
         if pid == 0:
-            for fd in (out_r, err_r, val_r, ctl_w):
+            for fd in (out_r, err_r, val_r, done_r, ctl_w):
                 os.close(fd)
-            _standby((out_w, err_w, val_w), workdir, ctl_r, nproc, compiled)
-        for fd in (out_w, err_w, val_w, ctl_r):
+            _standby((out_w, err_w, val_w, done_w), workdir, ctl_r, nproc, compiled)
+        for fd in (out_w, err_w, val_w, done_w, ctl_r):
             os.close(fd)
         os.set_blocking(ctl_w, False)
         self.pid = pid
-        self.pipes = (out_r, err_r, val_r)
+        self.pipes = (out_r, err_r, val_r, done_r)
         self.control = ctl_w
 
-    def hand(self, request):
-        """Give the standby its request; False (nothing sent) if it cannot take all of it at once."""
-        try:
-            data = json.dumps(request, ensure_ascii=False).encode("utf-8", "backslashreplace")
-        except (TypeError, ValueError):
-            return False
+    def hand(self, request, raw=None):
+        """Give the standby its request; False (nothing sent) if it cannot take all of it at once.
+
+        ``raw`` is the request line as the agent read it (a ``run``, or a ``run_many`` whose first
+        run this is): the child parses it as the agent did, so it is passed on as it came, not
+        encoded again.
+        """
+        if raw is not None:
+            data = raw
+        else:
+            try:
+                data = json.dumps(request, ensure_ascii=False).encode("utf-8", "backslashreplace")
+            except (TypeError, ValueError):
+                return False
         old = signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a dead standby must not end the agent
         try:
             sent = os.write(self.control, data)
@@ -678,24 +789,28 @@ class _Standby(object):
             pass
 
 
-def run_batch(requests, workdir, kill_all, nproc, compiled=None, standby=None):
+def run_batch(requests, workdir, kill_all, nproc, compiled=None, standby=None, raw=None, unreaped=None):
     """Serve ``run`` requests at once, each in its own forked child; return their replies in order.
 
-    The first run goes to ``standby`` when one is given (it is used up either way).
+    The first run goes to ``standby`` when one is given (it is used up either way), with ``raw``,
+    the request line it came in, when given (``_Standby.hand``).
 
     Each run keeps its own deadline, caps and rlimits, and its process group is killed as soon as
-    it ends. ``--kill-all``'s sweep of the whole uid waits for the last run of the batch (it would
-    end the others too), so whatever any run left behind is killed before the replies are built.
+    it ends. ``--kill-all``'s sweep of the whole uid (``_cleanup``) waits for the last run of the
+    batch (it would end the others too). With ``unreaped`` (a list) the sweep is the caller's,
+    done after it sent the replies: the pids still to reap are appended to it. Without it the sweep
+    is done here, before the replies are built.
     Never raises for anything the code does: a timeout, a signal, a non-zero exit or a missing or
     oversized return value is a ``status`` and an ``error`` in the reply.
     """
     compiled = compiled or {}
     runs = []
+    pending = [] if unreaped is None else unreaped
     try:
         for request in requests:
             code = request.get("code", "")
             hit = compiled.get(code) if request.get("call") is not None else None
-            runs.append(_Run(request, workdir, nproc, hit, standby))
+            runs.append(_Run(request, workdir, nproc, hit, standby, raw))
             standby = None
         by_pid = dict((r.pid, r) for r in runs)
         while True:
@@ -719,16 +834,20 @@ def run_batch(requests, workdir, kill_all, nproc, compiled=None, standby=None):
                 r = owners[fd]
                 if fd in r.open_fds:
                     r.read(fd)
+                elif fd == r.done_fd:
+                    r.read_done()
             for pid, status in _poll_children().items():
                 if pid in by_pid:
-                    by_pid[pid].exited(status)
+                    by_pid[pid].exited(status, reaped=True)
     finally:
         if standby is not None:
             standby.discard()
         for r in runs:
             if not r.done:
                 r.finish()
-        _cleanup(kill_all)
+        pending.extend(r.pid for r in runs if r.exit_status is None or r.reported)
+        if unreaped is None:
+            _cleanup(kill_all, pending)
     return [r.reply() for r in runs]
 
 
@@ -871,6 +990,68 @@ def _write_line(out, obj):
     out.write(b"\n")
 
 
+STANDBY_IDLE_S = 0.0
+"""After a reply and its sweep, how long the agent waits for the next request before it forks a standby.
+
+A fork right after the reply competes for the CPU with whoever reads that reply (the server's
+thread, which then answers the step); the sweep that now follows the reply (the last run's exit,
+most of a millisecond) already keeps the fork off that reader's clock, and a request that is
+already waiting then gets a fresh fork (``_Run``). Measured with ``bench/zygote_call.py``, longer
+waits (0.5, 1, 2, 5 ms) were no better at 0 and 5 ms between calls and worse at 1.5 ms (the fork
+then lands as the next request comes), so 0: only a request already there skips the standby.
+"""
+
+
+class _Lines(object):
+    """Request lines read straight from a descriptor, so the agent can ``select`` on it.
+
+    (A buffered reader's readiness is not the descriptor's: a line may sit in its buffer.)
+    """
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.buf = bytearray()
+        self.scanned = 0
+        self.eof = False
+
+    def ready(self, timeout):
+        """Whether a line (or the end of input) comes within ``timeout`` seconds."""
+        if self.eof or self.buf.find(b"\n", self.scanned) >= 0:
+            return True
+        readable, _, _ = select.select([self.fd], [], [], timeout)
+        return bool(readable)
+
+    def readline(self, limit):
+        """The next line with its newline (b"" at end of input), or None for a line over ``limit`` bytes.
+
+        An oversized line is read to its end and dropped, never held whole.
+        """
+        skipping = False
+        while True:
+            end = self.buf.find(b"\n", self.scanned)
+            if end >= 0:
+                line = bytes(self.buf[:end + 1])
+                del self.buf[:end + 1]
+                self.scanned = 0
+                if skipping or len(line) > limit:
+                    return None
+                return line
+            if len(self.buf) > limit:
+                skipping = True
+                del self.buf[:]
+            self.scanned = len(self.buf)
+            if self.eof:
+                line = bytes(self.buf)
+                del self.buf[:]
+                self.scanned = 0
+                return None if skipping else line
+            chunk = os.read(self.fd, 1 << 20)
+            if chunk:
+                self.buf += chunk
+            else:
+                self.eof = True
+
+
 def main(argv):
     """Parse the options (``--workdir``, ``--kill-all``, ``--nproc``, ``--connect``), say hello, then serve requests.
 
@@ -905,7 +1086,7 @@ def main(argv):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _set_dumpable(False)
     # Orphans of a run come to the agent (as to a container's pid 1), which reaps them.
-    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    _SUBREAPER[0] = _prctl(PR_SET_CHILD_SUBREAPER, 1) or os.getpid() == 1
     if connect:
         import socket
 
@@ -914,7 +1095,7 @@ def main(argv):
         os.dup2(sock.fileno(), 0)
         os.dup2(sock.fileno(), 1)
         sock.close()
-    inp = sys.stdin.buffer
+    inp = _Lines(sys.stdin.fileno())
     out = sys.stdout.buffer
 
     def send(obj):
@@ -925,18 +1106,20 @@ def main(argv):
           "python": sys.version.split()[0], "uid": os.getuid()})
     # After the hello: the server's wait for a new sandbox does not include the warming.
     _warm_imports()
+    gc.freeze()  # what the agent holds now stays out of every child's collections
     warm = _Warm()
-    standby = _Standby(workdir, nproc, warm.codes)
+    standby = None
     while True:
-        line = inp.readline(MAX_REQUEST_BYTES + 1)
-        if not line:
-            return 0
-        if len(line) > MAX_REQUEST_BYTES:
-            # Skip the rest of an oversized line, then refuse it.
-            while line and not line.endswith(b"\n"):
-                line = inp.readline(MAX_REQUEST_BYTES)
+        if standby is None and not inp.ready(STANDBY_IDLE_S):
+            standby = _Standby(workdir, nproc, warm.codes)
+        line = inp.readline(MAX_REQUEST_BYTES)
+        if line is None:
             send({"id": None, "status": "protocol_error", "error": "request too large"})
             continue
+        if not line:
+            if standby is not None:
+                standby.discard()
+            return 0
         try:
             request = json.loads(line)
             rid = request.get("id")
@@ -953,17 +1136,20 @@ def main(argv):
                 send({"id": rid, "status": "protocol_error",
                       "error": "run_many needs 'runs': 1 to %d run requests" % MAX_BATCH})
                 continue
+            unreaped = []
             try:
-                replies = run_batch(batch, workdir, kill_all, nproc, warm.codes, standby)
+                replies = run_batch(batch, workdir, kill_all, nproc, warm.codes, standby, line, unreaped)
             except Exception as exc:  # the agent must outlive any request
                 reply = {"status": "protocol_error", "error": "%s: %s" % (type(exc).__name__, exc)}
             else:
                 reply = replies[0] if op == "run" else {"status": "ok", "results": replies}
+            standby = None  # used up either way
             reply["id"] = rid
             send(reply)
+            # Reply first, clean up after: the sweep still ends before the next request is read.
+            _cleanup(kill_all, unreaped)
             if reply.get("status") != "protocol_error":
                 warm.learn(batch, replies)
-            standby = _Standby(workdir, nproc, warm.codes)
         else:
             send({"id": rid, "status": "protocol_error", "error": "unknown op %r" % (op,)})
 

@@ -272,3 +272,74 @@ def check_runs_share_nothing(box: Sandbox) -> None:
     assert len({s["pid"] for s in seen}) == 4, seen
     assert len({s["r"] for s in seen}) == 4, seen
     assert not any(s["marked"] or s["mods"] for s in seen), seen
+
+
+FDS_SEEN = '''
+import fcntl, os
+def seen():
+    fds = []
+    for fd in range(64):
+        try:
+            os.fstat(fd)
+        except OSError:
+            continue
+        fds.append(fd)
+    return {"fds": fds, "done_cloexec": bool(fcntl.fcntl(4, fcntl.F_GETFD) & fcntl.FD_CLOEXEC)}
+'''
+
+GRANDCHILD_WRITES_LATE = '''
+import os, time
+if os.fork() == 0:
+    time.sleep(0.05)
+    print("late", flush=True)
+    os._exit(0)
+print("early", flush=True)
+'''
+"""The script ends at once; its child, still holding stdout, prints within the exit grace."""
+
+
+def check_run_end_is_reported(box: Sandbox) -> None:
+    """A run tells the agent its status on a done pipe (fd 4, close-on-exec) before it exits.
+
+    Whatever the code does with that descriptor, each run still gets its own status, output and
+    value: code that closes it, puts a file of its own there, writes it early (which ends its
+    run, as ``os._exit`` would), exits by ``os._exit`` or is killed; a grandchild holding stdout
+    still gets the exit grace, and a fork bomb left by a run that ended well is gone before the
+    next run.
+    """
+    script = RunRequest(code=FDS_SEEN + "import json\nprint(json.dumps(seen()))\n", limits=RunLimits(timeout_s=5))
+    seen = json.loads(box.run(script).stdout)
+    assert seen == {"fds": [0, 1, 2, 4], "done_cloexec": True}, seen
+    result = box.run(call(FDS_SEEN, "seen", {}))
+    assert result.status == "ok" and json.loads(result.value or "") == {"fds": [0, 1, 2, 3, 4], "done_cloexec": True}
+
+    closes = "import os\ndef f(x):\n    os.close(4)\n    print('closed')\n    return x + 1\n"
+    result = box.run(call(closes, "f", {"x": 41}))
+    assert (result.status, result.value, result.stdout) == ("ok", "42", "closed\n"), result
+    # A file of the code's own on fd 4: the agent's status byte must not land in it.
+    squats = ("import os\ndef f():\n    os.close(4)\n"
+              "    fd = os.open('squat.txt', os.O_WRONLY | os.O_CREAT | os.O_TRUNC)\n"
+              "    assert fd == 4\n    os.write(fd, b'mine')\n    return 'ok'\n")
+    assert box.run(call(squats, "f", {})).value == "ok"
+    assert run(box, "print(open('squat.txt', 'rb').read())").stdout == "b'mine'\n"
+
+    early = "import os, time\nprint('before', flush=True)\nos.write(4, bytes([7]))\ntime.sleep(5)\nprint('after')\n"
+    result = run(box, early)
+    assert (result.status, result.error, result.stdout) == ("error", "exit status 7", "before\n"), result
+    assert result.duration_s < 2.0, result.duration_s
+    result = run(box, "import os\nprint('x', flush=True)\nos._exit(3)\n")
+    assert (result.status, result.error, result.stdout) == ("error", "exit status 3", "x\n"), result
+    result = run(box, "import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n")
+    assert result.status == "killed" and "SIGTERM" in (result.error or ""), result
+    result = run(box, "import sys\nsys.exit(5)\n")
+    assert (result.status, result.error) == ("error", "exit status 5"), result
+    result = box.run(call("def f():\n    raise ValueError('no')\n", "f", {}))
+    assert (result.status, result.error, result.error_type) == ("error", "no", "ValueError"), result
+
+    result = run(box, GRANDCHILD_WRITES_LATE)
+    assert result.status == "ok" and result.stdout == "early\nlate\n", result
+    bomb = ("import os, time\nfor _ in range(8):\n    if os.fork() == 0:\n        os.setsid()\n"
+            "        while True:\n            time.sleep(1)\nprint('left them')\n")
+    result = run(box, bomb)
+    assert result.status == "ok" and result.stdout == "left them\n", result
+    leftovers(box)

@@ -16,6 +16,7 @@ import pytest
 from sandbox_checks import (
     FORK_COUNT,
     check_output_caps,
+    check_run_end_is_reported,
     check_run_many,
     check_run_process_limit,
     check_runs_share_nothing,
@@ -168,6 +169,10 @@ def test_run_many_runs_a_turns_calls_at_once(box: Sandbox) -> None:
 
 def test_runs_forked_from_the_warm_agent_share_nothing(box: Sandbox) -> None:
     check_runs_share_nothing(box)
+
+
+def test_a_runs_end_is_reported_whatever_its_code_does_with_the_done_pipe(box: Sandbox) -> None:
+    check_run_end_is_reported(box)
 
 
 def _standby_pids(box: Sandbox) -> list[int]:
