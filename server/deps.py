@@ -19,12 +19,12 @@ from toolgym.server.settings import Settings
 __all__ = ["ManagerDep", "OwnerDep", "SettingsDep"]
 
 
-def _manager(request: Request) -> EpisodeManager:
+async def _manager(request: Request) -> EpisodeManager:
     manager: EpisodeManager = request.app.state.manager
     return manager
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -32,7 +32,7 @@ def _settings(request: Request) -> Settings:
 _bearer = HTTPBearer(auto_error=False, description="An API key from TOOLGYM_API_KEYS.")
 
 
-def _owner(
+async def _owner(
     request: Request,
     authorization: Annotated[str | None, Header()] = None,
     _documented: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
