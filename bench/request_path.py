@@ -121,7 +121,7 @@ def measure(server: SubprocessServer, steps: int, into: dict[str, list[float]]) 
     into["tool step, HTTP"] += tg.sequential_tool_steps(server.base_url, steps)
     into["tool step, /v1/ws"] += asyncio.run(tg.ws_tool_steps(server.base_url, steps))
     into["warm reset, HTTP"] += warm_resets(server.base_url, max(10, steps // 10))
-    load = asyncio.run(tg.functioncall_episodes(server.base_url, 64, 512))
+    load = asyncio.run(tg.functioncall_episodes(server.base_url, 64, 256))
     into["FC episodes/s, 64 workers, HTTP"].append(load["episodes_per_s"])
 
 
