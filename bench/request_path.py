@@ -14,7 +14,10 @@ Per server, one client, one request at a time:
 - ToolUse tool step (one run in the episode's container) over HTTP and ``/v1/ws``;
 - warm ToolUse reset over HTTP (the warm pool full before each, untimed);
 - the server's CPU per FunctionCall episode (reset + step + close over HTTP, sequential),
-  from ``/proc``; and FunctionCall episodes/s from 64 workers on one ``AsyncEnvClient``.
+  from ``/proc``; and FunctionCall episodes/s from 64 workers on one ``AsyncEnvClient``;
+- the app alone: the same episodes sent straight into the ASGI app in a child process (no
+  socket, no HTTP parser; process backend), CPU and wall ms per episode, best of three
+  passes: the figure the machine's other users move least, so the one to attribute changes by.
 
 Run: ``.venv/bin/python bench/request_path.py [--baseline /tmp/before] [--rounds 2] [--steps 300]``
 """
@@ -24,7 +27,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -111,6 +116,76 @@ def warm_resets(base_url: str, n: int) -> list[float]:
     return out
 
 
+async def _asgi_call(app: Any, method: str, path: str, body: Any = None) -> Any:
+    """One request straight into the ASGI app (no socket, no HTTP parser); its JSON answer."""
+    raw = json.dumps(body).encode() if body is not None else b""
+    headers = [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
+               (b"content-length", str(len(raw)).encode())]
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "path": path,
+             "raw_path": path.encode(), "query_string": b"", "headers": headers, "scheme": "http",
+             "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1234), "root_path": ""}
+    sent = False
+    out: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        await asyncio.sleep(3600)  # the request never disconnects
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        out.append(message)
+
+    await app(scope, receive, send)
+    data = b"".join(m.get("body", b"") for m in out[1:])
+    if out[0]["status"] >= 300:
+        raise RuntimeError(f"{method} {path}: {out[0]['status']} {data[:300]!r}")
+    return json.loads(data) if data else None
+
+
+async def asgi_cpu(episodes: int) -> tuple[float, float]:
+    """The app alone, in this process (process backend, no warm pool): CPU and wall ms per FunctionCall episode.
+
+    No socket and no HTTP parser, so this is the app's own cost (middleware, routing,
+    dependencies, validation, the manager, the store's writer thread), the figure least moved
+    by the machine's other users; best of three passes.
+    """
+    from toolgym.server import Settings, create_app
+    from toolgym.server.sandbox.process import ProcessBackend
+
+    with tempfile.TemporaryDirectory(prefix="toolgym-bench-") as tmp:
+        settings = Settings(host="127.0.0.1", port=1, db_path=os.path.join(tmp, "asgi.db"), warm_pool_size=0,
+                            instance_id="bench-asgi")
+        app = create_app(settings, backend=ProcessBackend())
+        async with app.router.lifespan_context(app):
+            async def episode() -> None:
+                r = await _asgi_call(app, "POST", "/v1/episodes", FC_RESET)
+                await _asgi_call(app, "POST", f"/v1/episodes/{r['episode_id']}/step", {"action": FUNCTIONCALL_ACTION})
+                await _asgi_call(app, "DELETE", f"/v1/episodes/{r['episode_id']}")
+
+            for _ in range(50):
+                await episode()
+            passes = []
+            for _ in range(3):
+                cpu0, wall0 = time.process_time(), time.perf_counter()
+                for _ in range(episodes):
+                    await episode()
+                passes.append(((time.process_time() - cpu0) / episodes * 1e3,
+                               (time.perf_counter() - wall0) / episodes * 1e3))
+            return min(passes)
+
+
+def asgi_figures(env: dict[str, str] | None, episodes: int) -> tuple[float, float]:
+    """``asgi_cpu`` in a child process (so a baseline build is imported alone)."""
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLGYM_") and k != "PYTHONPATH"}
+    child_env.update(env or {})
+    out = subprocess.run([sys.executable, __file__, "--asgi-child", str(episodes)], env=child_env, check=True,
+                         capture_output=True, text=True, timeout=600).stdout.split()
+    return float(out[-2]), float(out[-1])
+
+
 def measure(server: SubprocessServer, steps: int, into: dict[str, list[float]]) -> None:
     """One round of every figure against ``server``, appended to ``into``."""
     assert server.proc is not None
@@ -131,7 +206,14 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=300, help="sequential steps per figure, server and round")
     parser.add_argument("--uvicorn", default="--loop asyncio --http h11", help="uvicorn options for _serve.py")
+    parser.add_argument("--asgi-episodes", type=int, default=500, help="episodes per pass of the in-process figure")
+    parser.add_argument("--asgi-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.asgi_child is not None:
+        logging.disable(logging.WARNING)
+        cpu, wall = asyncio.run(asgi_cpu(args.asgi_child))
+        print(f"{cpu:.4f} {wall:.4f}")
+        return 0
     why = docker_problem()
     if why is not None:
         print(f"request_path: skipped: {why}")
@@ -153,6 +235,10 @@ def main() -> int:
             for _ in range(args.rounds):
                 for b, s in servers.items():
                     measure(s, args.steps, samples[b])
+                for b, env in builds.items():
+                    cpu, wall = asgi_figures(env, args.asgi_episodes)
+                    samples[b]["app alone (in-process), CPU ms per FC episode"].append(cpu)
+                    samples[b]["app alone (in-process), wall ms per FC episode"].append(wall)
         finally:
             for s in servers.values():
                 s.stop()
@@ -160,7 +246,7 @@ def main() -> int:
     for figure in next(iter(samples.values())):
         for b, smp in samples.items():
             st = summarize(smp[figure])
-            if "/s" in figure or "CPU" in figure:
+            if "/s" in figure or "per FC episode" in figure:
                 rows.append([figure, b, f"{st['p50']:.2f}", "", str(len(smp[figure]))])
             else:
                 rows.append([figure, b, ms(st["p50"]), ms(st["p99"]), str(len(smp[figure]))])
