@@ -19,6 +19,10 @@ It owns the lifecycle rules of docs/architecture.md ("The request path"), and no
 - finished episodes release their sandbox at once: it goes to a bounded background worker
   (``toolgym.server.sandbox.teardown``), so the last step and DELETE answer without waiting
   for the container to be removed; idle episodes are closed by the reaper;
+- blocking work runs on worker threads (``run_blocking``): a sandboxed family's reset (the
+  sandbox taken, the env started and reset in one call) and each of its steps. A family that
+  needs no sandbox (``needs_sandbox`` False: FunctionCall) resets and steps on the event loop,
+  since its work is pure computation of tens of microseconds, less than a thread round trip;
 - every store write goes through one writer thread that commits in groups
   (``toolgym.server.writer``); a step is answered only after the commit that holds it has
   returned, and no database call runs on the event loop (reads go to a worker thread);
@@ -57,7 +61,7 @@ import anyio
 import anyio.to_thread
 
 from toolgym.actions import action_from_wire, action_to_wire
-from toolgym.envs.base import Action, EnvFamily, Task
+from toolgym.envs.base import Action, EnvFamily, Episode, Observation, Task
 from toolgym.errors import (
     AtCapacity,
     EpisodeFinished,
@@ -269,17 +273,19 @@ class EpisodeManager:
         try:
             started = time.perf_counter()
             sandbox: Sandbox | None = None
-            if family.needs_sandbox:
-                if self.pool is None:
-                    raise SandboxError(f"env {family.env_id} needs a sandbox and this server has no backend")
-                episode_id, sandbox = await self._blocking(self.pool.acquire, owner)
-            else:
-                episode_id = new_episode_id(self.replica)
             env_rng = random.Random(rng.getrandbits(64))
-            slot = SandboxSlot(episode_id, sandbox)
             try:
-                env = family.start(task, parsed, slot if family.needs_sandbox else None, env_rng)
-                observation, info = await self._blocking(env.reset)
+                if family.needs_sandbox:
+                    if self.pool is None:
+                        raise SandboxError(f"env {family.env_id} needs a sandbox and this server has no backend")
+                    slot, env, (observation, info) = await self._blocking(
+                        self._start_sandboxed, family, task, parsed, owner, env_rng)
+                    episode_id, sandbox = slot.episode_id, slot.sandbox
+                else:  # pure computation: cheaper here than a worker thread's round trip
+                    episode_id = new_episode_id(self.replica)
+                    slot = SandboxSlot(episode_id, None)
+                    env = family.start(task, parsed, None, env_rng)
+                    observation, info = env.reset()
                 live = LiveEpisode(
                     id=episode_id, owner=owner, family=family, task=task, options={**raw, "split": task.split},
                     seed=seed, env=env, slot=slot, created=time.time(), last_active=time.monotonic(),
@@ -304,6 +310,25 @@ class EpisodeManager:
         self.metrics.reset_seconds.labels(family.env_id).observe(time.perf_counter() - started)
         self.metrics.live_episodes.set(self._open_count())
         return live
+
+    def _start_sandboxed(
+        self, family: EnvFamily, task: Task, options: Any, owner: str, rng: random.Random,
+    ) -> tuple[SandboxSlot, Episode, tuple[Observation, dict[str, Any]]]:
+        """Take a sandbox, start the env on it and reset it: one worker-thread call for the whole reset.
+
+        Blocking (runs on a worker thread). A sandbox taken here is handed to the teardown (or
+        removed) before an error leaves, since the caller never sees it.
+        """
+        assert self.pool is not None
+        episode_id, sandbox = self.pool.acquire(owner)
+        slot = SandboxSlot(episode_id, sandbox)
+        try:
+            env = family.start(task, options, slot, rng)
+            return slot, env, env.reset()
+        except BaseException:
+            if not self._teardown.submit(sandbox):
+                sandbox.close()
+            raise
 
     def _sample(self, env_id: str, split: str, sampler: str, rng: random.Random) -> Task:
         from toolgym.server.frontier import draw_task
@@ -394,7 +419,10 @@ class EpisodeManager:
         started = time.perf_counter()
         for attempt in (1, 2):
             try:
-                step = await self._blocking(live.env.step, action)
+                if live.family.needs_sandbox:
+                    step = await self._blocking(live.env.step, action)
+                else:  # pure computation (parse, verify): cheaper here than a worker thread's round trip
+                    step = live.env.step(action)
                 break
             except SandboxError as exc:
                 self.metrics.sandbox_failures.labels(env_id).inc()

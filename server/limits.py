@@ -40,7 +40,8 @@ _TASK_UPLOAD = re.compile(r"^/v1/envs/.+/tasks/?$")
 class RateLimiter:
     """A token bucket per owner id: ``rate`` requests a second, bursts of up to ``burst``.
 
-    Thread-safe (sync dependencies run in a thread pool). Buckets are kept per owner, and
+    Its callers (the ``OwnerDep`` dependency, each WebSocket frame) run on the event loop; the
+    lock keeps it safe from any thread all the same. Buckets are kept per owner, and
     owners are few (one per configured key, plus ``anonymous``), so none is ever dropped.
     """
 

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/envs", tags=["data loop"])
 
 
-def _judge(request: Request) -> Judge:
+async def _judge(request: Request) -> Judge:
     judge = getattr(request.app.state, "judge", None)
     if judge is None:
         raise JudgeNotConfigured(

@@ -200,7 +200,7 @@ class _Session:
             status, body = self._error(internal_error(exc))
         finally:
             self._slots.release()
-        await self._send({"id": frame_id, "status": status, "body": body})
+        await self._send(frame_id, status, body)
 
     def _parse(self, raw: str | bytes) -> WsRequest:
         if len(raw) > self.settings.max_request_bytes:
@@ -226,32 +226,37 @@ class _Session:
             ))
         return request
 
-    async def _run(self, request: WsRequest) -> tuple[int, Any]:
-        """The HTTP route's work and status for one request."""
+    async def _run(self, request: WsRequest) -> tuple[int, str]:
+        """The HTTP route's work and status for one request, its body as JSON text.
+
+        The body is the route's model serialized once by pydantic (as the HTTP route answers
+        it), then set into the answer frame as it is, never turned back into a dict.
+        """
         episode_id = request.episode_id or ""
         if request.op == "reset":
             reset = await run_reset(self.manager, self.owner, _body(ResetRequest, request), request.idempotency_key)
-            return 201, reset.model_dump(mode="json")
+            return 201, reset.model_dump_json()
         if request.op == "step":
             step = await run_step(self.manager, self.owner, self.settings, episode_id, _body(StepRequest, request),
                                   request.idempotency_key)
-            return 200, step.model_dump(mode="json")
+            return 200, step.model_dump_json()
         if request.op == "close":
             await self.manager.close(self.owner, episode_id)
-            return 204, None
-        return 200, state_response(await self.manager.state(self.owner, episode_id)).model_dump(mode="json")
+            return 204, "null"
+        return 200, state_response(await self.manager.state(self.owner, episode_id)).model_dump_json()
 
-    def _error(self, exc: ToolGymError) -> tuple[int, Any]:
+    def _error(self, exc: ToolGymError) -> tuple[int, str]:
         status = http_status(exc)
         if status >= 500:
             log.warning("websocket request -> %s: %s", exc.code, exc.message)
         count_error(self.websocket.app, exc)
-        return status, exc.to_wire()
+        return status, json.dumps(exc.to_wire(), ensure_ascii=False)
 
-    async def _send(self, answer: dict[str, Any]) -> None:
+    async def _send(self, frame_id: str | int | None, status: int, body: str) -> None:
+        """Send one answer frame, ``{"id", "status", "body"}``, with ``body`` already JSON text."""
         if not self.open:
             return
-        text = json.dumps(answer, ensure_ascii=False)
+        text = f'{{"id":{json.dumps(frame_id, ensure_ascii=False)},"status":{status},"body":{body}}}'
         async with self._send_lock:
             try:
                 await self.websocket.send_text(text)
