@@ -8,6 +8,7 @@ wrong type or out-of-range value is a ``ValidationFailed`` (HTTP 422) that names
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Mapping
@@ -60,6 +61,15 @@ def _check_type(name: str, value: Any, hint: Any) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=256)
+def _hints(cls: type) -> dict[str, Any]:
+    """``typing.get_type_hints`` of an options dataclass, computed once per class.
+
+    It resolves string annotations anew on every call, which every reset would otherwise pay.
+    """
+    return typing.get_type_hints(cls)
+
+
 def options_from_mapping(cls: type, raw: Mapping[str, Any], **defaults: Any) -> Any:
     """Build the options dataclass ``cls`` from ``raw``.
 
@@ -69,7 +79,7 @@ def options_from_mapping(cls: type, raw: Mapping[str, Any], **defaults: Any) -> 
     """
     if not isinstance(raw, Mapping):
         raise ValidationFailed("options must be a JSON object")
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
@@ -91,7 +101,7 @@ def options_from_mapping(cls: type, raw: Mapping[str, Any], **defaults: Any) -> 
 
 def options_schema(cls: type, **defaults: Any) -> dict[str, Any]:
     """A JSON description of an options dataclass, for ``GET /v1/envs``."""
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     out: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         hint = hints[f.name]

@@ -1108,7 +1108,8 @@ def main(argv):
     _warm_imports()
     gc.freeze()  # what the agent holds now stays out of every child's collections
     warm = _Warm()
-    standby = None
+    # The first standby before any answer: a ping (the warm pool's) then says the agent is ready.
+    standby = _Standby(workdir, nproc, warm.codes)
     while True:
         if standby is None and not inp.ready(STANDBY_IDLE_S):
             standby = _Standby(workdir, nproc, warm.codes)

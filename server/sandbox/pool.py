@@ -53,6 +53,8 @@ WARM_POOL_OWNER = "warm-pool"
 DEMAND_WINDOW_S = 10.0
 """Resets over this many seconds make the demand rate (short enough to follow a burst)."""
 HEADROOM = 1.5
+WARM_CHECK_S = 30.0
+"""How long a new warm sandbox's agent may take to answer its first ping (``_fill``)."""
 MAX_BACKOFF_S = 5.0
 """The longest wait between failed creations: an engine back from a restart (or an image tag
 restored) is seen within this, while a broken one is asked only every few seconds."""
@@ -205,6 +207,12 @@ class SandboxPool:
             episode_id = new_episode_id(self._replica)
             try:
                 sandbox = self._make(episode_id, WARM_POOL_OWNER)
+                # The agent says hello before it imports its warm modules and forks its first
+                # standby (some 20 ms): a ping answered means it is done, so a reset that takes
+                # this sandbox does not wait for that, and its own ping finds the path warm.
+                if not sandbox.ping(WARM_CHECK_S):
+                    sandbox.close()
+                    raise SandboxError(f"a new warm sandbox did not answer a ping within {WARM_CHECK_S:g} s")
             except SandboxError as exc:
                 with self._cond:
                     self._creating -= 1

@@ -96,3 +96,25 @@ def test_warm_pool_max_is_validated() -> None:
         Settings(warm_pool_size=2, warm_pool_max=1).validate()
     with pytest.raises(ValueError, match="warm_pool_max"):
         Settings(max_live_episodes=4, warm_pool_max=5).validate()
+
+
+def _children(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/task/{pid}/children") as fh:
+        return fh.read().split()
+
+
+def test_a_warm_sandbox_is_ready_only_once_its_agent_is_warm(process_backend: SandboxBackend) -> None:
+    """The agent says hello before its warm imports and its first standby fork; the pool lists a
+    sandbox only after it answered a ping, so a reset never waits for that warm-up."""
+    pool = SandboxPool(process_backend, spec, size=1, replica="t0")
+    pool.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not pool.ready:  # look the moment it is listed
+            assert time.monotonic() < deadline, "timed out waiting for the pool to fill"
+            time.sleep(0.0005)
+        _, sandbox = pool._ready[0]
+        agent_pid = int(sandbox.hello["pid"])
+        assert _children(agent_pid), "the agent's standby child is already forked when the pool lists it"
+    finally:
+        pool.stop()
