@@ -198,6 +198,10 @@ class EnvFamily(ABC):
     options_type: ClassVar[type]
     """A dataclass; each field's ``metadata["doc"]`` documents the option."""
     needs_sandbox: ClassVar[bool] = True
+    """Whether episodes run code in a sandbox. A family that needs none (FunctionCall) is reset and
+    stepped on the server's event loop, where a thread handoff would cost more than its pure
+    computation: its ``reset`` and ``step`` must not block (no I/O, no long computation), or they
+    stall every other request of that server."""
 
     @abstractmethod
     def validate_record(self, record: Mapping[str, Any]) -> dict[str, Any]:
