@@ -68,6 +68,13 @@ class Channel(ABC):
         """What the agent wrote to stderr, if the channel keeps it (for error messages)."""
         return ""
 
+    def fileno(self) -> int | None:
+        """A descriptor that turns readable when data or the end of the stream arrives (None: no such).
+
+        Lets a caller wait on this stream beside other sockets with ``select``.
+        """
+        return None
+
 
 class AgentSandbox:
     """A ``Sandbox`` driven over a ``Channel``; ``destroy`` removes the box itself."""

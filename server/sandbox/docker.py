@@ -128,6 +128,10 @@ class _AttachChannel(Channel):
         """The last 4,000 characters the agent wrote to stderr."""
         return b"".join(self._stderr)[-4000:].decode("utf-8", "replace")
 
+    def fileno(self) -> int | None:
+        """The attach socket's descriptor (``Channel.fileno``); None once closed."""
+        return None if self._closed else self._sock.fileno()
+
 
 def _pids_limit(sandbox_limit: int, max_processes: int | None) -> int:
     """The container's pids limit for a run: the sandbox's own, or the run's, whichever is lower.
