@@ -118,3 +118,30 @@ def test_a_warm_sandbox_is_ready_only_once_its_agent_is_warm(process_backend: Sa
         assert _children(agent_pid), "the agent's standby child is already forked when the pool lists it"
     finally:
         pool.stop()
+
+
+def test_a_replacement_starts_after_the_reset_that_took_a_sandbox(process_backend: SandboxBackend) -> None:
+    """Making a sandbox competes with the reset being answered (GIL, CPU): the pool waits
+    ``refill_delay_s`` after an acquisition before replacing it, unless none is left ready."""
+    pool = SandboxPool(process_backend, spec, size=2, replica="t0", refill_delay_s=0.6)
+    pool.start()
+    try:
+        wait_until(lambda: pool.ready == 2, 30, "the pool to fill")
+        _, taken = pool.acquire("someone")
+        try:
+            time.sleep(0.2)
+            status = pool.status()
+            assert (status.ready, status.creating) == (1, 0), "no replacement while the reset is answered"
+            wait_until(lambda: pool.ready == 2, 30, "the replacement after the delay")
+            _, second = pool.acquire("someone")
+            _, third = pool.acquire("someone")  # the pool is empty now: refill at once
+            try:
+                time.sleep(0.2)
+                assert pool.status().creating + pool.ready > 0, "an empty pool refills without the delay"
+            finally:
+                second.close()
+                third.close()
+        finally:
+            taken.close()
+    finally:
+        pool.stop()
