@@ -13,7 +13,7 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from toolgym.server.auth import read_keys_file
 from toolgym.server.sandbox.base import SandboxSpec
@@ -185,15 +185,15 @@ class Settings:
                 f"refusing to serve on {self.host} without API keys: set TOOLGYM_API_KEYS "
                 "(or an api_keys_file), or pass --insecure-no-auth to serve unauthenticated"
             )
-        if self.backend not in ("auto", "docker", "process"):
+        if self.backend not in get_args(BackendName):
             raise ValueError(f"backend must be auto, docker or process, not {self.backend!r}")
-        if self.isolation not in ("", "container", "namespace", "process"):
+        if self.isolation not in get_args(IsolationName):
             raise ValueError(f"isolation must be container, namespace or process, not {self.isolation!r}")
         if self.isolation and self.backend != "auto" and (self.backend == "process") != (self.isolation == "process"):
             raise ValueError(f"isolation={self.isolation} contradicts backend={self.backend}: the process tier is"
                              " backend process, the container and namespace tiers need Docker (backend docker);"
                              " set one of them only")
-        if self.sandbox_channel not in ("auto", "attach", "socket"):
+        if self.sandbox_channel not in get_args(ChannelName):
             raise ValueError(f"sandbox_channel must be auto, attach or socket, not {self.sandbox_channel!r}")
         if self.ns_episodes_per_host <= 0 or self.ns_host_max_episodes <= 0:
             raise ValueError("ns_episodes_per_host and ns_host_max_episodes must be positive")
